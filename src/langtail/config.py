@@ -185,6 +185,9 @@ class DatasetConfig:
 SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(DatasetConfig)[f.name] for f in dataclasses.fields(DatasetConfig)}
 
 
+HEAD_NAMES = ("lgr", "fc", "fc_cvlp", "knn")  #: fine-tuning runs (see langtail.models.classifier)
+
+
 class ConfigError(ValueError):
     """A configuration problem, with the key path in the message."""
 

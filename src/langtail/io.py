@@ -169,3 +169,27 @@ def load_safetensors(path: PathLike) -> tuple[dict[str, Any], dict[str, str]]:
         for k in f.keys():
             tensors[k] = f.get_tensor(k)
     return tensors, meta
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def fingerprint(obj: Any, *files: PathLike) -> str:
+    """Short sha256 over a JSON-able object and the contents of some files (resume checks)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode())
+    for f in files:
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()[:16]

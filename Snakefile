@@ -1,0 +1,26 @@
+# langtail workflow: snakemake --cores 2 results/demo/report.md
+# Stages: corpus -> captions -> longtail -> pretrain -> anchors -> embed_text -> finetune -> evaluate -> report
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/longtail.smk"
+include: "workflow/rules/captions.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/anchors.smk"
+include: "workflow/rules/embed_text.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/demo/report.md",

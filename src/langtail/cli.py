@@ -1,0 +1,160 @@
+"""``langtail <stage>``: argument parsing only; each subcommand calls one stage function.
+
+Every stage takes ``--params``: the JSON of the config sections it uses (the Snakemake
+rules pass exactly these, so a parameter change reruns exactly the affected stages), or
+``@file.json``. Missing sections/keys take their defaults (``langtail.config``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from langtail.config import ConfigError, DatasetConfig, from_dict
+
+
+def _params(text: str) -> DatasetConfig:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        return from_dict(json.loads(text or "{}"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--params is not valid JSON: {e}") from e
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def cmd_longtail(a):
+    from langtail.data.build import run_longtail
+
+    run_longtail(_params(a.params).data, Path(a.out))
+
+
+def cmd_corpus(a):
+    from langtail.corpus.stage import run_corpus
+    from langtail.data.registry import get_dataset
+
+    cfg = _params(a.params)
+    builder = get_dataset(cfg.data.name)
+    pages = builder.pages(cfg.data) if hasattr(builder, "pages") else None
+    cache = Path(cfg.corpus.cache_dir) if cfg.corpus.cache_dir else Path(a.cache_dir)
+    run_corpus(builder.class_names(cfg.data), cfg.corpus, Path(a.out), Path(a.stats), cache,
+               builtin_pages=pages, captions_path=Path(a.captions) if a.captions else None)
+
+
+def cmd_captions(a):
+    from langtail.captions.stage import run_captions
+
+    run_captions(Path(a.manifest), _params(a.params).captions, Path(a.out), Path(a.shard_dir))
+
+
+def cmd_pretrain(a):
+    from langtail.train.pretrain import run_pretrain
+
+    run_pretrain(_params(a.params), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir))
+
+
+def cmd_anchors(a):
+    from langtail.anchors import run_anchors
+
+    run_anchors(_params(a.params), Path(a.manifest), Path(a.corpus), Path(a.pretrain), Path(a.out), Path(a.cache_dir))
+
+
+def cmd_embed_text(a):
+    from langtail.data.manifest import read_manifest
+    from langtail.embed import run_embed_text
+
+    _, meta = read_manifest(a.manifest)
+    run_embed_text(_params(a.params), Path(a.anchors), Path(a.corpus), Path(a.pretrain), Path(a.out),
+                   Path(a.cache_dir), len(meta["class_names"]))
+
+
+def cmd_finetune(a):
+    from langtail.train.finetune import run_finetune
+
+    run_finetune(_params(a.params), a.head, Path(a.manifest), Path(a.text_emb), Path(a.pretrain), Path(a.out))
+
+
+def cmd_evaluate(a):
+    from langtail.evaluate import run_evaluate
+
+    run_evaluate(_params(a.params), a.model, Path(a.manifest), Path(a.checkpoint), Path(a.text_emb), Path(a.out_dir))
+
+
+def cmd_report(a):
+    from langtail.report.markdown import run_report
+
+    run_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out))
+
+
+def cmd_schema(a):
+    import yaml
+
+    from langtail.config import workflow_schema
+
+    text = yaml.safe_dump(workflow_schema(), sort_keys=False, width=100)
+    if a.out:
+        from langtail.io import write_text
+
+        write_text(a.out, text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_validate(a):
+    from langtail.config import load_yaml, validate_config
+
+    validate_config(load_yaml(a.config))
+    print(f"{a.config}: ok")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def stage(name, fn, *paths, help=""):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--params", default="{}", help="JSON of the config sections (or @file.json)")
+        for path in paths:
+            s.add_argument(f"--{path}", required=not path.startswith("captions"), default=None)
+        s.set_defaults(fn=fn)
+        return s
+
+    stage("longtail", cmd_longtail, "out", help="build the long-tailed manifest")
+    stage("corpus", cmd_corpus, "out", "stats", "cache-dir", "captions", help="class-level text corpus")
+    stage("captions", cmd_captions, "manifest", "out", "shard-dir", help="BLIP-2 image captions")
+    stage("pretrain", cmd_pretrain, "manifest", "corpus", "out", "cache-dir", help="CVLP pre-training")
+    stage("anchors", cmd_anchors, "manifest", "corpus", "pretrain", "out", "cache-dir", help="anchor sentence selection")
+    stage("embed-text", cmd_embed_text, "manifest", "anchors", "corpus", "pretrain", "out", "cache-dir",
+          help="anchor text embeddings [C, M, D]")
+    stage("finetune", cmd_finetune, "head", "manifest", "text-emb", "pretrain", "out", help="fine-tune a head")
+    stage("evaluate", cmd_evaluate, "model", "manifest", "checkpoint", "text-emb", "out-dir", help="top-1 metrics")
+    stage("report", cmd_report, "dataset", "results-dir", "out", help="markdown report + figures")
+    s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
+    s.add_argument("--out", default="")
+    s.set_defaults(fn=cmd_schema)
+    s = sub.add_parser("validate-config", help="validate a workflow config file")
+    s.add_argument("config")
+    s.set_defaults(fn=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        args.fn(args)
+    except ConfigError as e:
+        logging.getLogger("langtail").error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

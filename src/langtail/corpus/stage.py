@@ -1,0 +1,259 @@
+"""Corpus stage: class-level sentences from Wikipedia, prompts, descriptions and captions.
+
+:func:`run_corpus` writes two Parquet files (atomically, :func:`langtail.io.write_parquet`).
+
+``corpus.parquet`` -- one row per sentence, in this order: by ``class_id``, then by
+source in ``cfg.sources`` order, then by position in the page / template list / file:
+
+================  =======  ==========================================================
+column            dtype    meaning
+================  =======  ==========================================================
+``sentence_id``   int32    0..N-1 in file order
+``class_id``      int32    index into the class list
+``class_name``    string   the class name as given
+``source``        string   ``wiki`` | ``prompt`` | ``descriptions`` | ``caption``
+``page_title``    string   Wikipedia title (``""`` for other sources)
+``section``       string   heading path (``"History / Early years"``; ``""`` = summary
+                           or not a page)
+``sentence``      string   the sentence (spaces collapsed)
+``n_tokens``      int32    CLIP BPE tokens incl. SOS/EOS (<= ``cfg.max_tokens``)
+``page_id``       int64    MediaWiki page id (-1 when none)
+``revision_id``   int64    MediaWiki revision id (-1 when none)
+================  =======  ==========================================================
+
+``corpus_stats.parquet`` -- one row per class: ``class_id``, ``class_name``,
+``page_title``, ``has_page`` (bool: ``wiki`` requested and a page with status ``ok``),
+``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32).
+
+Both files carry the same summary dict under the ``langtail`` metadata key
+(:func:`langtail.io.read_parquet_metadata`); the paper's Table-7 statistics are
+``M_min``/``M_max``/``M_mean``/``M_median`` (sentences per class) and ``L_avg`` (mean
+tokens per sentence), plus ``classes_without_page``, the filter counters
+``n_split_too_long``, ``n_chunks_from_split``, ``n_dropped_too_short``,
+``n_duplicates_removed``, the descriptions report ``descriptions_unmatched_keys`` /
+``classes_without_description`` (with ``n_...`` counts), ``classes_prompt_fallback``
+and ``pages_by_status``. The output is deterministic: no timestamps; the same inputs
+give byte-identical files.
+
+Per source:
+
+* ``wiki`` -- the page of each class from the raw-page cache
+  (:mod:`langtail.corpus.wikipedia`; ``builtin_pages`` are seeded into the cache first),
+  cleaned by :func:`langtail.corpus.clean.clean_extract` (``cfg.drop_sections``) and split
+  by :func:`langtail.corpus.sentences.split_sentences`.
+* ``prompt`` -- :func:`langtail.corpus.prompts.prompts_for` (``cfg.prompt_templates``).
+* ``descriptions`` -- ``cfg.descriptions_file`` (:mod:`langtail.corpus.descriptions`).
+* ``caption`` -- ``captions_path``: ``captions.parquet`` of the captions stage, i.e. an
+  int ``class_id`` (or ``label``) column and a string ``caption`` (or ``text``) column,
+  rows in file order; if it has a ``split`` column only ``train`` rows are used (captions
+  of test images never become class text).
+
+Every sentence then goes through the token filter
+(:func:`langtail.corpus.sentences.fit_sentence`) and, if ``cfg.dedup``, exact repeats
+within a class (compared case-insensitively after collapsing spaces) are removed,
+keeping the first (source order). A class left with no sentence at all (no page and
+no other source) gets the prompt sentences as a fallback (``classes_prompt_fallback``),
+unless ``cfg.prompt_templates`` is ``none``.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+
+from langtail.config import CorpusConfig
+from langtail.corpus.clean import clean_extract
+from langtail.corpus.descriptions import DescriptionMatch, descriptions_for
+from langtail.corpus.prompts import prompts_for
+from langtail.corpus.sentences import FilterCounts, fit_sentence, split_sentences
+from langtail.io import write_parquet
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("wiki", "prompt", "descriptions", "caption")
+
+CORPUS_SCHEMA = pa.schema([
+    ("sentence_id", pa.int32()), ("class_id", pa.int32()), ("class_name", pa.string()),
+    ("source", pa.string()), ("page_title", pa.string()), ("section", pa.string()),
+    ("sentence", pa.string()), ("n_tokens", pa.int32()), ("page_id", pa.int64()),
+    ("revision_id", pa.int64()),
+])
+STATS_SCHEMA = pa.schema([
+    ("class_id", pa.int32()), ("class_name", pa.string()), ("page_title", pa.string()),
+    ("has_page", pa.bool_()), ("n_wiki", pa.int32()), ("n_prompt", pa.int32()),
+    ("n_descriptions", pa.int32()), ("n_caption", pa.int32()), ("n_total", pa.int32()),
+])
+
+
+def _load_captions(path: Path, n_classes: int) -> list[list[str]]:
+    import pyarrow.parquet as pq
+
+    df = pq.read_table(path).to_pandas()
+    cid = "class_id" if "class_id" in df.columns else "label" if "label" in df.columns else None
+    txt = "caption" if "caption" in df.columns else "text" if "text" in df.columns else None
+    if cid is None or txt is None:
+        raise ValueError(f"{path}: captions need a class_id (or label) and a caption (or text) column; "
+                         f"have {list(df.columns)}")
+    if "split" in df.columns:  # only training-image captions are class text (no test leakage)
+        n_other = int((df["split"] != "train").sum())
+        if n_other:
+            log.info("%s: ignoring %d captions of non-train images", path, n_other)
+        df = df[df["split"] == "train"]
+    out: list[list[str]] = [[] for _ in range(n_classes)]
+    for c, t in zip(df[cid].tolist(), df[txt].tolist()):
+        if not 0 <= int(c) < n_classes:
+            raise ValueError(f"{path}: class id {c} outside 0..{n_classes - 1}")
+        if isinstance(t, str) and t.strip():
+            out[int(c)].append(t)
+    return out
+
+
+def _summary(stats: pd.DataFrame, corpus: pd.DataFrame) -> dict[str, Any]:
+    m = stats["n_total"].tolist()
+    return {
+        "n_classes": len(m),
+        "n_sentences": int(len(corpus)),
+        "M_min": int(min(m)) if m else 0,
+        "M_max": int(max(m)) if m else 0,
+        "M_mean": round(float(statistics.fmean(m)), 4) if m else 0.0,
+        "M_median": float(statistics.median(m)) if m else 0.0,
+        "L_avg": round(float(corpus["n_tokens"].mean()), 4) if len(corpus) else 0.0,
+        "sentences_per_source": {s: int((corpus["source"] == s).sum()) for s in SOURCES},
+    }
+
+
+def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, Mapping[str, Any]] | None = None,
+                 descriptions: DescriptionMatch | None = None, captions: list[list[str]] | None = None,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Pure part of the stage: inputs in memory -> (corpus frame, stats frame, summary)."""
+    unknown = [s for s in cfg.sources if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"corpus.sources: unknown source(s) {unknown}; allowed: {list(SOURCES)}")
+    if len(set(cfg.sources)) != len(cfg.sources):
+        raise ValueError(f"corpus.sources lists a source twice: {cfg.sources}")
+    counts = FilterCounts()
+    rows: list[tuple] = []
+    stat_rows: list[tuple] = []
+    fallback: list[str] = []
+    without_page: list[str] = []
+    by_status: dict[str, int] = {}
+    for cid, name in enumerate(class_names):
+        seen: set[str] = set()
+        n_by: dict[str, int] = dict.fromkeys(SOURCES, 0)
+        page = (pages or {}).get(name) if "wiki" in cfg.sources else None
+        has_page = bool(page) and page.get("status") == "ok"
+        title = page.get("title", "") if page and has_page else ""
+        if "wiki" in cfg.sources:
+            status = page.get("status", "missing") if page else "missing"
+            by_status[status] = by_status.get(status, 0) + 1
+            if not has_page:
+                without_page.append(name)
+
+        def emit(source: str, sentences, page_title="", section="", page_id=-1, rev=-1) -> None:
+            for s in sentences:
+                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, counts, source):
+                    if cfg.dedup:
+                        key = " ".join(text.split()).casefold()
+                        if key in seen:
+                            counts.add(source, "duplicates_removed")
+                            continue
+                        seen.add(key)
+                    rows.append((cid, name, source, page_title, section, text, n, page_id, rev))
+                    n_by[source] += 1
+
+        for source in cfg.sources:
+            if source == "wiki":
+                if has_page:
+                    for block in clean_extract(page.get("text", ""), cfg.drop_sections):
+                        emit("wiki", split_sentences(block.text), title, block.section,
+                             int(page.get("pageid", -1)), int(page.get("revid", -1)))
+            elif source == "prompt":
+                emit("prompt", prompts_for(name, cfg.prompt_templates))
+            elif source == "descriptions":
+                if descriptions is not None:
+                    emit("descriptions", descriptions.per_class[cid])
+            elif source == "caption":
+                if captions is not None:
+                    emit("caption", captions[cid])
+        if sum(n_by.values()) == 0 and cfg.prompt_templates != "none" and "prompt" not in cfg.sources:
+            fallback.append(name)
+            emit("prompt", prompts_for(name, cfg.prompt_templates))
+        stat_rows.append((cid, name, title, has_page, n_by["wiki"], n_by["prompt"], n_by["descriptions"],
+                          n_by["caption"], sum(n_by.values())))
+    corpus = pd.DataFrame(rows, columns=["class_id", "class_name", "source", "page_title", "section", "sentence",
+                                         "n_tokens", "page_id", "revision_id"])
+    corpus.insert(0, "sentence_id", range(len(corpus)))
+    corpus = corpus.astype({"sentence_id": "int32", "class_id": "int32", "n_tokens": "int32",
+                            "page_id": "int64", "revision_id": "int64"})
+    stats = pd.DataFrame(stat_rows, columns=[f.name for f in STATS_SCHEMA])
+    stats = stats.astype({"class_id": "int32", "has_page": "bool", "n_wiki": "int32", "n_prompt": "int32",
+                          "n_descriptions": "int32", "n_caption": "int32", "n_total": "int32"})
+    summary = _summary(stats, corpus)
+    dsc = descriptions
+    summary.update({
+        "sources": list(cfg.sources),
+        "min_tokens": cfg.min_tokens,
+        "max_tokens": cfg.max_tokens,
+        "dedup": cfg.dedup,
+        "tokenizer": "open_clip.tokenizer.SimpleTokenizer (CLIP BPE, incl. SOS/EOS)",
+        "classes_without_page": without_page,
+        "n_classes_without_page": len(without_page),
+        "pages_by_status": dict(sorted(by_status.items())),
+        "n_split_too_long": counts.split_too_long,
+        "n_chunks_from_split": counts.chunks_from_split,
+        "n_dropped_too_short": counts.dropped_too_short,
+        "n_duplicates_removed": counts.duplicates_removed + (dsc.duplicates_removed if dsc else 0),
+        "filter_per_source": {k: dict(sorted(v.items())) for k, v in sorted(counts.per_source.items())},
+        "descriptions_unmatched_keys": list(dsc.unmatched_keys) if dsc else [],
+        "n_descriptions_unmatched_keys": len(dsc.unmatched_keys) if dsc else 0,
+        "classes_without_description": list(dsc.classes_without_entry) if dsc else [],
+        "n_classes_without_description": len(dsc.classes_without_entry) if dsc else 0,
+        "descriptions_empty_dropped": dsc.empty_dropped if dsc else 0,
+        "descriptions_duplicates_removed": dsc.duplicates_removed if dsc else 0,
+        "classes_prompt_fallback": fallback,
+        "n_classes_prompt_fallback": len(fallback),
+    })
+    return corpus, stats, summary
+
+
+def run_corpus(class_names: list[str], cfg: CorpusConfig, out: Path, stats_out: Path, cache_dir: Path,
+               builtin_pages: dict[str, dict] | None = None, captions_path: Path | None = None) -> None:
+    """Build corpus.parquet (out) and corpus_stats.parquet (stats_out).
+
+    ``builtin_pages`` (class name -> raw-page dict in the cache format of
+    :mod:`langtail.corpus.wikipedia`) are written into ``cache_dir`` where absent and
+    then read back through the cache like crawled pages; with them no request is made.
+    Without them, ``wiki`` pages missing from the cache are crawled unless
+    ``cfg.offline`` (then :class:`~langtail.corpus.wikipedia.OfflineCacheMiss` names
+    the uncached classes). ``captions_path`` is required when ``caption`` is a source.
+    """
+    from langtail.corpus.wikipedia import ensure_pages
+
+    class_names = [str(n) for n in class_names]
+    if not class_names:
+        raise ValueError("run_corpus: empty class list")
+    pages = None
+    if "wiki" in cfg.sources:
+        pages = ensure_pages(class_names, cfg, Path(cache_dir), builtin_pages)
+    descriptions = None
+    if "descriptions" in cfg.sources:
+        if not cfg.descriptions_file:
+            raise ValueError("corpus.sources has 'descriptions' but corpus.descriptions_file is empty")
+        descriptions = descriptions_for(cfg.descriptions_file, class_names, dedup=cfg.dedup)
+    captions = None
+    if "caption" in cfg.sources:
+        if captions_path is None:
+            raise ValueError("corpus.sources has 'caption' but no captions file was given (enable the captions stage)")
+        captions = _load_captions(Path(captions_path), len(class_names))
+    corpus, stats, summary = build_corpus(class_names, cfg, pages, descriptions, captions)
+    for name in summary["classes_without_page"]:
+        log.info("no Wikipedia page for class %r", name)
+    log.info("corpus: %d sentences for %d classes (M min/median/max %d/%s/%d, L_avg %.1f tokens)",
+             summary["n_sentences"], summary["n_classes"], summary["M_min"], summary["M_median"],
+             summary["M_max"], summary["L_avg"])
+    write_parquet(out, corpus, metadata=summary, schema=CORPUS_SCHEMA)
+    write_parquet(stats_out, stats, metadata=summary, schema=STATS_SCHEMA)

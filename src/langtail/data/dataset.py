@@ -1,0 +1,143 @@
+"""Torch datasets, transforms and samplers over a manifest.
+
+- :class:`ManifestDataset` yields ``(image [3, H, W] float, label, row)``; an unreadable
+  image yields ``None`` and :func:`collate_skip` drops it while counting it, so a corrupt
+  file is a counted, logged skip (never a crash mid-epoch, never a silent drop).
+- :func:`build_transform`: 32 px CIFAR-style augmentation (random crop with 4 px padding +
+  horizontal flip) or CLIP preprocessing (224 px bicubic resize + centre crop, CLIP
+  mean/std; random-resized-crop + flip when training).
+- :func:`make_sampler`: instance, square-root (class probability ~ n_c^0.5, the paper's
+  default) or class-balanced sampling; deterministic per ``(seed, epoch)``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from langtail.data.manifest import ImageStore, UnreadableImage
+
+log = logging.getLogger(__name__)
+
+MEAN_STD = {
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def build_transform(train: bool, image_size: int = 32, normalize: str = "cifar", augment: bool = True):
+    """``uint8 [H, W, 3]`` numpy -> ``float [3, S, S]`` tensor."""
+    from torchvision.transforms import v2
+
+    mean, std = MEAN_STD[normalize]
+    ops: list[Any] = [v2.ToImage()]
+    if image_size <= 64:
+        ops.append(v2.Resize((image_size, image_size), antialias=True))
+        if train and augment:
+            ops += [v2.RandomCrop(image_size, padding=image_size // 8, padding_mode="reflect"),
+                    v2.RandomHorizontalFlip()]
+    else:
+        if train and augment:
+            ops += [v2.RandomResizedCrop(image_size, scale=(0.5, 1.0),
+                                         interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                    v2.RandomHorizontalFlip()]
+        else:
+            ops += [v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                    v2.CenterCrop(image_size)]
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(ops)
+
+
+class ManifestDataset(Dataset):
+    """Rows of a manifest frame as ``(image, label, row)``; ``row`` indexes ``df``."""
+
+    def __init__(self, df: pd.DataFrame, store: ImageStore, transform=None):
+        self.refs = df["image"].tolist()
+        self.labels = df["label"].to_numpy().astype(np.int64)
+        self.store = store
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int):
+        try:
+            img = self.store.load(self.refs[i])
+        except UnreadableImage as e:
+            log.warning("skipping unreadable image: %s", e)
+            return None
+        x = self.transform(img) if self.transform is not None else torch.from_numpy(np.ascontiguousarray(img))
+        return x, int(self.labels[i]), i
+
+
+def collate_skip(batch: list) -> dict[str, Any]:
+    """Stack a batch, dropping ``None`` items (unreadable images) and counting them."""
+    good = [b for b in batch if b is not None]
+    out: dict[str, Any] = {"skipped": len(batch) - len(good)}
+    if good:
+        out["image"] = torch.stack([b[0] for b in good])
+        out["label"] = torch.tensor([b[1] for b in good], dtype=torch.long)
+        out["row"] = torch.tensor([b[2] for b in good], dtype=torch.long)
+    return out
+
+
+def sample_weights(labels: np.ndarray, mode: str) -> np.ndarray:
+    """Per-image sampling weights ``[N]``: instance (uniform), sqrt (~ n_c^-0.5), balanced (~ 1/n_c)."""
+    counts = np.bincount(labels)
+    n = counts[labels].astype(np.float64)
+    if mode == "instance":
+        w = np.ones_like(n)
+    elif mode == "sqrt":
+        w = n ** -0.5
+    elif mode == "balanced":
+        w = 1.0 / n
+    else:
+        raise ValueError(f"unknown sampler {mode!r}; use instance, sqrt or balanced")
+    return w / w.sum()
+
+
+class EpochSampler(Sampler[int]):
+    """``len(labels)`` indices per epoch drawn by :func:`sample_weights`; call ``set_epoch``."""
+
+    def __init__(self, labels: np.ndarray, mode: str, seed: int):
+        self.labels = np.asarray(labels)
+        self.mode = mode
+        self.seed = seed
+        self.epoch = 0
+        self.p = sample_weights(self.labels, mode)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.mode == "instance":
+            idx = rng.permutation(len(self.labels))
+        else:
+            idx = rng.choice(len(self.labels), size=len(self.labels), replace=True, p=self.p)
+        return iter(idx.tolist())
+
+
+def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int, *, train: bool,
+                sampler: str = "instance", seed: int = 0, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """DataLoader over ``df`` rows. Training loaders use an :class:`EpochSampler` and drop the last batch."""
+    ds = ManifestDataset(df, store, transform)
+    samp = EpochSampler(ds.labels, sampler, seed) if train else None
+    return DataLoader(ds, batch_size=batch_size, sampler=samp, shuffle=False, drop_last=train and len(ds) > batch_size,
+                      num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_skip,
+                      persistent_workers=num_workers > 0)
+
+
+def store_for(manifest_path: str | Path, meta: dict[str, Any]) -> ImageStore:
+    return ImageStore(Path(manifest_path).parent, meta.get("image_root", ""))

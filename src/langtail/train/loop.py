@@ -1,0 +1,174 @@
+"""Shared training loop: cosine schedule, AMP, channels-last, per-epoch resumable checkpoints.
+
+:func:`fit` runs ``epochs`` epochs of ``step_fn(batch) -> loss`` over ``loader``. After every
+epoch it atomically writes a resume file (model + optimizer + scheduler + epoch + RNG
+states + history) next to the final output; a rerun after a kill continues from the last
+finished epoch and, on CPU with ``num_workers: 0``, ends with the same weights as an
+uninterrupted run (all randomness is either restored from the checkpoint or derived from
+``(seed, epoch)``). The resume file carries a fingerprint of the run's configuration and
+inputs; a stale one (different config) is discarded with a log line.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from langtail import io
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; set device: auto or cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def cosine_lambda(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up then cosine decay to 0 over ``total_steps``."""
+
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay on 1-d params (norms, biases) and the temperature."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or "logit_scale" in n else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    skipped: int = 0
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    step_fn: Callable[[dict[str, Any]], torch.Tensor],
+    *,
+    epochs: int,
+    resume_path: Path,
+    fingerprint: str,
+    device: torch.device,
+    amp: bool = False,
+    warmup_epochs: int = 0,
+    desc: str = "train",
+    after_step: Callable[[], None] | None = None,
+) -> FitResult:
+    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss."""
+    steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_lambda(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch))
+    use_amp = amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    res = FitResult()
+    start = 0
+    if resume_path.exists():
+        st = io.torch_load(resume_path)
+        if st.get("fingerprint") == fingerprint:
+            model.load_state_dict(st["model"])
+            optimizer.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            scaler.load_state_dict(st["scaler"])
+            set_rng_state(st["rng"])
+            res.history = st["history"]
+            res.skipped = st.get("skipped", 0)
+            start = st["epoch"]
+            res.resumed_from = start
+            log.info("%s: resuming after epoch %d from %s", desc, start, resume_path)
+        else:
+            log.warning("%s: ignoring stale resume file %s (config or inputs changed)", desc, resume_path)
+    t0 = time.time()
+    for epoch in range(start, epochs):
+        model.train()
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        tot, n = 0.0, 0
+        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0, disable=None)
+        for batch in bar:
+            res.skipped += batch.get("skipped", 0)
+            if "image" not in batch:
+                continue
+            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = step_fn(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at epoch {epoch + 1}; "
+                                         "lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            sched.step()
+            if after_step is not None:
+                after_step()
+            tot += loss.item()
+            n += 1
+            bar.set_postfix(loss=f"{tot / n:.4f}")
+        rec = {"epoch": epoch + 1, "loss": tot / max(1, n), "lr": optimizer.param_groups[0]["lr"]}
+        res.history.append(rec)
+        log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
+        io.torch_save(resume_path, {
+            "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_state(), "history": res.history, "skipped": res.skipped,
+        })
+    res.seconds = time.time() - t0
+    if res.skipped:
+        log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
+    return res
+
+
+def finish(resume_path: Path) -> None:
+    """Remove the resume file once the final artifact is written."""
+    resume_path.unlink(missing_ok=True)

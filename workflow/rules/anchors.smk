@@ -1,0 +1,20 @@
+rule anchors:
+    """AnSS: score every sentence by L_lin against <= 50 images per class, keep the best M."""
+    input:
+        manifest=ds_path("manifest.parquet"),
+        corpus=ds_path("corpus.parquet"),
+        pretrain=ds_path("pretrain", "model.pt"),
+    output:
+        ds_path("anchors.parquet"),
+    params:
+        cfg=params_json("data", "pretrain", "anchors"),
+        cache=ds_path("cache"),
+    log:
+        ds_path("logs", "anchors.log"),
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=gpu_count("pretrain"),
+    shell:
+        "langtail anchors --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
+        " --pretrain {input.pretrain} --out {output} --cache-dir {params.cache} 2> {log}"

@@ -1,0 +1,17 @@
+rule captions:
+    """BLIP-2 captions of the manifest's images (an empty table when captions.enabled is false)."""
+    input:
+        manifest=ds_path("manifest.parquet"),
+    output:
+        ds_path("captions.parquet"),
+    params:
+        cfg=params_json("captions"),
+        shards=ds_path("captions_shards"),
+    log:
+        ds_path("logs", "captions.log"),
+    resources:
+        mem_mb=32000,
+        gpu=gpu_count("captions"),
+    shell:
+        "langtail captions --params {params.cfg:q} --manifest {input.manifest} --out {output}"
+        " --shard-dir {params.shards} 2> {log}"

@@ -1,0 +1,23 @@
+def corpus_inputs(wildcards):
+    c = cfg(wildcards.dataset)
+    return {"captions": ds_path("captions.parquet")} if "caption" in c.corpus.sources else {}
+
+
+rule corpus:
+    """Class-level text: Wikipedia pages (cached crawl), CLIP prompts, descriptions, captions."""
+    input:
+        unpack(corpus_inputs),
+    output:
+        corpus=ds_path("corpus.parquet"),
+        stats=ds_path("corpus_stats.parquet"),
+    params:
+        cfg=params_json("corpus", data_keys=("name", "root", "seed")),
+        cache=ds_path("wiki_cache"),
+        captions=lambda w, input: f"--captions {input.captions}" if "captions" in input.keys() else "",
+    log:
+        ds_path("logs", "corpus.log"),
+    resources:
+        mem_mb=4000,
+    shell:
+        "langtail corpus --params {params.cfg:q} --out {output.corpus} --stats {output.stats}"
+        " --cache-dir {params.cache} {params.captions} 2> {log}"

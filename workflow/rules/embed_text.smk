@@ -1,0 +1,19 @@
+rule embed_text:
+    """Anchor-sentence embeddings [C, M, D], encoded once with the frozen linguistic encoder."""
+    input:
+        manifest=ds_path("manifest.parquet"),
+        anchors=ds_path("anchors.parquet"),
+        corpus=ds_path("corpus.parquet"),
+        pretrain=ds_path("pretrain", "model.pt"),
+    output:
+        ds_path("text_embeddings.safetensors"),
+    params:
+        cfg=params_json("anchors"),
+        cache=ds_path("cache"),
+    log:
+        ds_path("logs", "embed_text.log"),
+    resources:
+        mem_mb=8000,
+    shell:
+        "langtail embed-text --params {params.cfg:q} --manifest {input.manifest} --anchors {input.anchors}"
+        " --corpus {input.corpus} --pretrain {input.pretrain} --out {output} --cache-dir {params.cache} 2> {log}"

@@ -1,0 +1,26 @@
+def eval_checkpoint(wildcards):
+    if wildcards.model == "zeroshot":
+        return ds_path("pretrain", "model.pt")
+    return ds_path("finetune", wildcards.model, "model.pt")
+
+
+rule evaluate:
+    """Top-1 overall / many / medium / few and per-class accuracy of one model."""
+    input:
+        manifest=ds_path("manifest.parquet"),
+        checkpoint=eval_checkpoint,
+        text_emb=ds_path("text_embeddings.safetensors"),
+    output:
+        metrics=ds_path("eval", "{model}", "metrics.json"),
+        per_class=ds_path("eval", "{model}", "per_class.parquet"),
+    params:
+        cfg=params_json("data", "finetune", "evaluate"),
+        out_dir=ds_path("eval", "{model}"),
+    log:
+        ds_path("logs", "evaluate_{model}.log"),
+    resources:
+        mem_mb=8000,
+        gpu=gpu_count("evaluate"),
+    shell:
+        "langtail evaluate --params {params.cfg:q} --model {wildcards.model} --manifest {input.manifest}"
+        " --checkpoint {input.checkpoint} --text-emb {input.text_emb} --out-dir {params.out_dir} 2> {log}"

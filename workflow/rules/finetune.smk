@@ -1,0 +1,19 @@
+rule finetune:
+    """Visual encoder + recognition head (lgr, fc baseline, fc_cvlp, knn), one run per head."""
+    input:
+        manifest=ds_path("manifest.parquet"),
+        text_emb=ds_path("text_embeddings.safetensors"),
+        pretrain=ds_path("pretrain", "model.pt"),
+    output:
+        ds_path("finetune", "{head}", "model.pt"),
+    params:
+        cfg=params_json("data", "model", "finetune"),
+    log:
+        ds_path("logs", "finetune_{head}.log"),
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=gpu_count("finetune"),
+    shell:
+        "langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
+        " --text-emb {input.text_emb} --pretrain {input.pretrain} --out {output} 2> {log}"

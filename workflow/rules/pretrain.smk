@@ -1,0 +1,19 @@
+rule pretrain:
+    """CVLP: class-wise contrastive pre-training (+ CLIP distillation when a teacher is set)."""
+    input:
+        manifest=ds_path("manifest.parquet"),
+        corpus=ds_path("corpus.parquet"),
+    output:
+        ds_path("pretrain", "model.pt"),
+    params:
+        cfg=params_json("data", "model", "pretrain"),
+        cache=ds_path("cache"),
+    log:
+        ds_path("logs", "pretrain.log"),
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=gpu_count("pretrain"),
+    shell:
+        "langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
+        " --out {output} --cache-dir {params.cache} 2> {log}"
