@@ -92,6 +92,30 @@ def cmd_report(a):
     run_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out))
 
 
+def cmd_ca4ltr_train(a):
+    from langtail.train.ca4ltr import run_ca4ltr_train
+
+    run_ca4ltr_train(_params(a.params), a.source, Path(a.manifest), Path(a.out), _opt_path(a.cache_dir),
+                     _opt_path(a.anchors), _opt_path(a.captions), _opt_path(a.pretrain))
+
+
+def cmd_ca4ltr_evaluate(a):
+    from langtail.train.ca4ltr import run_ca4ltr_evaluate
+
+    run_ca4ltr_evaluate(_params(a.params), Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
+                        _opt_path(a.cache_dir), _opt_path(a.anchors), _opt_path(a.captions))
+
+
+def cmd_ca4ltr_report(a):
+    from langtail.report.ca4ltr import run_text_quality_report
+
+    run_text_quality_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out))
+
+
+def _opt_path(v):
+    return Path(v) if v else None
+
+
 def cmd_schema(a):
     import yaml
 
@@ -136,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     stage("finetune", cmd_finetune, "head", "manifest", "text-emb", "pretrain", "out", help="fine-tune a head")
     stage("evaluate", cmd_evaluate, "model", "manifest", "checkpoint", "text-emb", "out-dir", help="top-1 metrics")
     stage("report", cmd_report, "dataset", "results-dir", "out", help="markdown report + figures")
+    s = stage("ca4ltr-train", cmd_ca4ltr_train, "source", "manifest", "out", "captions", help="train one CA4LTR run")
+    for opt in ("cache-dir", "anchors", "pretrain"):  # optional: only some sources / inits need them
+        s.add_argument(f"--{opt}", default=None)
+    s = stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, "manifest", "checkpoint", "out-dir", "captions",
+              help="top-1 metrics of a CA4LTR run")
+    for opt in ("cache-dir", "anchors"):
+        s.add_argument(f"--{opt}", default=None)
+    stage("ca4ltr-report", cmd_ca4ltr_report, "dataset", "results-dir", "out", help="CA4LTR text-quality study")
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
     s.set_defaults(fn=cmd_schema)

@@ -155,6 +155,39 @@ class FinetuneConfig:
 
 
 @dataclass
+class Ca4ltrConfig:
+    """CA4LTR: image tokens attend to text tokens (cross-modal attention), text-quality study.
+
+    Architecture and text sources: ``langtail.models.ca4ltr``, ``langtail.text_sources``,
+    ``docs/ca4ltr.md``. The "Pure" baseline of the study is the ``fc`` finetune run.
+    """
+
+    sources: list[Literal["label", "description", "caption", "nonsense"]] = field(
+        default_factory=lambda: ["label", "description", "caption", "nonsense"])  #: one run per source
+    init: Literal["model", "cvlp"] = "model"  #: image backbone: model.pretrained (as Pure) or the CVLP encoder
+    width: int = 256  #: d, width of the fusion blocks
+    heads: int = 4
+    depth: int = 2  #: cross-modal attention blocks
+    ffn_mult: int = 4
+    bidirectional: bool = False  #: also let text tokens attend to image tokens in every block
+    dropout: float = 0.1
+    label_templates: int = 1  #: label: prompts per class ("a photo of a {}." first, then CLIP templates)
+    description_per_class: int = 0  #: description: best-ranked anchors kept per class (0 = all selected)
+    nonsense_per_image: int = 1  #: nonsense: sentences per image
+    nonsense_seed: int = 0
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 0
+    sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
+    augment: bool = True
+    device: str = "auto"
+    amp: bool = False
+    seed: int = 0
+
+
+@dataclass
 class EvaluateConfig:
     batch_size: int = 256
     split: Literal["test", "val"] = "test"
@@ -178,6 +211,7 @@ class DatasetConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ca4ltr: Ca4ltrConfig = field(default_factory=Ca4ltrConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 

@@ -74,12 +74,11 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
                          cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
     extra: dict[str, Any] = {}
     if model_name == "zeroshot":
-        vl, _, _ = load_vl_checkpoint(model_path, device)
-        vl.eval()
+        image = load_vl_checkpoint(model_path, device, image_only=True)[0].eval()
         emb, mask, _ = read_text_embeddings(text_emb_path)
         proto = (F.normalize(emb, dim=-1) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         proto = F.normalize(proto, dim=-1).to(device)
-        scores, labels, _, skipped = run_batches(lambda x: F.normalize(vl.image(x), dim=-1) @ proto.t(),
+        scores, labels, _, skipped = run_batches(lambda x: F.normalize(image(x), dim=-1) @ proto.t(),
                                                  loader, device, desc="eval zeroshot")
         pred = scores.argmax(1).numpy()
     else:

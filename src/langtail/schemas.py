@@ -14,6 +14,8 @@ CORPUS_COLUMNS = {
     "section": "string",
     "sentence": "string",
     "n_tokens": "int32",
+    "page_id": "int64",
+    "revision_id": "int64",
 }
 
 ANCHORS_COLUMNS = {

@@ -9,6 +9,8 @@ rule anchors:
     params:
         cfg=params_json("data", "pretrain", "anchors"),
         cache=ds_path("cache"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "anchors.log"),
     threads: 2

@@ -7,6 +7,8 @@ rule captions:
     params:
         cfg=params_json("captions"),
         shards=ds_path("captions_shards"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "captions.log"),
     resources:

@@ -1,6 +1,7 @@
 # Shared helpers: config validation (before any job runs) and per-stage params.
 import dataclasses
 import json
+import os
 
 from langtail.config import HEAD_NAMES, dataset_config, validate_config
 
@@ -45,4 +46,31 @@ def gpu_count(section):
 
 
 def ds_path(*parts):
-    return "/".join([RESULTS, "{dataset}", *parts])
+    """results/{dataset}/<parts...> (relative to the working directory)."""
+    return os.path.join(RESULTS, "{dataset}", *parts)
+
+
+# ---- input functions of the corpus, evaluate and report rules
+
+def corpus_inputs(wildcards):
+    c = cfg(wildcards.dataset)
+    return {"captions": ds_path("captions.parquet")} if "caption" in c.corpus.sources else {}
+
+
+def eval_checkpoint(wildcards):
+    if wildcards.model == "zeroshot":
+        return ds_path("pretrain", "model.pt")
+    return ds_path("finetune", wildcards.model, "model.pt")
+
+
+def report_inputs(wildcards):
+    c = cfg(wildcards.dataset)
+    models = list(c.finetune.heads) + ["zeroshot"]
+    return {
+        "metrics": [ds_path("eval", m, "metrics.json") for m in models],
+        "corpus_stats": ds_path("corpus_stats.parquet"),
+        "anchors": ds_path("anchors.parquet"),
+        "captions": ds_path("captions.parquet"),
+        "manifest": ds_path("manifest.parquet"),
+    }
+

@@ -1,8 +1,3 @@
-def corpus_inputs(wildcards):
-    c = cfg(wildcards.dataset)
-    return {"captions": ds_path("captions.parquet")} if "caption" in c.corpus.sources else {}
-
-
 rule corpus:
     """Class-level text: Wikipedia pages (cached crawl), CLIP prompts, descriptions, captions."""
     input:
@@ -14,6 +9,8 @@ rule corpus:
         cfg=params_json("corpus", data_keys=("name", "root", "seed")),
         cache=ds_path("wiki_cache"),
         captions=lambda w, input: f"--captions {input.captions}" if "captions" in input.keys() else "",
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "corpus.log"),
     resources:

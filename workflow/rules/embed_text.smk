@@ -10,6 +10,8 @@ rule embed_text:
     params:
         cfg=params_json("anchors"),
         cache=ds_path("cache"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "embed_text.log"),
     resources:

@@ -1,9 +1,3 @@
-def eval_checkpoint(wildcards):
-    if wildcards.model == "zeroshot":
-        return ds_path("pretrain", "model.pt")
-    return ds_path("finetune", wildcards.model, "model.pt")
-
-
 rule evaluate:
     """Top-1 overall / many / medium / few and per-class accuracy of one model."""
     input:
@@ -16,6 +10,8 @@ rule evaluate:
     params:
         cfg=params_json("data", "finetune", "evaluate"),
         out_dir=ds_path("eval", "{model}"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_{model}.log"),
     resources:

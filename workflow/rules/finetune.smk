@@ -8,6 +8,8 @@ rule finetune:
         ds_path("finetune", "{head}", "model.pt"),
     params:
         cfg=params_json("data", "model", "finetune"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "finetune_{head}.log"),
     threads: 2

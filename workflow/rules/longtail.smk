@@ -4,6 +4,8 @@ rule longtail:
         ds_path("manifest.parquet"),
     params:
         cfg=params_json("data"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "longtail.log"),
     resources:

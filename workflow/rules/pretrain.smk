@@ -8,6 +8,8 @@ rule pretrain:
     params:
         cfg=params_json("data", "model", "pretrain"),
         cache=ds_path("cache"),
+    conda:
+        "../envs/langtail.yaml"
     log:
         ds_path("logs", "pretrain.log"),
     threads: 2

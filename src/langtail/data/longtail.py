@@ -2,6 +2,11 @@
 
 ``exp_profile`` is the LDAM-DRW ``imbalance_cifar.py`` construction:
 ``n_i = int(n_max * IF ** (-i / (C - 1)))`` for classes in natural label order.
+``pareto_profile`` is our documented reconstruction of the ImageNet-LT / Places-LT
+"Pareto, alpha = 6" sampling (see its docstring and ``docs/datasets.md``);
+``make_profile`` dispatches on ``DataConfig.profile``; ``largest_feasible_n_max`` fits a
+profile to the images a folder has; ``subsample_per_class`` picks the images (LDAM-DRW).
+All profiles are ``list[int]`` of length C, non-increasing in label order.
 """
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ class ImageStore:
     def load(self, ref: str) -> np.ndarray:
         if "#" in ref and ref.split("#", 1)[0].endswith(".npy"):
             name, row = ref.rsplit("#", 1)
-            return np.asarray(self.array(name)[int(row)])
+            return np.array(self.array(name)[int(row)])  # copy: writable, detached from the mmap
         from PIL import Image
 
         p = self.path(ref)

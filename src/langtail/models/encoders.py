@@ -213,7 +213,8 @@ class MiniLMText(nn.Module):
         path = model_path or minilm_path()
         self.model_path = path
         self.st = SentenceTransformer(path, device="cpu")
-        self.base_dim = self.st.get_sentence_embedding_dimension()
+        dim_fn = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
+        self.base_dim = int(dim_fn())
         self.trainable = trainable
         for p in self.st.parameters():
             p.requires_grad_(trainable)
@@ -358,19 +359,31 @@ def state_hash(module: nn.Module) -> str:
 
 
 def save_vl_checkpoint(path, model: VLModel, cfg: ModelConfig, extra: dict[str, Any] | None = None) -> None:
-    """Write a CVLP checkpoint: weights + the model config that rebuilds them."""
+    """Write a CVLP checkpoint: weights + the model config that rebuilds them.
+
+    A frozen MiniLM backbone is not stored (it is the package's unchanged weights, named by
+    ``text_identity``); everything trained (towers, projections, tau) is.
+    """
     import dataclasses
 
     from langtail import io
 
-    io.torch_save(path, {"model_cfg": dataclasses.asdict(cfg), "state_dict": model.state_dict(),
+    sd = model.state_dict()
+    if isinstance(model.text, MiniLMText) and model.text.frozen:
+        sd = {k: v for k, v in sd.items() if not k.startswith("text.st.")}
+    io.torch_save(path, {"model_cfg": dataclasses.asdict(cfg), "state_dict": sd,
                          "image_identity": model.image.identity(), "text_identity": model.text.identity(),
                          "extra": extra or {}})
 
 
-def load_vl_checkpoint(path, device: str | torch.device = "cpu") -> tuple[VLModel, ModelConfig, dict[str, Any]]:
-    """Rebuild a :class:`VLModel` from :func:`save_vl_checkpoint` output (no pretrained download:
-    the weights come from the checkpoint)."""
+def load_vl_checkpoint(path, device: str | torch.device = "cpu", image_only: bool = False):
+    """Rebuild a :class:`VLModel` from :func:`save_vl_checkpoint` output.
+
+    No pretrained download: trained weights come from the checkpoint (a frozen MiniLM
+    backbone from its package). ``image_only=True`` returns just the :class:`ImageTower`
+    (fine-tuning, evaluation: no text encoder is built).
+    Returns ``(model, model_cfg, raw checkpoint dict)``.
+    """
     import dataclasses
 
     from langtail import io
@@ -378,7 +391,16 @@ def load_vl_checkpoint(path, device: str | torch.device = "cpu") -> tuple[VLMode
     ck = io.torch_load(path)
     cfg = ModelConfig(**ck["model_cfg"])
     build_cfg = dataclasses.replace(cfg, pretrained="")  # weights are in the checkpoint
+    sd = ck["state_dict"]
+    if image_only:
+        image = create_vl_model(build_cfg).image if cfg.text_encoder == "clip" else create_image_encoder(build_cfg)
+        image.load_state_dict({k[len("image."):]: v for k, v in sd.items() if k.startswith("image.")})
+        image.weights = cfg.pretrained or image.weights
+        return image.to(device), cfg, ck
     model = create_vl_model(build_cfg)
-    model.load_state_dict(ck["state_dict"])
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    bad = [k for k in missing if not k.startswith("text.st.")] + list(unexpected)
+    if bad:
+        raise ValueError(f"{path}: checkpoint does not match model {cfg.image_encoder}/{cfg.text_encoder}: {bad[:5]}")
     model.image.weights = cfg.pretrained or model.image.weights
     return model.to(device), cfg, ck

@@ -43,12 +43,10 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
     device = resolve_device(fc.device)
     df, meta = read_manifest(manifest_path)
     C = len(meta["class_names"])
-    vl, mcfg, _ = load_vl_checkpoint(pretrain_path)
     if head_kind == "fc" or not fc.init_from_pretrain:
         image = fresh_image_encoder(cfg.model)
     else:
-        image = vl.image
-    del vl
+        image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
     emb = mask = None
     if head_kind in ("lgr", "knn"):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
