@@ -18,6 +18,8 @@ include: "workflow/rules/embed_text.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ca4ltr.smk"
+include: "workflow/rules/ablations.smk"
 
 
 rule all:

@@ -116,6 +116,13 @@ def _opt_path(v):
     return Path(v) if v else None
 
 
+def cmd_ablations(a):
+    from langtail.report.ablations import run_ablations
+
+    out = Path(a.out)  # results/<dataset>/ablations.md: the results root is two levels up
+    run_ablations(_params(a.params), a.dataset, out.parent.parent, out, json.loads(a.variants))
+
+
 def cmd_schema(a):
     import yaml
 
@@ -168,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     for opt in ("cache-dir", "anchors"):
         s.add_argument(f"--{opt}", default=None)
     stage("ca4ltr-report", cmd_ca4ltr_report, "dataset", "results-dir", "out", help="CA4LTR text-quality study")
+    s = stage("ablations", cmd_ablations, "dataset", "out", help="Table 4/10 ablation rows")
+    s.add_argument("--variants", default="{}", help="JSON {variant: overrides} of report.ablations")
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
     s.set_defaults(fn=cmd_schema)

@@ -198,6 +198,7 @@ class EvaluateConfig:
 class ReportConfig:
     title: str = ""
     top_sentences: int = 3  #: good/bad anchor sentences shown per class
+    ablations: list[str] = field(default_factory=list)  #: variants in results/<dataset>/ablations.md
 
 
 @dataclass
@@ -224,6 +225,54 @@ HEAD_NAMES = ("lgr", "fc", "fc_cvlp", "knn")  #: fine-tuning runs (see langtail.
 
 class ConfigError(ValueError):
     """A configuration problem, with the key path in the message."""
+
+
+#: Built-in ablation variants (paper Table 4 / Table 10). A dataset wildcard
+#: ``<dataset>+<variant>`` applies the overrides on top of the dataset's config; the
+#: config's top-level ``variants:`` adds more (or replaces these by name).
+BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
+    "no_cvlp": {"pretrain": {"enabled": False}},                         # Table 4 #2
+    "no_clip_weights": {"model": {"pretrained": "", "teacher": ""}},      # Table 4 #3
+    "no_distill": {"pretrain": {"distill": "none", "lambda_ccl": 1.0}},   # Table 4 #4
+    "cutoff": {"anchors": {"strategy": "cutoff"}},                         # Table 4 #7
+    "prompt_only": {"corpus": {"sources": ["prompt"]}},                    # Table 10
+}
+
+#: Config sections each stage's output depends on (its own and everything upstream).
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "longtail": ("data",),
+    "captions": ("data", "captions"),
+    "corpus": ("data", "captions", "corpus"),
+    "pretrain": ("data", "captions", "corpus", "model", "pretrain"),
+    "anchors": ("data", "captions", "corpus", "model", "pretrain", "anchors"),
+    "embed_text": ("data", "captions", "corpus", "model", "pretrain", "anchors"),
+    "finetune": ("data", "captions", "corpus", "model", "pretrain", "anchors", "finetune"),
+    "evaluate": ("data", "captions", "corpus", "model", "pretrain", "anchors", "finetune", "evaluate"),
+}
+
+
+def split_variant(dataset: str) -> tuple[str, str | None]:
+    """``"demo+cutoff" -> ("demo", "cutoff")``; ``"demo" -> ("demo", None)``."""
+    base, _, variant = dataset.partition("+")
+    return base, (variant or None)
+
+
+def variant_overrides(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    variants = {**BUILTIN_VARIANTS, **(raw.get("variants") or {})}
+    if variant not in variants:
+        raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
+                          "(add one under `variants:` in the config)")
+    return variants[variant]
+
+
+def stage_owner(raw: Mapping[str, Any], dataset: str, stage: str) -> str:
+    """The results folder whose ``stage`` output a (variant) dataset uses: the base dataset
+    if the variant overrides none of the sections the stage depends on, else itself."""
+    base, variant = split_variant(dataset)
+    if variant is None:
+        return dataset
+    touched = set(variant_overrides(raw, variant))
+    return dataset if touched & set(STAGE_SECTIONS[stage]) else base
 
 
 # ----------------------------------------------------------------------------- schema
@@ -282,7 +331,10 @@ def workflow_schema() -> dict[str, Any]:
         "properties": {
             "results_dir": {"type": "string", "default": "results"},
             "defaults": ds,
-            "datasets": {"type": "object", "additionalProperties": ds, "minProperties": 1},
+            "datasets": {"type": "object", "additionalProperties": ds, "minProperties": 1,
+                         "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"}},
+            "variants": {"type": "object", "additionalProperties": ds,
+                         "description": "ablation variants: name -> overrides (results/<dataset>+<name>/)"},
         },
         "required": ["datasets"],
     }
@@ -322,9 +374,12 @@ def validate_config(raw: Mapping[str, Any]) -> None:
 def dataset_config(raw: Mapping[str, Any], dataset: str) -> DatasetConfig:
     """Merge ``defaults`` and ``datasets[dataset]`` of a validated config into dataclasses."""
     datasets = raw.get("datasets", {})
-    if dataset not in datasets:
-        raise ConfigError(f"dataset {dataset!r} is not in the config; known: {', '.join(sorted(datasets))}")
-    merged = deep_merge(raw.get("defaults") or {}, datasets[dataset] or {})
+    base, variant = split_variant(dataset)
+    if base not in datasets:
+        raise ConfigError(f"dataset {base!r} is not in the config; known: {', '.join(sorted(datasets))}")
+    merged = deep_merge(raw.get("defaults") or {}, datasets[base] or {})
+    if variant is not None:
+        merged = deep_merge(merged, variant_overrides(raw, variant))
     return from_dict(merged)
 
 

@@ -1,14 +1,14 @@
 rule anchors:
     """AnSS: score every sentence by L_lin against <= 50 images per class, keep the best M."""
     input:
-        manifest=ds_path("manifest.parquet"),
-        corpus=ds_path("corpus.parquet"),
-        pretrain=ds_path("pretrain", "model.pt"),
+        manifest=up("longtail", "manifest.parquet"),
+        corpus=up("corpus", "corpus.parquet"),
+        pretrain=up("pretrain", "pretrain", "model.pt"),
     output:
         ds_path("anchors.parquet"),
     params:
         cfg=params_json("data", "pretrain", "anchors"),
-        cache=ds_path("cache"),
+        cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:

@@ -1,7 +1,7 @@
 rule captions:
     """BLIP-2 captions of the manifest's images (an empty table when captions.enabled is false)."""
     input:
-        manifest=ds_path("manifest.parquet"),
+        manifest=up("longtail", "manifest.parquet"),
     output:
         ds_path("captions.parquet"),
     params:

@@ -3,7 +3,8 @@ import dataclasses
 import json
 import os
 
-from langtail.config import HEAD_NAMES, dataset_config, validate_config
+from langtail.config import (HEAD_NAMES, dataset_config, split_variant, stage_owner, validate_config,
+                             variant_overrides)
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
@@ -13,14 +14,35 @@ RESULTS = config.get("results_dir", "results")
 DATASETS = sorted(config["datasets"])
 
 
+# a dataset wildcard is a configured dataset, optionally "+<variant>" (an ablation, see
+# `variants` in langtail.config): results/demo+cutoff/... reuses results/demo/... for every
+# stage the variant does not change.
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
     head="|".join(HEAD_NAMES),
     model="|".join(HEAD_NAMES + ("zeroshot",)),
 
 
 def cfg(ds):
     return dataset_config(config, ds)
+
+
+def artifact(ds, stage, *parts):
+    """Path of an artifact written by `stage` for dataset `ds`: results/<owner>/<parts>, where
+    <owner> is the base dataset when the variant in `ds` changes neither `stage` nor anything
+    upstream of it (so ablations reuse the base run's corpus, pre-training, ...)."""
+    return os.path.join(RESULTS, stage_owner(config, ds, stage), *parts)
+
+
+def up(stage, *parts):
+    """Input function: :func:`artifact` for the rule's own dataset wildcard."""
+    return lambda wildcards: artifact(wildcards.dataset, stage, *parts)
+
+
+def base_path(*parts):
+    """Param function: results/<base dataset>/<parts>, for content-keyed caches (raw Wikipedia
+    pages, text features) that a dataset shares with its variants."""
+    return lambda wildcards: os.path.join(RESULTS, split_variant(wildcards.dataset)[0], *parts)
 
 
 def params_json(*sections, data_keys=None):
@@ -54,23 +76,33 @@ def ds_path(*parts):
 
 def corpus_inputs(wildcards):
     c = cfg(wildcards.dataset)
-    return {"captions": ds_path("captions.parquet")} if "caption" in c.corpus.sources else {}
+    return {"captions": up("captions", "captions.parquet")(wildcards)} if "caption" in c.corpus.sources else {}
 
 
 def eval_checkpoint(wildcards):
     if wildcards.model == "zeroshot":
-        return ds_path("pretrain", "model.pt")
-    return ds_path("finetune", wildcards.model, "model.pt")
+        return up("pretrain", "pretrain", "model.pt")(wildcards)
+    return up("finetune", "finetune", wildcards.model, "model.pt")(wildcards)
 
 
 def report_inputs(wildcards):
     c = cfg(wildcards.dataset)
     models = list(c.finetune.heads) + ["zeroshot"]
     return {
-        "metrics": [ds_path("eval", m, "metrics.json") for m in models],
-        "corpus_stats": ds_path("corpus_stats.parquet"),
-        "anchors": ds_path("anchors.parquet"),
-        "captions": ds_path("captions.parquet"),
-        "manifest": ds_path("manifest.parquet"),
+        "metrics": [up("evaluate", "eval", m, "metrics.json")(wildcards) for m in models],
+        "corpus_stats": up("corpus", "corpus_stats.parquet")(wildcards),
+        "anchors": up("anchors", "anchors.parquet")(wildcards),
+        "captions": up("captions", "captions.parquet")(wildcards),
+        "manifest": up("longtail", "manifest.parquet")(wildcards),
     }
+
+
+def ablation_inputs(wildcards):
+    """Metrics of the main run's heads and of every variant listed in report.ablations."""
+    c = cfg(wildcards.dataset)
+    files = [os.path.join(RESULTS, wildcards.dataset, "eval", m, "metrics.json")
+             for m in list(c.finetune.heads) + ["zeroshot"]]
+    for v in c.report.ablations:
+        files.append(artifact(f"{wildcards.dataset}+{v}", "evaluate", "eval", "lgr", "metrics.json"))
+    return files
 

@@ -7,7 +7,7 @@ rule corpus:
         stats=ds_path("corpus_stats.parquet"),
     params:
         cfg=params_json("corpus", data_keys=("name", "root", "seed")),
-        cache=ds_path("wiki_cache"),
+        cache=base_path("wiki_cache"),
         captions=lambda w, input: f"--captions {input.captions}" if "captions" in input.keys() else "",
     conda:
         "../envs/langtail.yaml"

@@ -1,15 +1,15 @@
 rule embed_text:
     """Anchor-sentence embeddings [C, M, D], encoded once with the frozen linguistic encoder."""
     input:
-        manifest=ds_path("manifest.parquet"),
-        anchors=ds_path("anchors.parquet"),
-        corpus=ds_path("corpus.parquet"),
-        pretrain=ds_path("pretrain", "model.pt"),
+        manifest=up("longtail", "manifest.parquet"),
+        anchors=up("anchors", "anchors.parquet"),
+        corpus=up("corpus", "corpus.parquet"),
+        pretrain=up("pretrain", "pretrain", "model.pt"),
     output:
         ds_path("text_embeddings.safetensors"),
     params:
         cfg=params_json("anchors"),
-        cache=ds_path("cache"),
+        cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:

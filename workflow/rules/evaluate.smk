@@ -1,9 +1,9 @@
 rule evaluate:
     """Top-1 overall / many / medium / few and per-class accuracy of one model."""
     input:
-        manifest=ds_path("manifest.parquet"),
+        manifest=up("longtail", "manifest.parquet"),
         checkpoint=eval_checkpoint,
-        text_emb=ds_path("text_embeddings.safetensors"),
+        text_emb=up("embed_text", "text_embeddings.safetensors"),
     output:
         metrics=ds_path("eval", "{model}", "metrics.json"),
         per_class=ds_path("eval", "{model}", "per_class.parquet"),

@@ -1,9 +1,9 @@
 rule finetune:
     """Visual encoder + recognition head (lgr, fc baseline, fc_cvlp, knn), one run per head."""
     input:
-        manifest=ds_path("manifest.parquet"),
-        text_emb=ds_path("text_embeddings.safetensors"),
-        pretrain=ds_path("pretrain", "model.pt"),
+        manifest=up("longtail", "manifest.parquet"),
+        text_emb=up("embed_text", "text_embeddings.safetensors"),
+        pretrain=up("pretrain", "pretrain", "model.pt"),
     output:
         ds_path("finetune", "{head}", "model.pt"),
     params:

@@ -1,13 +1,13 @@
 rule pretrain:
     """CVLP: class-wise contrastive pre-training (+ CLIP distillation when a teacher is set)."""
     input:
-        manifest=ds_path("manifest.parquet"),
-        corpus=ds_path("corpus.parquet"),
+        manifest=up("longtail", "manifest.parquet"),
+        corpus=up("corpus", "corpus.parquet"),
     output:
         ds_path("pretrain", "model.pt"),
     params:
         cfg=params_json("data", "model", "pretrain"),
-        cache=ds_path("cache"),
+        cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:

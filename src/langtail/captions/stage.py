@@ -226,6 +226,11 @@ def run_captions(manifest_path: Path, cfg: CaptionsConfig, out: Path, shard_dir:
         raise ValueError(f"captions.shard_size and captions.batch_size must be >= 1 "
                          f"(got {cfg.shard_size}, {cfg.batch_size})")
     check_prompt(cfg.prompt)
+    # CA4LTR smoke runs: `captions.model: tiny-random` = a tiny *random* BLIP-2 built once into
+    # <dataset dir>/tiny_blip2 (langtail.text_sources.resolve_caption_model); other models unchanged.
+    from langtail.text_sources import resolve_caption_model
+
+    cfg = resolve_caption_model(cfg, out.parent)
 
     from tqdm.auto import tqdm
 

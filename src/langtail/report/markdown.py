@@ -198,6 +198,11 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
         rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.tail(k).itertuples()]
         lines += [md_table(rows, ["", "L_lin", "source", "sentence"]), ""]
 
+    # --- CA4LTR rows, when its evaluations exist (langtail.report.ca4ltr; full study: text_quality.md)
+    from langtail.report.ca4ltr import report_section
+
+    lines += report_section(results_dir)
+
     lines += ["## Reproduce", "", f"`snakemake --cores 2 {results_dir}/report.md` (config: `config.yaml`, dataset `{dataset}`).", ""]
     io.write_text(out, "\n".join(lines))
     log.info("report written to %s", out)

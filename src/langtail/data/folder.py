@@ -1,0 +1,238 @@
+"""``folder``: any ImageFolder-style tree, with a generated long tail; shared file helpers.
+
+Input layout (``data.root``)::
+
+    root/train/<class>/**/*.jpg      # required; one sub-folder per class
+    root/test/<class>/**/*.jpg       # optional evaluation split "test"
+    root/val/<class>/**/*.jpg        # optional evaluation split "val"
+
+* Classes are the sub-folders of ``root/train`` sorted by name; label ``c`` is the
+  ``c``-th name (torchvision ``ImageFolder`` order). Hidden entries are ignored; images are
+  files whose extension is in :data:`IMAGE_EXTENSIONS` (case-insensitive), found
+  recursively and sorted by relative path.
+* If only ``val/`` exists it becomes the ``test`` split (recorded in the metadata as
+  ``split_dirs``); with both, ``val/`` -> ``val`` and ``test/`` -> ``test``. Evaluation
+  folders must not contain classes absent from ``train/``.
+* Training long tail (``data.profile``):
+
+  - ``exp`` (LDAM-DRW) or ``pareto`` (see :func:`langtail.data.longtail.pareto_profile`):
+    per-class counts in label order; ``n_max`` is the largest value for which every class
+    has enough images (at most ``data.max_train_per_class`` when that is > 0); images are
+    chosen with :func:`~langtail.data.longtail.subsample_per_class` (seed ``data.seed``);
+  - ``file``: keep every training image (the folder is already long-tailed), capped at
+    ``max_train_per_class`` per class (seeded choice) when that is > 0.
+
+* ``data.test_per_class > 0`` keeps the first that many images (path order) per class of
+  each evaluation split.
+
+Manifest image refs are POSIX paths relative to ``root`` (``train/cat/001.jpg``);
+``image_root`` is ``root`` resolved to an absolute path. Files are listed, never decoded:
+unreadable images surface later as :class:`~langtail.data.manifest.UnreadableImage`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from langtail.config import DataConfig
+from langtail.data.longtail import (check_profile, largest_feasible_n_max, make_profile, profile_summary,
+                                    subsample_per_class)
+from langtail.data.manifest import ManifestBuild
+from langtail.data.registry import register
+
+log = logging.getLogger(__name__)
+
+#: file extensions (lower case) treated as images
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                              ".ppm", ".pgm"})
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def is_image_file(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path, relative_to: Path) -> list[str]:
+    """Image files under ``folder`` (recursive, symlinks followed), as sorted POSIX paths
+    relative to ``relative_to``."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(relative_to)
+        out.extend((rel_dir / f).as_posix() for f in filenames if is_image_file(f))
+    return sorted(out)
+
+
+def subdirs(folder: Path) -> list[str]:
+    """Sorted names of the non-hidden sub-folders of ``folder``."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def find_missing(root: Path, refs: Iterable[str], limit: int = 10) -> tuple[int, list[str]]:
+    """Count ``refs`` (paths relative to ``root``) that do not exist; return (count, first ``limit``).
+
+    Each parent folder is listed once (``os.listdir``) instead of one ``stat`` per file,
+    which keeps this fast at ImageNet / iNaturalist scale and on network file systems.
+    Existence only: files are not opened.
+    """
+    listing: dict[Path, frozenset[str]] = {}
+    n, first = 0, []
+    for ref in refs:
+        p = root / ref
+        names = listing.get(p.parent)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(p.parent))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                names = frozenset()
+            listing[p.parent] = names
+        if p.name not in names:
+            n += 1
+            if len(first) < limit:
+                first.append(str(p))
+    return n, first
+
+
+def check_files_exist(dataset: str, root: Path, refs: Sequence[str], hint: str = "") -> None:
+    """Raise ``FileNotFoundError`` with the count and the first missing paths, if any."""
+    n, first = find_missing(root, refs)
+    if n:
+        listing = "\n  ".join(first)
+        raise FileNotFoundError(
+            f"{dataset}: {n} of {len(refs)} image files are missing under {root}; first {len(first)}:\n  "
+            f"{listing}\n{hint}".rstrip())
+
+
+def cap_per_class(labels: np.ndarray, cap: int) -> np.ndarray:
+    """Indices keeping the first ``cap`` items of every class in their current order (all if cap <= 0)."""
+    labels = np.asarray(labels)
+    if cap <= 0:
+        return np.arange(len(labels))
+    seen: dict[int, int] = {}
+    keep = []
+    for i, y in enumerate(labels.tolist()):
+        k = seen.get(y, 0)
+        if k < cap:
+            keep.append(i)
+            seen[y] = k + 1
+    return np.asarray(keep, dtype=np.int64)
+
+
+def generated_longtail(labels: np.ndarray, num_classes: int, cfg: DataConfig,
+                       n_max: int | None = None) -> tuple[np.ndarray, dict]:
+    """Pick the long-tailed training subset of a (roughly balanced) pool.
+
+    ``labels`` ``[N]``: label of every pool image (pool order must be deterministic, e.g.
+    sorted paths). Returns (kept indices into the pool, sorted within each class and grouped
+    by class in label order; metadata dict with the profile and its realised imbalance).
+    ``n_max=None`` picks the largest feasible value (capped by ``cfg.max_train_per_class``).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    available = np.bincount(labels, minlength=num_classes)
+    if cfg.profile == "file":
+        counts = available.copy()
+        if cfg.max_train_per_class > 0:
+            counts = np.minimum(counts, cfg.max_train_per_class)
+        counts = counts.tolist()
+    else:
+        if n_max is None:
+            n_max = largest_feasible_n_max(available, cfg.profile, cfg.imbalance_factor, cfg.seed,
+                                           cap=cfg.max_train_per_class)
+        counts = make_profile(cfg.profile, n_max, num_classes, cfg.imbalance_factor, cfg.seed)
+        check_profile(counts, n_max, cfg.imbalance_factor, cfg.name)
+    keep = subsample_per_class(labels, counts, cfg.seed)
+    # sort within class (the selection is what matters; a sorted list reads better as a record)
+    keep = np.concatenate([np.sort(keep[labels[keep] == c]) for c in range(num_classes)])
+    meta = {"profile": cfg.profile, "seed": int(cfg.seed),
+            "imbalance_factor_requested": float(cfg.imbalance_factor),
+            "train_counts": [int(c) for c in counts], **profile_summary(counts)}
+    return keep, meta
+
+
+def dedupe_names(names: Sequence[str], ids: Sequence[str]) -> list[str]:
+    """Make class names unique by appending `` (<id>)`` to repeated ones."""
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    return [f"{n} ({i})" if seen[n] > 1 else n for n, i in zip(names, ids)]
+
+
+def resolve_root(cfg: DataConfig, default: str) -> Path:
+    """``cfg.root`` (or ``default`` when empty) as a Path, ``~`` expanded."""
+    return Path(cfg.root or default).expanduser()
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+@register("folder")
+class FolderLT:
+    """ImageFolder tree -> generated long tail (see the module docstring)."""
+
+    name = "folder"
+
+    def _root(self, cfg: DataConfig) -> Path:
+        if not cfg.root:
+            raise ValueError("folder: set data.root to a folder containing train/<class>/*.jpg")
+        root = resolve_root(cfg, "")
+        if not (root / "train").is_dir():
+            raise FileNotFoundError(
+                f"folder: {root / 'train'} not found; expected root/train/<class>/*.jpg "
+                "(+ optional root/test/<class>/ or root/val/<class>/)")
+        return root
+
+    def class_names(self, cfg: DataConfig) -> list[str]:
+        names = subdirs(self._root(cfg) / "train")
+        if not names:
+            raise ValueError(f"folder: no class folders in {self._root(cfg) / 'train'}")
+        return names
+
+    def build(self, cfg: DataConfig, out_dir: Path) -> ManifestBuild:
+        root = self._root(cfg)
+        names = self.class_names(cfg)
+        index = {n: i for i, n in enumerate(names)}
+
+        pool, pool_labels = [], []
+        for c, n in enumerate(names):
+            imgs = list_images(root / "train" / n, root)
+            if not imgs:
+                raise ValueError(f"folder: class {n!r} has no images in {root / 'train' / n}")
+            pool += imgs
+            pool_labels += [c] * len(imgs)
+        keep, lt_meta = generated_longtail(np.asarray(pool_labels), len(names), cfg)
+        images = [pool[i] for i in keep]
+        labels = [pool_labels[i] for i in keep]
+        splits = ["train"] * len(images)
+
+        split_dirs = {}
+        if (root / "test").is_dir():
+            split_dirs["test"] = "test"
+            if (root / "val").is_dir():
+                split_dirs["val"] = "val"
+        elif (root / "val").is_dir():
+            split_dirs["test"] = "val"
+        for split, d in sorted(split_dirs.items(), key=lambda kv: kv[0] != "val"):
+            ev_imgs, ev_labels = [], []
+            for n in subdirs(root / d):
+                if n not in index:
+                    raise ValueError(f"folder: class folder {root / d / n} is not a class of {root / 'train'}")
+                imgs = list_images(root / d / n, root)
+                ev_imgs += imgs
+                ev_labels += [index[n]] * len(imgs)
+            sel = cap_per_class(np.asarray(ev_labels), cfg.test_per_class)
+            images += [ev_imgs[i] for i in sel]
+            labels += [ev_labels[i] for i in sel]
+            splits += [split] * len(sel)
+
+        meta = {"dataset": self.name, "source": str(root), "split_dirs": split_dirs,
+                "test_per_class": int(cfg.test_per_class), **lt_meta}
+        log.info("folder: %d classes, %d train images (n_max %d, n_min %d), eval splits %s",
+                 len(names), lt_meta["num_train"], lt_meta["n_max"], lt_meta["n_min"], split_dirs)
+        return ManifestBuild(images=images, labels=labels, splits=splits, class_names=names,
+                             image_root=str(root.resolve()), meta=meta)
