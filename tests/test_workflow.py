@@ -97,3 +97,37 @@ def test_repo_workflow_plans_demo(tmp_path):
 def test_lint_is_clean():
     p = _snakemake(ROOT, "--lint", check=False)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+
+
+def test_ablation_variants_reuse_unchanged_upstream_stages(built, tmp_path):
+    """demo+cutoff changes only anchors: it must reuse the base corpus and CVLP checkpoint."""
+    wd = _with_config(built, tmp_path, report={"ablations": ["cutoff"]})
+    p = _snakemake(wd, "-n", "results/demo/ablations.md")
+    out = p.stdout + p.stderr
+    planned = {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", out, re.M)} - {"total"}
+    assert planned == {"anchors", "embed_text", "finetune", "evaluate", "ablations"}
+    assert "results/demo+cutoff/anchors.parquet" in out
+    assert "results/demo+cutoff/pretrain" not in out and "results/demo+cutoff/corpus" not in out
+
+
+def test_ablations_table_reads_back(tmp_path):
+    import json
+
+    from langtail.config import from_dict
+    from langtail.report.ablations import run_ablations
+
+    def metrics(path, overall):
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps(
+            {"overall": overall, "many": 1.0, "medium": 2.0, "few": None}))
+
+    for m, v in (("lgr", 50.0), ("fc", 40.0), ("zeroshot", 30.0)):
+        metrics(tmp_path / "demo" / "eval" / m, v)
+    metrics(tmp_path / "demo+cutoff" / "eval" / "lgr", 45.0)
+    cfg = from_dict({"finetune": {"heads": ["lgr", "fc"]}, "report": {"ablations": ["cutoff"]}})
+    run_ablations(cfg, "demo", tmp_path, tmp_path / "demo" / "ablations.md", {})
+    text = (tmp_path / "demo" / "ablations.md").read_text()
+    assert "| #1 | full: CVLP + AnSS + LGR | 50.0 |" in text
+    assert "| #7 | Cut Off instead of AnSS | 45.0 |" in text and '"strategy": "cutoff"' in text
+    assert "| base | vision-only baseline (FC, no CVLP) | 40.0 | 1.0 | 2.0 | – |" in text
+    assert "#2" not in text  # no_cvlp not requested

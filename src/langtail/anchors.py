@@ -104,7 +104,7 @@ def run_anchors(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, pret
     if missing:
         raise ValueError(f"AnSS: no readable training image for classes {missing[:10]}")
     l_lin = lin_scores_chunked(F.normalize(img, dim=-1), img_labels, F.normalize(txt, dim=-1),
-                               torch.as_tensor(corpus["class_id"].to_numpy(), dtype=torch.long), tau, ac.chunk_size)
+                               torch.as_tensor(corpus["class_id"].to_numpy().copy(), dtype=torch.long), tau, ac.chunk_size)
     res = select(corpus, l_lin.numpy(), ac.strategy, ac.num_anchors)
     n_per = res.groupby("class_id").size()
     names = meta["class_names"]

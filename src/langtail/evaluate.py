@@ -10,7 +10,8 @@ Outputs in ``eval/<model>/``:
 - ``metrics.json``: ``model``, ``split``, ``overall``, ``many``, ``medium``, ``few`` (top-1 in
   %, over test images of the classes in each group; ``null`` for an empty group),
   ``n_images``, ``n_classes`` per group, ``skipped_images``, and for LGR the branch
-  accuracies ``image_branch`` / ``text_branch``.
+  accuracies ``image_branch`` / ``text_branch``; ``params_m`` (millions of parameters, anchor
+  buffers excluded) and ``gflops`` (multiply-adds per image, ``torch.utils.flop_counter``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -59,6 +60,17 @@ def accuracy_table(pred: np.ndarray, labels: np.ndarray, class_names: list[str],
     return m, per
 
 
+def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
+    """Parameters (millions) and GFLOPs (multiply-adds, per image) of a model in eval mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gflops": fc.get_total_flops() / 2 / 1e9}
+
+
 def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path,
                  text_emb_path: Path, out_dir: Path) -> dict[str, Any]:
     device = resolve_device(cfg.evaluate.device)
@@ -81,6 +93,7 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
         scores, labels, _, skipped = run_batches(lambda x: F.normalize(image(x), dim=-1) @ proto.t(),
                                                  loader, device, desc="eval zeroshot")
         pred = scores.argmax(1).numpy()
+        extra.update(model_cost(image, dc.image_size, device))
     else:
         clf, ck = load_classifier(model_path, device)
         alpha = float(ck["extra"].get("alpha", cfg.finetune.alpha))
@@ -100,6 +113,7 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
             extra["image_branch"] = float(100.0 * (scores[:, 1].argmax(1).numpy() == lab).mean())
             extra["text_branch"] = float(100.0 * (scores[:, 2].argmax(1).numpy() == lab).mean())
         extra["alpha"] = alpha
+        extra.update(model_cost(clf, dc.image_size, device))
     counts = class_counts(df, C)
     metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C))
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})

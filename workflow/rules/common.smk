@@ -104,5 +104,7 @@ def ablation_inputs(wildcards):
              for m in list(c.finetune.heads) + ["zeroshot"]]
     for v in c.report.ablations:
         files.append(artifact(f"{wildcards.dataset}+{v}", "evaluate", "eval", "lgr", "metrics.json"))
+        if v == "no_cvlp":  # zero-shot with the initial weights (paper Table 8 for CLIP)
+            files.append(artifact(f"{wildcards.dataset}+{v}", "evaluate", "eval", "zeroshot", "metrics.json"))
     return files
 

@@ -16,17 +16,18 @@ from langtail.config import DatasetConfig, variant_overrides
 
 log = logging.getLogger(__name__)
 
-ROWS = [  # (paper row, label, source): source = main-run model or "+variant"
-    ("#1", "full: CVLP + AnSS + LGR", "lgr"),
-    ("#2", "without CVLP (fine-tune from initial weights)", "+no_cvlp"),
-    ("#3", "without CLIP weights", "+no_clip_weights"),
-    ("#4", "without distillation", "+no_distill"),
-    ("#5", "FC head on CVLP encoder", "fc_cvlp"),
-    ("#6", "KNN head on CVLP encoder", "knn"),
-    ("#7", "Cut Off instead of AnSS", "+cutoff"),
-    ("T10", "prompt only text", "+prompt_only"),
-    ("base", "vision-only baseline (FC, no CVLP)", "fc"),
-    ("T8", "text-only zero-shot", "zeroshot"),
+ROWS = [  # (paper row, label, variant or None for the main run, evaluated model)
+    ("#1", "full: CVLP + AnSS + LGR", None, "lgr"),
+    ("#2", "without CVLP (fine-tune from initial weights)", "no_cvlp", "lgr"),
+    ("#3", "without CLIP weights", "no_clip_weights", "lgr"),
+    ("#4", "without distillation", "no_distill", "lgr"),
+    ("#5", "FC head on CVLP encoder", None, "fc_cvlp"),
+    ("#6", "KNN head on CVLP encoder", None, "knn"),
+    ("#7", "Cut Off instead of AnSS", "cutoff", "lgr"),
+    ("T10", "prompt only text", "prompt_only", "lgr"),
+    ("base", "vision-only baseline (FC, no CVLP)", None, "fc"),
+    ("T8", "text-only zero-shot after CVLP", None, "zeroshot"),
+    ("T8", "zero-shot with the initial weights (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
 ]
 
 
@@ -41,28 +42,27 @@ def run_ablations(cfg: DatasetConfig, dataset: str, results_root: Path, out: Pat
 
     results_root = Path(results_root)
     raw = {"variants": variants or {}}
-    rows, seen = [], set()
+    rows = []
     variants = list(cfg.report.ablations)
-    entries = list(ROWS) + [("", f"variant `{v}`", "+" + v) for v in variants if "+" + v not in {r[2] for r in ROWS}]
-    for tag, label, src in entries:
-        if src.startswith("+"):
-            v = src[1:]
+    known = {r[2] for r in ROWS}
+    entries = list(ROWS) + [("", f"variant `{v}`", v, "lgr") for v in variants if v not in known]
+    for tag, label, v, model in entries:
+        if v is not None:
             if v not in variants:
                 continue
             ds = f"{dataset}+{v}"
-            path = results_root / stage_owner(raw, ds, "evaluate") / "eval" / "lgr" / "metrics.json"
+            path = results_root / stage_owner(raw, ds, "evaluate") / "eval" / model / "metrics.json"
             setting = json.dumps(variant_overrides(raw, v), sort_keys=True)
         else:
-            path = results_root / dataset / "eval" / src / "metrics.json"
-            setting = f"main run, `{src}`"
+            if model not in cfg.finetune.heads and model != "zeroshot":
+                continue
+            path = results_root / dataset / "eval" / model / "metrics.json"
+            setting = f"main run, `{model}`"
         if not path.exists():
-            if src.startswith("+") or src in cfg.finetune.heads or src == "zeroshot":
-                raise FileNotFoundError(f"{path}: missing; run `snakemake results/{dataset}/ablations.md`")
-            continue
+            raise FileNotFoundError(f"{path}: missing; run `snakemake results/{dataset}/ablations.md`")
         m = io.read_json(path)
         rows.append(f"| {tag} | {label} | {_fmt(m['overall'])} | {_fmt(m['many'])} | {_fmt(m['medium'])} | "
                     f"{_fmt(m['few'])} | {setting} |")
-        seen.add(src)
     lines = [f"# Ablations: {dataset}", "",
              "Rows follow the VL-LTR paper's Table 4 (#1-#7), Table 10 (prompt only) and Table 8 (zero-shot);",
              "every row shares the dataset, backbone, epochs, sampler and seed of the main run and changes only",

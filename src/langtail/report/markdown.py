@@ -136,6 +136,12 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
         r = metrics[m]
         rows.append([MODEL_LABELS.get(m, m), _fmt(r["overall"]), _fmt(r["many"]), _fmt(r["medium"]), _fmt(r["few"])])
     lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", "overall", "many", "medium", "few"]), ""]
+    cost = [[MODEL_LABELS.get(m, m), f"{metrics[m]['params_m']:.2f}", f"{metrics[m]['gflops']:.3f}"]
+            for m in models if "params_m" in metrics[m]]
+    if cost:
+        lines += ["Model size (paper Table 5): parameters and GFLOPs per image at inference "
+                  f"({cfg.data.image_size} px; the LGR head reads cached anchor embeddings).", "",
+                  md_table(cost, ["model", "params (M)", "GFLOPs"]), ""]
     if "lgr" in metrics and "image_branch" in metrics["lgr"]:
         lines += [f"LGR branches alone: image (MLP) {metrics['lgr']['image_branch']:.1f}, "
                   f"text (anchors) {metrics['lgr']['text_branch']:.1f}.", ""]
