@@ -44,10 +44,10 @@ def bench_config(name: str, epochs: int, device: str, lr: float, batch: int) -> 
                        "descriptions_file": str(SHARED / "data/text/susx_cupl/CuPL_prompts_cifar10.json")},
             "model": {"image_encoder": "resnet32", "text_encoder": "minilm", "embed_dim": 128},
             "pretrain": {"epochs": epochs, "batch_size": batch, "lr": lr, "device": device,
-                         "amp": device != "cpu", "sampler": "sqrt"},
+                         "amp": device != "cpu", "sampler": "sqrt", "channels_last": True},
             "anchors": {"num_anchors": 64, "images_per_class": 50},
             "finetune": {"heads": ["lgr", "fc", "knn"], "epochs": epochs, "batch_size": batch, "lr": lr,
-                         "device": device, "amp": device != "cpu", "sampler": "sqrt"},
+                         "device": device, "amp": device != "cpu", "sampler": "sqrt", "channels_last": True},
             "evaluate": {"device": device},
             "report": {"ablations": ["cutoff", "prompt_only", "no_cvlp"],
                        "title": f"CIFAR-10-LT IF100 benchmark ({epochs} epochs)"},
@@ -119,7 +119,7 @@ def main() -> int:
     cfg_path.write_text(yaml.safe_dump(bench_config(name, a.epochs, a.device, a.lr, a.batch_size)))
     t0 = time.time()
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path),
-           "--config", f"results_dir=results", f"results/{name}/ablations.md", f"results/{name}/report.md"]
+           "--", f"results/{name}/ablations.md", f"results/{name}/report.md"]
     if not a.collect_only:
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)

@@ -131,3 +131,24 @@ def test_ablations_table_reads_back(tmp_path):
     assert "| #7 | Cut Off instead of AnSS | 45.0 |" in text and '"strategy": "cutoff"' in text
     assert "| base | vision-only baseline (FC, no CVLP) | 40.0 | 1.0 | 2.0 | – |" in text
     assert "#2" not in text  # no_cvlp not requested
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_cifar10_lt_quick_pipeline_on_real_cifar10(tmp_path):
+    """`snakemake results/cifar10_lt_quick/report.md` on the real CIFAR-10 in ../shared (slow: ~5 min)."""
+    from conftest import SHARED
+
+    tar = SHARED / "data" / "cifar-10-python-from-jpeg.tar.gz"
+    if not tar.exists():
+        pytest.skip(f"{tar} is absent (the CIFAR-10 copy in ../shared/data)")
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    quick = raw["datasets"]["cifar10_lt_quick"]
+    quick["data"]["root"] = str(tar)
+    quick["corpus"]["descriptions_file"] = str(SHARED / "data/text/susx_cupl/CuPL_prompts_cifar10.json")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"results_dir": "results", "defaults": raw.get("defaults", {}), "datasets": {"cifar10_lt_quick": quick}}))
+    _snakemake(tmp_path, "--cores", "2", "results/cifar10_lt_quick/report.md")
+    report = (tmp_path / "results/cifar10_lt_quick/report.md").read_text()
+    assert "12406 training images (5000 .. 50 per class" in report
+    assert "many 8 classes, medium 2 classes, few 0 classes" in report

@@ -109,7 +109,8 @@ def cmd_ca4ltr_evaluate(a):
 def cmd_ca4ltr_report(a):
     from langtail.report.ca4ltr import run_text_quality_report
 
-    run_text_quality_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out))
+    run_text_quality_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out), _opt_path(a.manifest),
+                            _opt_path(a.pure_dir), _opt_path(a.lgr_dir))
 
 
 def _opt_path(v):
@@ -174,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
               help="top-1 metrics of a CA4LTR run")
     for opt in ("cache-dir", "anchors"):
         s.add_argument(f"--{opt}", default=None)
-    stage("ca4ltr-report", cmd_ca4ltr_report, "dataset", "results-dir", "out", help="CA4LTR text-quality study")
+    s = stage("ca4ltr-report", cmd_ca4ltr_report, "dataset", "results-dir", "out", help="CA4LTR text-quality study")
+    for opt in ("manifest", "pure-dir", "lgr-dir"):  # default: under --results-dir
+        s.add_argument(f"--{opt}", default=None)
     s = stage("ablations", cmd_ablations, "dataset", "out", help="Table 4/10 ablation rows")
     s.add_argument("--variants", default="{}", help="JSON {variant: overrides} of report.ablations")
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")

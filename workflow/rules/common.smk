@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import sys
 
 from langtail.config import (HEAD_NAMES, dataset_config, split_variant, stage_owner, validate_config,
                              variant_overrides)
@@ -9,6 +10,14 @@ from langtail.config import (HEAD_NAMES, dataset_config, split_variant, stage_ow
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
 validate_config(config)
+
+# Rules call the `langtail` console script: find it next to the Python running Snakemake
+# (a venv's bin/), also when that environment is not activated.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 RESULTS = config.get("results_dir", "results")
 DATASETS = sorted(config["datasets"])
@@ -92,8 +101,8 @@ def report_inputs(wildcards):
         "metrics": [up("evaluate", "eval", m, "metrics.json")(wildcards) for m in models],
         "corpus_stats": up("corpus", "corpus_stats.parquet")(wildcards),
         "anchors": up("anchors", "anchors.parquet")(wildcards),
-        "captions": up("captions", "captions.parquet")(wildcards),
         "manifest": up("longtail", "manifest.parquet")(wildcards),
+        **corpus_inputs(wildcards),
     }
 
 

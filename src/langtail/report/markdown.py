@@ -175,13 +175,22 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
             lines.append(f"- {key}: {_num(v)}")
     lines.append("")
 
-    # --- captions
-    cmeta = io.read_parquet_metadata(results_dir / "captions.parquet")
-    cap = pd.read_parquet(results_dir / "captions.parquet")
-    if not cmeta.get("enabled", len(cap) > 0):
+    # --- captions (read only when the corpus uses them; otherwise the config tells the status)
+    cap_path = results_dir / "captions.parquet"
+    if "caption" in cfg.corpus.sources and cap_path.exists():
+        cmeta = io.read_parquet_metadata(cap_path)
+        cap = pd.read_parquet(cap_path)
+        lines += ["## Captions", "", f"BLIP-2 captions in the corpus: {len(cap)} images, model "
+                  f"`{cmeta.get('model', cfg.captions.model)}`"
+                  + (" (a tiny randomly initialised BLIP-2: meaningless text, pipeline smoke test)"
+                     if cfg.captions.model == "tiny-random" else "") + ".", ""]
+    elif not cfg.captions.enabled:
         lines += ["## Captions", "", "BLIP-2 caption stage: **switched off** (`captions.enabled: false`).", ""]
     else:
-        lines += ["## Captions", "", f"BLIP-2 captions: {len(cap)} images, model `{cmeta.get('model', cfg.captions.model)}`.", ""]
+        lines += ["## Captions", "", f"BLIP-2 caption stage: enabled (`{cfg.captions.model}`"
+                  + (", a tiny randomly initialised BLIP-2: meaningless text" if cfg.captions.model == "tiny-random" else "")
+                  + "), not part of this corpus (sources: " + ", ".join(cfg.corpus.sources)
+                  + "); the captions feed the CA4LTR `caption` text source.", ""]
 
     # --- anchors
     anchors = io.read_parquet(results_dir / "anchors.parquet", ANCHORS_COLUMNS)
@@ -204,10 +213,12 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
         rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.tail(k).itertuples()]
         lines += [md_table(rows, ["", "L_lin", "source", "sentence"]), ""]
 
-    # --- CA4LTR rows, when its evaluations exist (langtail.report.ca4ltr; full study: text_quality.md)
-    from langtail.report.ca4ltr import report_section
-
-    lines += report_section(results_dir)
+    # --- CA4LTR: its own target (declared inputs there; this report does not read its results)
+    if cfg.ca4ltr.sources:
+        lines += ["## CA4LTR text-quality study", "",
+                  f"Cross-modal attention with text sources {', '.join(cfg.ca4ltr.sources)} against the vision-only "
+                  f"baseline and VL-LTR: `snakemake --cores 2 {results_dir}/text_quality.md` writes "
+                  "[text_quality.md](text_quality.md).", ""]
 
     lines += ["## Reproduce", "", f"`snakemake --cores 2 {results_dir}/report.md` (config: `config.yaml`, dataset `{dataset}`).", ""]
     io.write_text(out, "\n".join(lines))

@@ -57,7 +57,7 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
     if fc.freeze_visual:
         for p in clf.image.parameters():
             p.requires_grad_(False)
-    if fc.channels_last and device.type == "cuda":
+    if fc.channels_last:
         clf.image.to(memory_format=torch.channels_last)
     epochs = fc.baseline_epochs if head_kind == "fc" and fc.baseline_epochs else fc.epochs
     train_df = df[df["split"] == "train"].reset_index(drop=True)
@@ -72,7 +72,7 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
         x = batch["image"]
         if fc.freeze_visual:
             clf.image.eval()
-        if fc.channels_last and device.type == "cuda":
+        if fc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
         if "image" in out_:

@@ -88,7 +88,7 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
                          "(an open_clip name) or pretrain.distill: none")
 
     model.to(device)
-    if pc.channels_last and device.type == "cuda":
+    if pc.channels_last:
         model.image.to(memory_format=torch.channels_last)
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
@@ -102,7 +102,7 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
 
     def step(batch):
         x, y = batch["image"], batch["label"]
-        if pc.channels_last and device.type == "cuda":
+        if pc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # a fresh sentence of each image's class (global torch RNG: restored on resume)
         r = torch.rand(len(y)).to(device)

@@ -1,0 +1,250 @@
+"""CA4LTR text-quality study: ``results/<dataset>/text_quality.md`` + a per-class bar chart.
+
+Table "text source -> top-1 overall / many / medium / few" for every CA4LTR run
+(``eval/ca4ltr_<source>/metrics.json``) next to the vision-only "Pure" baseline (the
+``fc`` finetune run: same image backbone and initialisation, linear classifier) and
+VL-LTR's LGR (when those runs exist). Figure ``figures/text_quality_per_class.png``:
+per-class accuracy of Pure and each CA4LTR source, classes sorted by training images
+(head -> tail), with the training counts below.
+
+:func:`read_study_table` parses the table back (tests; downstream scripts).
+:func:`report_section` is the short section the main report appends when CA4LTR
+evaluations exist.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from langtail import io
+from langtail.config import DatasetConfig
+from langtail.data.manifest import read_manifest
+from langtail.schemas import PER_CLASS_COLUMNS
+from langtail.text_sources import SOURCES
+
+log = logging.getLogger(__name__)
+
+SOURCE_TEXT = {
+    "label": "label (class-name prompts of all classes)",
+    "description": "description (AnSS anchor sentences of all classes)",
+    "caption": "caption (BLIP-2 caption of the image)",
+    "nonsense": "nonsense (fluent meaningless sentences)",
+}
+TINY_NOTE = "tiny random BLIP-2: meaningless captions"
+STUDY_HEADER = ["model", "text source", "text tokens / image", "epochs", "overall", "many", "medium", "few",
+                "Δ overall vs Pure"]
+FIGURE = "figures/text_quality_per_class.png"
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}"
+
+
+def _md_table(rows: list[list[Any]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def ca4ltr_runs(results_dir: Path, sources: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``source -> metrics`` of the CA4LTR evaluations present (``sources=None``: all found)."""
+    out = {}
+    for s in (sources if sources is not None else SOURCES):
+        p = Path(results_dir) / "eval" / f"ca4ltr_{s}" / "metrics.json"
+        if p.exists():
+            out[s] = io.read_json(p)
+    return out
+
+
+def _source_text(source: str, m: dict[str, Any]) -> str:
+    t = SOURCE_TEXT.get(source, source)
+    if source == "caption" and m.get("tiny_random_captioner"):
+        t += f" **[{TINY_NOTE}]**"
+    return t
+
+
+def study_rows(results_dir: Path, sources: list[str], cfg: DatasetConfig, pure_dir: Path | None = None,
+               lgr_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One dict per table row: Pure, VL-LTR (LGR) if evaluated, then each CA4LTR source.
+    ``pure_dir`` / ``lgr_dir``: their ``eval/<model>`` folders (default: under ``results_dir``)."""
+    results_dir = Path(results_dir)
+    rows: list[dict[str, Any]] = []
+    pure = Path(pure_dir or results_dir / "eval" / "fc") / "metrics.json"
+    base_epochs = cfg.finetune.baseline_epochs or cfg.finetune.epochs
+    pure_m = io.read_json(pure) if pure.exists() else None
+    if pure_m is not None:
+        rows.append({"key": "fc", "model": "Pure (vision-only, FC)", "text": "none", "tokens": 0,
+                     "epochs": base_epochs, **{g: pure_m.get(g) for g in ("overall", "many", "medium", "few")}})
+    lgr = Path(lgr_dir or results_dir / "eval" / "lgr") / "metrics.json"
+    if lgr.exists():
+        m = io.read_json(lgr)
+        rows.append({"key": "lgr", "model": "VL-LTR (CVLP + AnSS + LGR)",
+                     "text": f"anchors (M = {cfg.anchors.num_anchors}) via LGR", "tokens": cfg.anchors.num_anchors,
+                     "epochs": cfg.finetune.epochs, **{g: m.get(g) for g in ("overall", "many", "medium", "few")}})
+    for s, m in ca4ltr_runs(results_dir, sources).items():
+        rows.append({"key": f"ca4ltr_{s}", "model": f"CA4LTR + {s}", "text": _source_text(s, m),
+                     "tokens": m.get("text_tokens"), "epochs": m.get("epochs"),
+                     **{g: m.get(g) for g in ("overall", "many", "medium", "few")}})
+    for r in rows:
+        r["delta"] = (r["overall"] - pure_m["overall"]) if pure_m is not None and r["key"] != "fc" else None
+    return rows
+
+
+def study_table(rows: list[dict[str, Any]]) -> str:
+    body = [[r["model"], r["text"], r["tokens"], r["epochs"], _fmt(r["overall"]), _fmt(r["many"]),
+             _fmt(r["medium"]), _fmt(r["few"]), "–" if r["delta"] is None else f"{r['delta']:+.1f}"] for r in rows]
+    return _md_table(body, STUDY_HEADER)
+
+
+def read_study_table(path: str | Path) -> pd.DataFrame:
+    """The accuracy table of ``text_quality.md`` as a frame (numbers as float, "–" as NaN)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    head = "| " + " | ".join(STUDY_HEADER) + " |"
+    try:
+        i = lines.index(head)
+    except ValueError:
+        raise ValueError(f"{path}: no study table (header {head!r})") from None
+    recs = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        recs.append([c.strip() for c in ln.strip().strip("|").split("|")])
+    df = pd.DataFrame(recs, columns=STUDY_HEADER)
+    for c in ("overall", "many", "medium", "few", "Δ overall vs Pure"):
+        df[c] = pd.to_numeric(df[c].str.replace("–", "", regex=False).str.replace("+", "", regex=False),
+                              errors="coerce")
+    return df
+
+
+def plot_per_class(per: dict[str, pd.DataFrame], labels: dict[str, str], path: Path, title: str) -> None:
+    """Grouped bars per class (sorted by training images, head -> tail) + training counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next(iter(per.values())).sort_values(["train_count", "class_id"], ascending=[False, True], kind="stable")
+    order = base["class_id"].to_numpy()
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.4 * len(order)), 7), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1.2]})
+    x = np.arange(len(order))
+    w = 0.85 / max(1, len(per))
+    for i, (name, df) in enumerate(per.items()):
+        acc = df.set_index("class_id").loc[order, "accuracy"].to_numpy()
+        axes[0].bar(x + i * w - 0.425 + w / 2, acc, width=w, label=labels.get(name, name),
+                    color="0.55" if name == "fc" else None)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].set_title(title)
+    axes[0].legend(fontsize=8, loc="upper right")
+    colors = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+    axes[1].bar(x, base["train_count"].to_numpy(), color=[colors.get(g, "gray") for g in base["group"]])
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("train images")
+    axes[1].set_xlabel("classes, sorted by training images (head -> tail); blue many, orange medium, red few")
+    axes[1].set_xticks(x)
+    axes[1].set_xticklabels(base["class_name"], rotation=90, fontsize=7)
+    fig.tight_layout()
+    with io.atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
+                            manifest: Path | None = None, pure_dir: Path | None = None,
+                            lgr_dir: Path | None = None) -> None:
+    """Write ``text_quality.md`` and its figure. CA4LTR evaluations are read from
+    ``results_dir/eval/ca4ltr_<source>``; the manifest, Pure (``eval/fc``) and LGR
+    (``eval/lgr``) from ``results_dir`` unless given (ablation variants share them)."""
+    results_dir = Path(results_dir)
+    pure_dir = Path(pure_dir or results_dir / "eval" / "fc")
+    sources = list(cfg.ca4ltr.sources)
+    runs = ca4ltr_runs(results_dir, sources)
+    missing = [s for s in sources if s not in runs]
+    if missing:
+        raise FileNotFoundError(f"CA4LTR evaluations missing for {missing} under {results_dir / 'eval'}")
+    df, meta = read_manifest(manifest or results_dir / "manifest.parquet")
+    tr = df[df["split"] == "train"]
+    counts = tr.groupby("label").size()
+    mc, ca = cfg.model, cfg.ca4ltr
+    rows = study_rows(results_dir, sources, cfg, pure_dir, lgr_dir)
+    groups = {g: int(next(iter(runs.values())).get(f"n_classes_{g}", 0)) for g in ("many", "medium", "few")}
+    init = ("the CVLP visual encoder" if ca.init == "cvlp"
+            else ("random weights (trained from scratch)" if not mc.pretrained else f"`{mc.pretrained}`"))
+    lines = [f"# CA4LTR text-quality study: {dataset}", "",
+             "How much does the *content* of the text matter when image tokens attend to text tokens? "
+             "Same image backbone and training recipe for every CA4LTR row; only the text source changes.", "",
+             "## Setting", "",
+             f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, {len(tr)} training "
+             f"images ({counts.max()} .. {counts.min()} per class), {int((df['split'] == cfg.evaluate.split).sum())} "
+             f"{cfg.evaluate.split} images; many {groups['many']} / medium {groups['medium']} / few {groups['few']} "
+             f"classes (many > {cfg.data.many_threshold}, few < {cfg.data.few_threshold} training images).",
+             f"- Image backbone `{mc.image_encoder}`, initialised from {init}; the **Pure** row is the `fc` "
+             f"finetune run (same backbone from `model.pretrained`, linear classifier, "
+             f"{cfg.finetune.baseline_epochs or cfg.finetune.epochs} epochs, {cfg.finetune.sampler} sampling).",
+             f"- CA4LTR: width d = {ca.width}, {ca.heads} heads, {ca.depth} cross-modal block(s), FFN x{ca.ffn_mult}, "
+             f"{'bidirectional (text also attends to image)' if ca.bidirectional else 'image attends to text only'}, "
+             f"dropout {ca.dropout}; {ca.epochs} epochs, batch {ca.batch_size}, lr {ca.lr:g}, wd {ca.weight_decay:g}, "
+             f"{ca.sampler} sampling; classifier on [pooled fused image tokens ; pooled image feature].",
+             "- Text: one token per sentence, frozen MiniLM (all-MiniLM-L6-v2) sentence features -> linear to d. "
+             f"label: {ca.label_templates} prompt(s) per class; description: "
+             f"{ca.description_per_class or 'all'} selected anchor(s) per class; nonsense: {ca.nonsense_per_image} "
+             f"sentence(s) per image (seed {ca.nonsense_seed}), word counts drawn from the description text.",
+             ""]
+    notes = []
+    if not mc.pretrained and ca.init != "cvlp":
+        notes.append("no pretrained image weights: the backbone starts from random weights and is trained on this "
+                     "dataset only (the paper combines *pre-trained* image and text models); numbers are not "
+                     "comparable with the paper's.")
+    if "caption" in runs and runs["caption"].get("tiny_random_captioner"):
+        notes.append(f"the caption row uses the **{TINY_NOTE}** (`captions.model: tiny-random`, a smoke-test "
+                     "model with random weights): it measures the pipeline, not the value of real captions.")
+    pure_epochs = cfg.finetune.baseline_epochs or cfg.finetune.epochs
+    if ca.epochs != pure_epochs:
+        notes.append(f"CA4LTR rows trained {ca.epochs} epochs, the Pure baseline {pure_epochs} "
+                     f"(`finetune` section): the comparison {'favours Pure' if ca.epochs < pure_epochs else 'favours CA4LTR'} "
+                     "in training budget.")
+    if ca.epochs < 20:
+        notes.append(f"short schedule ({ca.epochs} epochs) for a fast demo: differences of a few points are "
+                     "within run-to-run noise.")
+    for n in notes:
+        lines += [f"> **Note:** {n}", ""]
+
+    lines += ["## Top-1 accuracy (%)", "", study_table(rows), ""]
+    audit = [[s, _fmt(m.get("text_mentions_class_pct")), (m.get("example_text") or [""])[0][:120]]
+             for s, m in runs.items() if "text_mentions_class_pct" in m]
+    if audit:
+        lines += ["## Test-time text audit", "",
+                  "Per-image sources: % of test images whose own text contains their class name (nonsense: 0 by "
+                  "construction; a real captioner may name what it sees, which comes from the pixels, not the label).",
+                  "", _md_table(audit, ["source", "text names the class (%)", "example test-time text"]), ""]
+
+    per = {"fc": io.read_parquet(pure_dir / "per_class.parquet", PER_CLASS_COLUMNS)} \
+        if (pure_dir / "per_class.parquet").exists() else {}
+    for s in runs:
+        per[f"ca4ltr_{s}"] = io.read_parquet(results_dir / "eval" / f"ca4ltr_{s}" / "per_class.parquet",
+                                             PER_CLASS_COLUMNS)
+    labels = {"fc": "Pure (vision-only)", **{f"ca4ltr_{s}": f"CA4LTR + {s}" for s in runs}}
+    plot_per_class(per, labels, results_dir / FIGURE, f"{dataset}: per-class top-1, Pure vs CA4LTR text sources")
+    lines += ["## Per-class accuracy, head -> tail", "", f"![per-class accuracy]({FIGURE})", ""]
+    lines += ["## Reproduce", "",
+              f"`snakemake --cores 2 {results_dir}/text_quality.md` (config: `config.yaml`, dataset `{dataset}`, "
+              "section `ca4ltr`; see `docs/ca4ltr.md`).", ""]
+    io.write_text(out, "\n".join(lines))
+    log.info("text-quality study written to %s", out)
+
+
+def report_section(results_dir: Path) -> list[str]:
+    """Short section for the main report: CA4LTR rows, if any CA4LTR evaluation exists."""
+    runs = ca4ltr_runs(Path(results_dir))
+    if not runs:
+        return []
+    rows = [[f"CA4LTR + {s}" + (f" ({TINY_NOTE})" if m.get("tiny_random_captioner") else ""), m.get("epochs", "–"),
+             _fmt(m.get("overall")), _fmt(m.get("many")), _fmt(m.get("medium")), _fmt(m.get("few"))]
+            for s, m in runs.items()]
+    return ["## CA4LTR (cross-modal attention) by text source", "",
+            _md_table(rows, ["model", "epochs", "overall", "many", "medium", "few"]), "",
+            "Full study (setting, Pure baseline, per-class chart): [text_quality.md](text_quality.md).", ""]
