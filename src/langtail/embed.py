@@ -41,7 +41,7 @@ def run_embed_text(cfg: DatasetConfig, anchors_path: Path, corpus_path: Path, pr
     mask = torch.zeros(num_classes, M, dtype=torch.bool)
     sid = torch.full((num_classes, M), -1, dtype=torch.long)
     for c, g in sel.groupby("class_id"):
-        ids = g["sentence_id"].to_numpy()[:M]
+        ids = g["sentence_id"].to_numpy()[:M].copy()
         emb[c, :len(ids)] = all_emb[torch.as_tensor(ids, dtype=torch.long)]
         mask[c, :len(ids)] = True
         sid[c, :len(ids)] = torch.as_tensor(ids)
