@@ -21,43 +21,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
-from langtail.data.manifest import GROUPS, class_counts, class_groups, read_manifest
+from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.inference import run_batches
+from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import combine_probs
 from langtail.models.text_cache import read_text_embeddings
-from langtail.schemas import PER_CLASS_COLUMNS
 from langtail.train.loop import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def accuracy_table(pred: np.ndarray, labels: np.ndarray, class_names: list[str], counts: np.ndarray,
-                   groups: np.ndarray) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Group metrics (per-image top-1 %, within each shot group) and the per-class table."""
-    C = len(class_names)
-    correct = np.bincount(labels, weights=(pred == labels).astype(np.float64), minlength=C).astype(np.int64)
-    n = np.bincount(labels, minlength=C)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(n > 0, 100.0 * correct / np.maximum(n, 1), np.nan)
-    per = pd.DataFrame({"class_id": np.arange(C, dtype=np.int32), "class_name": class_names,
-                        "train_count": counts.astype(np.int32), "group": groups.astype(object),
-                        "n_test": n.astype(np.int32), "correct": correct.astype(np.int32), "accuracy": acc})
-    m: dict[str, Any] = {"overall": float(100.0 * (pred == labels).mean()), "n_images": int(len(labels))}
-    for g in GROUPS:
-        in_g = groups[labels] == g
-        m[g] = float(100.0 * (pred[in_g] == labels[in_g]).mean()) if in_g.any() else None
-        m[f"n_classes_{g}"] = int((groups == g).sum())
-    return m, per
 
 
 def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
@@ -117,9 +95,5 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
     counts = class_counts(df, C)
     metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C))
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
-    io.check_columns(per, PER_CLASS_COLUMNS, "per_class")
-    io.write_parquet(out_dir / "per_class.parquet", per, metadata={"model": model_name, "split": split})
-    io.write_json(out_dir / "metrics.json", metrics)
-    log.info("%s: overall %.2f | many %s | medium %s | few %s", model_name, metrics["overall"],
-             metrics["many"], metrics["medium"], metrics["few"])
+    write_eval(out_dir, metrics, per)
     return metrics

@@ -18,6 +18,7 @@ import pandas as pd
 from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
+from langtail.report.plots import plot_per_class
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -39,37 +40,6 @@ def md_table(rows: list[list[Any]], header: list[str]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
-
-
-def _plot_per_class(per: dict[str, pd.DataFrame], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    base = next(iter(per.values())).sort_values("train_count", ascending=False, kind="stable")
-    order = base["class_id"].to_numpy()
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.32 * len(order)), 7), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1.3]})
-    x = np.arange(len(order))
-    w = 0.8 / max(1, len(per))
-    for i, (name, df) in enumerate(per.items()):
-        acc = df.set_index("class_id").loc[order, "accuracy"].to_numpy()
-        axes[0].bar(x + i * w - 0.4 + w / 2, acc, width=w, label=MODEL_LABELS.get(name, name))
-    axes[0].set_ylabel("top-1 accuracy (%)")
-    axes[0].set_title(title)
-    axes[0].legend(fontsize=8, loc="upper right")
-    counts = base["train_count"].to_numpy()
-    colors = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
-    axes[1].bar(x, counts, color=[colors[g] for g in base["group"]])
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("train images")
-    axes[1].set_xticks(x)
-    axes[1].set_xticklabels(base["class_name"], rotation=90, fontsize=7)
-    fig.tight_layout()
-    with io.atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def _plot_gain(per: dict[str, pd.DataFrame], path: Path, method: str, baseline: str) -> None:
@@ -150,7 +120,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
         lines += [f"Unreadable images skipped during evaluation: {skipped}.", ""]
 
     fig_dir.mkdir(parents=True, exist_ok=True)
-    _plot_per_class(per, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
+    plot_per_class(per, MODEL_LABELS, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
     lines += ["![per-class accuracy](figures/per_class_accuracy.png)", ""]
     if "lgr" in per and "fc" in per:
         _plot_gain(per, fig_dir / "gain_lgr_vs_fc.png", "lgr", "fc")

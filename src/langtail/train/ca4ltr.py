@@ -7,7 +7,7 @@ the Pure baseline (``ca4ltr.init: model`` = ``model.pretrained``, i.e. from scra
 resumable :func:`langtail.train.loop.fit` (``model.pt.resume`` after every epoch).
 
 Evaluation (``results/<dataset>/eval/ca4ltr_<source>/``): the same ``metrics.json`` and
-``per_class.parquet`` as :mod:`langtail.evaluate` (built with its ``accuracy_table``), plus
+``per_class.parquet`` as :mod:`langtail.evaluate` (built with ``langtail.metrics.accuracy_table``), plus
 ``source``, ``text_tokens`` (text tokens per image) and, for per-image sources,
 ``text_mentions_class_pct``: % of evaluated images whose text contains their own class name
 (an audit: 0 for nonsense by construction; captions of a real BLIP-2 may name the object
@@ -196,8 +196,7 @@ def run_ca4ltr_evaluate(cfg: DatasetConfig, manifest_path: Path, checkpoint: Pat
                         captions_path: Path | None = None) -> dict[str, Any]:
     """Evaluate one CA4LTR checkpoint; writes ``metrics.json`` + ``per_class.parquet`` like ``evaluate``."""
     from langtail.config import Ca4ltrConfig
-    from langtail.evaluate import accuracy_table
-    from langtail.schemas import PER_CLASS_COLUMNS
+    from langtail.metrics import accuracy_table, write_eval
 
     device = resolve_device(cfg.evaluate.device)
     model, ck = load_ca4ltr(checkpoint, device)
@@ -237,9 +236,5 @@ def run_ca4ltr_evaluate(cfg: DatasetConfig, manifest_path: Path, checkpoint: Pat
     for k in ("caption_model", "tiny_random_captioner"):
         if src is not None and k in src.info:
             metrics[k] = src.info[k]
-    io.check_columns(per, PER_CLASS_COLUMNS, "per_class")
-    io.write_parquet(out_dir / "per_class.parquet", per, metadata={"model": model_name, "split": split})
-    io.write_json(out_dir / "metrics.json", metrics)
-    log.info("%s: overall %.2f | many %s | medium %s | few %s", model_name, metrics["overall"],
-             metrics["many"], metrics["medium"], metrics["few"])
+    write_eval(out_dir, metrics, per)
     return metrics
