@@ -43,15 +43,10 @@ class CaptionModelUnavailable(RuntimeError):
 
 
 def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
-    """``auto`` = ``cuda`` if available else ``cpu``; anything else is passed to ``torch.device``."""
-    import torch
+    """``auto`` = ``cuda`` if available else ``cpu`` (the shared rule of :mod:`langtail.train.loop`)."""
+    from langtail.train.loop import resolve_device as _resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"captions.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
+    return _resolve(name)
 
 
 def resolve_dtype(name: str, device: "torch.device") -> "torch.dtype":  # noqa: F821

@@ -154,5 +154,14 @@ def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int,
                       persistent_workers=num_workers > 0)
 
 
+def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[str, Any], data_cfg, *,
+                 batch_size: int, sampler: str, seed: int, augment: bool, device: torch.device) -> DataLoader:
+    """The training loader every stage uses: augmented transform of ``data_cfg``, epoch sampler."""
+    return make_loader(train_df, store_for(manifest_path, meta),
+                       build_transform(True, data_cfg.image_size, data_cfg.normalize, augment), batch_size,
+                       train=True, sampler=sampler, seed=seed, num_workers=data_cfg.num_workers,
+                       pin_memory=device.type == "cuda")
+
+
 def store_for(manifest_path: str | Path, meta: dict[str, Any]) -> ImageStore:
     return ImageStore(Path(manifest_path).parent, meta.get("image_root", ""))

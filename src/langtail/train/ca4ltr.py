@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from langtail import io
 from langtail.config import DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import build_transform, make_loader, store_for, train_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.models.ca4ltr import CA4LTR, build_ca4ltr, load_ca4ltr, save_ca4ltr
 from langtail.text_sources import (CLASS_LEVEL, SOURCES, LazyMiniLM, TextSource, build_source, mentions_class,
@@ -145,10 +145,8 @@ def run_ca4ltr_train(cfg: DatasetConfig, source: str, manifest_path: Path, out: 
     model = build_ca4ltr(image, C, ca, text_dim, texts.bank).to(device)
 
     dc = cfg.data
-    loader = make_loader(train_df, store_for(manifest_path, meta),
-                         build_transform(True, dc.image_size, dc.normalize, ca.augment), ca.batch_size,
-                         train=True, sampler=ca.sampler, seed=ca.seed, num_workers=dc.num_workers,
-                         pin_memory=device.type == "cuda")
+    loader = train_loader(train_df, manifest_path, meta, dc, batch_size=ca.batch_size, sampler=ca.sampler,
+                          seed=ca.seed, augment=ca.augment, device=device)
     opt = torch.optim.AdamW(param_groups(model, ca.weight_decay), lr=ca.lr)
 
     def step(batch):

@@ -24,7 +24,7 @@ import torch
 
 from langtail import io
 from langtail.config import DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import recognition_loss
 from langtail.models.classifier import create_head, fresh_image_encoder, save_classifier
@@ -62,10 +62,8 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
     epochs = fc.baseline_epochs if head_kind == "fc" and fc.baseline_epochs else fc.epochs
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
-    loader = make_loader(train_df, store_for(manifest_path, meta),
-                         build_transform(True, dc.image_size, dc.normalize, fc.augment), fc.batch_size,
-                         train=True, sampler=fc.sampler, seed=fc.seed, num_workers=dc.num_workers,
-                         pin_memory=device.type == "cuda")
+    loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
+                          seed=fc.seed, augment=fc.augment, device=device)
     opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay), lr=fc.lr)
 
     def step(batch):

@@ -24,7 +24,7 @@ import torch
 
 from langtail import io
 from langtail.config import DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import (class_contrastive_loss, cosine_matrix, feature_distillation_loss,
                              logit_distillation_loss, pretrain_loss)
@@ -92,10 +92,8 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
         model.image.to(memory_format=torch.channels_last)
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
-    loader = make_loader(train_df, store_for(manifest_path, meta),
-                         build_transform(True, dc.image_size, dc.normalize, pc.augment),
-                         pc.batch_size, train=True, sampler=pc.sampler, seed=pc.seed,
-                         num_workers=dc.num_workers, pin_memory=device.type == "cuda")
+    loader = train_loader(train_df, manifest_path, meta, dc, batch_size=pc.batch_size, sampler=pc.sampler,
+                          seed=pc.seed, augment=pc.augment, device=device)
     opt = torch.optim.AdamW(param_groups(model, pc.weight_decay), lr=pc.lr, betas=(0.9, 0.999))
     start_t = torch.as_tensor(start, device=device)
     count_t = torch.as_tensor(count, device=device)
