@@ -8,8 +8,7 @@ per-class accuracy of Pure and each CA4LTR source, classes sorted by training im
 (head -> tail), with the training counts below.
 
 :func:`read_study_table` parses the table back (tests; downstream scripts).
-:func:`report_section` is the short section the main report appends when CA4LTR
-evaluations exist.
+The main ``report.md`` only points at ``text_quality.md`` (it does not read CA4LTR results).
 """
 from __future__ import annotations
 
@@ -203,16 +202,3 @@ def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path,
               "section `ca4ltr`; see `docs/ca4ltr.md`).", ""]
     io.write_text(out, "\n".join(lines))
     log.info("text-quality study written to %s", out)
-
-
-def report_section(results_dir: Path) -> list[str]:
-    """Short section for the main report: CA4LTR rows, if any CA4LTR evaluation exists."""
-    runs = ca4ltr_runs(Path(results_dir))
-    if not runs:
-        return []
-    rows = [[f"CA4LTR + {s}" + (f" ({TINY_NOTE})" if m.get("tiny_random_captioner") else ""), m.get("epochs", "–"),
-             _fmt(m.get("overall")), _fmt(m.get("many")), _fmt(m.get("medium")), _fmt(m.get("few"))]
-            for s, m in runs.items()]
-    return ["## CA4LTR (cross-modal attention) by text source", "",
-            _md_table(rows, ["model", "epochs", "overall", "many", "medium", "few"]), "",
-            "Full study (setting, Pure baseline, per-class chart): [text_quality.md](text_quality.md).", ""]
