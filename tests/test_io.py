@@ -66,3 +66,22 @@ def test_fingerprint_depends_on_file_content(tmp_path):
     assert io.fingerprint({"x": 1}, f) != a
     assert io.fingerprint({"x": 2}, f) != io.fingerprint({"x": 1}, f)
     time.sleep(0)
+
+
+def test_md_table_keeps_columns_and_marks_missing_numbers():
+    from langtail.report.tables import fmt_pct, md_table
+
+    assert [fmt_pct(v) for v in (None, float("nan"), 53.25, 0)] == ["–", "–", "53.2", "0.0"]
+    table = md_table([["a|b", fmt_pct(1.26)]], ["text", "acc"]).splitlines()
+    assert table == ["| text | acc |", "|---|---|", "| a/b | 1.3 |"]
+    assert all(line.count("|") == 3 for line in table)
+
+
+def test_reproduce_line_names_extra_config_files():
+    from langtail.report.tables import reproduce_line
+
+    assert reproduce_line("results/demo/report.md", "demo") == \
+        "`snakemake --cores 2 results/demo/report.md` (config: `config.yaml`, dataset `demo`)."
+    line = reproduce_line("results/x/text_quality.md", "x", ["my cfg.yaml"], ", section `ca4ltr`")
+    assert line == ("`snakemake --cores 2 --configfile 'my cfg.yaml' -- results/x/text_quality.md` "
+                    "(config: `config.yaml` + `my cfg.yaml`, dataset `x`, section `ca4ltr`).")

@@ -89,7 +89,7 @@ def cmd_evaluate(a):
 def cmd_report(a):
     from langtail.report.markdown import run_report
 
-    run_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out))
+    run_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out), a.config_file)
 
 
 def cmd_ca4ltr_train(a):
@@ -110,7 +110,7 @@ def cmd_ca4ltr_report(a):
     from langtail.report.ca4ltr import run_text_quality_report
 
     run_text_quality_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out), _opt_path(a.manifest),
-                            _opt_path(a.pure_dir), _opt_path(a.lgr_dir))
+                            _opt_path(a.pure_dir), _opt_path(a.lgr_dir), a.config_file)
 
 
 def _opt_path(v):
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
           help="anchor text embeddings [C, M, D]")
     stage("finetune", cmd_finetune, "head", "manifest", "text-emb", "pretrain", "out", help="fine-tune a head")
     stage("evaluate", cmd_evaluate, "model", "manifest", "checkpoint", "text-emb", "out-dir", help="top-1 metrics")
-    stage("report", cmd_report, "dataset", "results-dir", "out", help="markdown report + figures")
+    reports = [stage("report", cmd_report, "dataset", "results-dir", "out", help="markdown report + figures")]
     s = stage("ca4ltr-train", cmd_ca4ltr_train, "source", "manifest", "out", "captions", help="train one CA4LTR run")
     for opt in ("cache-dir", "anchors", "pretrain"):  # optional: only some sources / inits need them
         s.add_argument(f"--{opt}", default=None)
@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("ca4ltr-report", cmd_ca4ltr_report, "dataset", "results-dir", "out", help="CA4LTR text-quality study")
     for opt in ("manifest", "pure-dir", "lgr-dir"):  # default: under --results-dir
         s.add_argument(f"--{opt}", default=None)
+    reports.append(s)
+    for s in reports:
+        s.add_argument("--config-file", action="append", default=[],
+                       help="a --configfile snakemake was given (repeatable); named in the Reproduce line")
     s = stage("ablations", cmd_ablations, "dataset", "out", help="Table 4/10 ablation rows")
     s.add_argument("--variants", default="{}", help="JSON {variant: overrides} of report.ablations")
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")

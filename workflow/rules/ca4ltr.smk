@@ -79,10 +79,11 @@ rule text_quality:
         pure=lambda w: artifact(w.dataset, "evaluate", "eval", "fc"),
         lgr=lambda w: f"--lgr-dir {artifact(w.dataset, 'evaluate', 'eval', 'lgr')}"
         if "lgr" in cfg(w.dataset).finetune.heads else "",
+        configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "text_quality.log"),
     shell:
         "langtail ca4ltr-report --params {params.cfg:q} --dataset {wildcards.dataset} --results-dir {params.results}"
-        " --manifest {input.manifest} --pure-dir {params.pure} {params.lgr} --out {output.report} 2> {log}"
+        " --manifest {input.manifest} --pure-dir {params.pure} {params.lgr} --out {output.report} {params.configs} 2> {log}"

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import shlex
 import sys
 
 from langtail.config import (HEAD_NAMES, dataset_config, split_variant, stage_owner, validate_config,
@@ -20,6 +21,11 @@ envvars:
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 RESULTS = config.get("results_dir", "results")
+# The --configfile files given on the command line (on top of config.yaml), for the reports'
+# "Reproduce" lines: `langtail report ... --config-file F`.
+CONFIG_FILE_OPTS = " ".join(
+    f"--config-file {shlex.quote(os.path.relpath(f) if os.path.abspath(f).startswith(os.getcwd() + os.sep) else str(f))}"
+    for f in workflow.overwrite_configfiles or [])
 DATASETS = sorted(config["datasets"])
 
 

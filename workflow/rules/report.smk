@@ -7,10 +7,11 @@ rule report:
     params:
         cfg=params_json("data", "corpus", "captions", "model", "pretrain", "anchors", "finetune", "evaluate", "report"),
         results=ds_path(),
+        configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "report.log"),
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --results-dir {params.results}"
-        " --out {output} 2> {log}"
+        " --out {output} {params.configs} 2> {log}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from langtail import io
 from langtail.config import DatasetConfig, variant_overrides
+from langtail.report.tables import fmt_pct, md_table
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ ROWS = [  # (paper row, label, variant or None for the main run, evaluated model
     ("T8", "text-only zero-shot after CVLP", None, "zeroshot"),
     ("T8", "zero-shot with the initial weights (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
 ]
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.1f}"
 
 
 def run_ablations(cfg: DatasetConfig, dataset: str, results_root: Path, out: Path,
@@ -61,12 +58,11 @@ def run_ablations(cfg: DatasetConfig, dataset: str, results_root: Path, out: Pat
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; run `snakemake results/{dataset}/ablations.md`")
         m = io.read_json(path)
-        rows.append(f"| {tag} | {label} | {_fmt(m['overall'])} | {_fmt(m['many'])} | {_fmt(m['medium'])} | "
-                    f"{_fmt(m['few'])} | {setting} |")
+        rows.append([tag, label, *(fmt_pct(m[g]) for g in ("overall", "many", "medium", "few")), setting])
     lines = [f"# Ablations: {dataset}", "",
              "Rows follow the VL-LTR paper's Table 4 (#1-#7), Table 10 (prompt only) and Table 8 (zero-shot);",
              "every row shares the dataset, backbone, epochs, sampler and seed of the main run and changes only",
              "what the setting column says. Top-1 accuracy (%).", "",
-             "| row | setting | overall | many | medium | few | overrides |", "|---|---|---|---|---|---|---|", *rows, ""]
+             md_table(rows, ["row", "setting", "overall", "many", "medium", "few", "overrides"]), ""]
     io.write_text(out, "\n".join(lines))
     log.info("ablations: %d rows -> %s", len(rows), out)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from langtail import io
 from langtail.report.plots import plot_per_class
+from langtail.report.tables import fmt_pct, md_table, reproduce_line
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.schemas import PER_CLASS_COLUMNS
@@ -38,16 +38,6 @@ TINY_NOTE = "tiny random BLIP-2: meaningless captions"
 STUDY_HEADER = ["model", "text source", "text tokens / image", "epochs", "overall", "many", "medium", "few",
                 "Δ overall vs Pure"]
 FIGURE = "figures/text_quality_per_class.png"
-
-
-def _fmt(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}"
-
-
-def _md_table(rows: list[list[Any]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def ca4ltr_runs(results_dir: Path, sources: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -95,9 +85,9 @@ def study_rows(results_dir: Path, sources: list[str], cfg: DatasetConfig, pure_d
 
 
 def study_table(rows: list[dict[str, Any]]) -> str:
-    body = [[r["model"], r["text"], r["tokens"], r["epochs"], _fmt(r["overall"]), _fmt(r["many"]),
-             _fmt(r["medium"]), _fmt(r["few"]), "–" if r["delta"] is None else f"{r['delta']:+.1f}"] for r in rows]
-    return _md_table(body, STUDY_HEADER)
+    body = [[r["model"], r["text"], r["tokens"], r["epochs"], fmt_pct(r["overall"]), fmt_pct(r["many"]),
+             fmt_pct(r["medium"]), fmt_pct(r["few"]), "–" if r["delta"] is None else f"{r['delta']:+.1f}"] for r in rows]
+    return md_table(body, STUDY_HEADER)
 
 
 def read_study_table(path: str | Path) -> pd.DataFrame:
@@ -122,7 +112,7 @@ def read_study_table(path: str | Path) -> pd.DataFrame:
 
 def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
                             manifest: Path | None = None, pure_dir: Path | None = None,
-                            lgr_dir: Path | None = None) -> None:
+                            lgr_dir: Path | None = None, config_files: Sequence[str] = ()) -> None:
     """Write ``text_quality.md`` and its figure. CA4LTR evaluations are read from
     ``results_dir/eval/ca4ltr_<source>``; the manifest, Pure (``eval/fc``) and LGR
     (``eval/lgr``) from ``results_dir`` unless given (ablation variants share them)."""
@@ -175,19 +165,19 @@ def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path,
                      f"(`finetune` section): the comparison {'favours Pure' if ca.epochs < pure_epochs else 'favours CA4LTR'} "
                      "in training budget.")
     if ca.epochs < 20:
-        notes.append(f"short schedule ({ca.epochs} epochs) for a fast demo: differences of a few points are "
-                     "within run-to-run noise.")
+        notes.append(f"short schedule ({ca.epochs} epochs): the backbones are far from converged, and "
+                     "differences of a few points are within run-to-run noise.")
     for n in notes:
         lines += [f"> **Note:** {n}", ""]
 
     lines += ["## Top-1 accuracy (%)", "", study_table(rows), ""]
-    audit = [[s, _fmt(m.get("text_mentions_class_pct")), (m.get("example_text") or [""])[0][:120]]
+    audit = [[s, fmt_pct(m.get("text_mentions_class_pct")), (m.get("example_text") or [""])[0][:120]]
              for s, m in runs.items() if "text_mentions_class_pct" in m]
     if audit:
         lines += ["## Test-time text audit", "",
                   "Per-image sources: % of test images whose own text contains their class name (nonsense: 0 by "
                   "construction; a real captioner may name what it sees, which comes from the pixels, not the label).",
-                  "", _md_table(audit, ["source", "text names the class (%)", "example test-time text"]), ""]
+                  "", md_table(audit, ["source", "text names the class (%)", "example test-time text"]), ""]
 
     per = {"fc": io.read_parquet(pure_dir / "per_class.parquet", PER_CLASS_COLUMNS)} \
         if (pure_dir / "per_class.parquet").exists() else {}
@@ -197,8 +187,7 @@ def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path,
     labels = {"fc": "Pure (vision-only)", **{f"ca4ltr_{s}": f"CA4LTR + {s}" for s in runs}}
     plot_per_class(per, labels, results_dir / FIGURE, f"{dataset}: per-class top-1, Pure vs CA4LTR text sources")
     lines += ["## Per-class accuracy, head -> tail", "", f"![per-class accuracy]({FIGURE})", ""]
-    lines += ["## Reproduce", "",
-              f"`snakemake --cores 2 {results_dir}/text_quality.md` (config: `config.yaml`, dataset `{dataset}`, "
-              "section `ca4ltr`; see `docs/ca4ltr.md`).", ""]
+    lines += ["## Reproduce", "", reproduce_line(f"{results_dir}/text_quality.md", dataset, config_files,
+                                                 ", section `ca4ltr`; see `docs/ca4ltr.md`"), ""]
     io.write_text(out, "\n".join(lines))
     log.info("text-quality study written to %s", out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.report.plots import plot_per_class
+from langtail.report.tables import fmt_pct, md_table, reproduce_line
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,6 @@ MODEL_LABELS = {
     "knn": "CVLP + KNN head",
     "zeroshot": "Text-only zero-shot (nearest class text embedding)",
 }
-
-
-def _fmt(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}"
-
-
-def md_table(rows: list[list[Any]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def _plot_gain(per: dict[str, pd.DataFrame], path: Path, method: str, baseline: str) -> None:
@@ -64,7 +55,9 @@ def _plot_gain(per: dict[str, pd.DataFrame], path: Path, method: str, baseline: 
     plt.close(fig)
 
 
-def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -> None:
+def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
+               config_files: Sequence[str] = ()) -> None:
+    """``config_files``: snakemake's extra ``--configfile`` files (named in the Reproduce line)."""
     results_dir = Path(results_dir)
     df, meta = read_manifest(results_dir / "manifest.parquet")
     models = list(cfg.finetune.heads) + ["zeroshot"]
@@ -104,7 +97,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
     rows = []
     for m in models:
         r = metrics[m]
-        rows.append([MODEL_LABELS.get(m, m), _fmt(r["overall"]), _fmt(r["many"]), _fmt(r["medium"]), _fmt(r["few"])])
+        rows.append([MODEL_LABELS.get(m, m), fmt_pct(r["overall"]), fmt_pct(r["many"]), fmt_pct(r["medium"]), fmt_pct(r["few"])])
     lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", "overall", "many", "medium", "few"]), ""]
     cost = [[MODEL_LABELS.get(m, m), f"{metrics[m]['params_m']:.2f}", f"{metrics[m]['gflops']:.3f}"]
             for m in models if "params_m" in metrics[m]]
@@ -190,7 +183,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path) -
                   f"baseline and VL-LTR: `snakemake --cores 2 {results_dir}/text_quality.md` writes "
                   "[text_quality.md](text_quality.md).", ""]
 
-    lines += ["## Reproduce", "", f"`snakemake --cores 2 {results_dir}/report.md` (config: `config.yaml`, dataset `{dataset}`).", ""]
+    lines += ["## Reproduce", "", reproduce_line(f"{results_dir}/report.md", dataset, config_files), ""]
     io.write_text(out, "\n".join(lines))
     log.info("report written to %s", out)
 
