@@ -18,7 +18,8 @@ batch and sampler; the Pure baseline is the FC row.
 It runs the project's own workflow (`snakemake ... results/<name>/ablations.md ... text_quality.md`)
 on a config written next to the results, then collects the metrics into
 ``benchmarks/results/cifar10_lt.json`` / ``.md``, a per-group bar chart ``.png``, and copies
-``cifar10_lt_ablations.md`` and ``cifar10_lt_text_quality.{md,png}``.
+``cifar10_lt_ablations.md`` and ``cifar10_lt_text_quality{,_cvlp}.{md,png}`` (``_cvlp``: the
+CA4LTR runs with ``ca4ltr.init: cvlp``, the CVLP visual encoder as the pre-trained image model).
 
     python benchmarks/cifar10_lt.py --epochs 6 --cores 2          # CPU, ~1 h on 2 cores
     python benchmarks/cifar10_lt.py --epochs 100 --device cuda    # GPU
@@ -43,6 +44,8 @@ def bench_config(name: str, epochs: int, device: str, lr: float, batch: int,
                  captions_model: str = "tiny-random") -> dict:
     return {
         "results_dir": "results",
+        # CA4LTR with the CVLP visual encoder as its "pre-trained" image model (results/<name>+ca4ltr_cvlp/)
+        "variants": {"ca4ltr_cvlp": {"ca4ltr": {"init": "cvlp"}}},
         "datasets": {name: {
             "data": {"name": "cifar10_lt", "root": str(SHARED / "data/cifar-10-python-from-jpeg.tar.gz"),
                      "imbalance_factor": 100, "verify_checksums": False, "image_size": 32, "normalize": "cifar",
@@ -123,11 +126,13 @@ def copy_reports(name: str, out: Path) -> None:
 
     res = ROOT / "results" / name
     shutil.copyfile(res / "ablations.md", out / "cifar10_lt_ablations.md")
-    shutil.copyfile(res / "figures" / "text_quality_per_class.png", out / "cifar10_lt_text_quality.png")
-    text = (res / "text_quality.md").read_text().replace("figures/text_quality_per_class.png",
-                                                        "cifar10_lt_text_quality.png")
-    text = text.replace("see `docs/ca4ltr.md`", "the config file is written by `benchmarks/cifar10_lt.py`; see `docs/ca4ltr.md`")
-    (out / "cifar10_lt_text_quality.md").write_text(text)
+    for run, stem in ((name, "cifar10_lt_text_quality"), (f"{name}+ca4ltr_cvlp", "cifar10_lt_text_quality_cvlp")):
+        res = ROOT / "results" / run
+        shutil.copyfile(res / "figures" / "text_quality_per_class.png", out / f"{stem}.png")
+        text = (res / "text_quality.md").read_text().replace("figures/text_quality_per_class.png", f"{stem}.png")
+        text = text.replace("see `docs/ca4ltr.md`",
+                            "the config file is written by `benchmarks/cifar10_lt.py`; see `docs/ca4ltr.md`")
+        (out / f"{stem}.md").write_text(text)
 
 
 def main() -> int:
@@ -151,7 +156,8 @@ def main() -> int:
     cfg_path.write_text(yaml.safe_dump(bench_config(name, a.epochs, a.device, a.lr, a.batch_size, a.captions_model)))
     t0 = time.time()
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path),
-           "--", f"results/{name}/ablations.md", f"results/{name}/report.md", f"results/{name}/text_quality.md"]
+           "--", f"results/{name}/ablations.md", f"results/{name}/report.md", f"results/{name}/text_quality.md",
+           f"results/{name}+ca4ltr_cvlp/text_quality.md"]
     if not a.collect_only:
         print("+", shlex.join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
@@ -168,7 +174,7 @@ def main() -> int:
     (out / "cifar10_lt.json").write_text(json.dumps(res, indent=2) + "\n")
     took = ("wall time not measured: --collect-only" if wall is None else
             f"wall {wall / 60:.0f} min for the jobs this invocation ran; Snakemake reuses finished ones")
-    lines = [f"# CIFAR-10-LT IF100 benchmark", "", f"Command: `{command}` ({took}; ~60 s per ResNet-32 epoch "
+    lines = ["# CIFAR-10-LT IF100 benchmark", "", f"Command: `{command}` ({took}; ~60 s per ResNet-32 epoch "
              "on 2 idle cores).", "",
              res["setting"] + ". CIFAR-10-LT IF100 has no few-shot class (groups 8 many / 2 medium / 0 few).", "",
              "| row | overall | many | medium |", "|---|---|---|---|"]

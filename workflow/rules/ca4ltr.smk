@@ -74,7 +74,7 @@ rule text_quality:
         report=ds_path("text_quality.md"),
         figure=ds_path("figures", "text_quality_per_class.png"),
     params:
-        cfg=params_json("data", "model", "anchors", "finetune", "ca4ltr", "evaluate"),
+        cfg=params_json("data", "model", "pretrain", "anchors", "finetune", "ca4ltr", "evaluate"),
         results=ds_path(),
         pure=lambda w: artifact(w.dataset, "evaluate", "eval", "fc"),
         lgr=lambda w: f"--lgr-dir {artifact(w.dataset, 'evaluate', 'eval', 'lgr')}"

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -265,7 +266,10 @@ def run_captions(manifest_path: Path, cfg: CaptionsConfig, out: Path, shard_dir:
                                    device=str(device), dtype=dtype_name)
         store = ImageStore(manifest_path.parent, mmeta.get("image_root", ""))
         done = sum(len(sel.iloc[k * S:(k + 1) * S]) for k in shard_meta)
-        with tqdm(total=len(sel), initial=done, unit="img", desc="captions", dynamic_ncols=True) as pbar, \
+        # in a log file (Snakemake's `log:`), one progress line per 30 s instead of a redraw per batch
+        interactive = sys.stderr.isatty()
+        with tqdm(total=len(sel), initial=done, unit="img", desc="captions", dynamic_ncols=True,
+                  mininterval=0.1 if interactive else 30.0) as pbar, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions-load") as pool:
             for k in todo:
                 rows = sel.iloc[k * S:(k + 1) * S]
@@ -280,7 +284,7 @@ def run_captions(manifest_path: Path, cfg: CaptionsConfig, out: Path, shard_dir:
                 io.write_parquet(shard_dir / SHARD_NAME.format(k), df[list(CAPTIONS_COLUMNS)],
                                  metadata=meta, schema=CAPTIONS_SCHEMA)
                 shard_meta[k] = meta
-                pbar.set_postfix(shard=f"{k + 1}/{n_shards}")
+                pbar.set_postfix(shard=f"{k + 1}/{n_shards}", refresh=interactive)
     elapsed_run = time.perf_counter() - t_run
 
     frames = [io.read_parquet(shard_dir / SHARD_NAME.format(k), CAPTIONS_COLUMNS) for k in range(n_shards)]

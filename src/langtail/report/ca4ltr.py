@@ -156,6 +156,10 @@ def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path,
         notes.append("no pretrained image weights: the backbone starts from random weights and is trained on this "
                      "dataset only (the paper combines *pre-trained* image and text models); numbers are not "
                      "comparable with the paper's.")
+    if ca.init == "cvlp":
+        notes.append(f"CA4LTR rows start from the CVLP visual encoder (`ca4ltr.init: cvlp`, {cfg.pretrain.epochs} "
+                     "CVLP epochs on this dataset's images and class text), Pure from `model.pretrained`: the "
+                     "comparison favours CA4LTR; VL-LTR starts from the same CVLP encoder.")
     if "caption" in runs and runs["caption"].get("tiny_random_captioner"):
         notes.append(f"the caption row uses the **{TINY_NOTE}** (`captions.model: tiny-random`, a smoke-test "
                      "model with random weights): it measures the pipeline, not the value of real captions.")
