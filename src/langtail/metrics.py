@@ -14,7 +14,7 @@ import pandas as pd
 
 from langtail import io
 from langtail.data.manifest import GROUPS
-from langtail.report.tables import fmt_pct
+from langtail.report.tables import fmt_accuracies
 from langtail.schemas import PER_CLASS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -45,5 +45,4 @@ def write_eval(out_dir: Path, metrics: dict[str, Any], per: pd.DataFrame) -> Non
     io.write_parquet(Path(out_dir) / "per_class.parquet", per,
                      metadata={"model": metrics["model"], "split": metrics["split"]})
     io.write_json(Path(out_dir) / "metrics.json", metrics)
-    log.info("%s: overall %s | many %s | medium %s | few %s", metrics["model"],
-             *(fmt_pct(metrics[g]) for g in ("overall", "many", "medium", "few")))
+    log.info("%s: overall %s | many %s | medium %s | few %s", metrics["model"], *fmt_accuracies(metrics))

@@ -42,13 +42,6 @@ class CaptionModelUnavailable(RuntimeError):
 # ----------------------------------------------------------------------------- device / dtype
 
 
-def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
-    """``auto`` = ``cuda`` if available else ``cpu`` (the shared rule of :mod:`langtail.train.loop`)."""
-    from langtail.train.loop import resolve_device as _resolve
-
-    return _resolve(name)
-
-
 def resolve_dtype(name: str, device: "torch.device") -> "torch.dtype":  # noqa: F821
     """``auto`` = bfloat16 on a GPU that supports it, else float16 on GPU; float32 on CPU."""
     import torch
@@ -199,6 +192,8 @@ class Blip2Captioner:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        from langtail.train.loop import resolve_device
+
         self.torch_device = resolve_device(self.device)
         self.torch_dtype = resolve_dtype(self.dtype, self.torch_device)
         self.processor, self.net = load_blip2(self.model, self.torch_device, self.torch_dtype)

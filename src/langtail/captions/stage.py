@@ -235,7 +235,8 @@ def run_captions(manifest_path: Path, cfg: CaptionsConfig, out: Path, shard_dir:
 
     from tqdm.auto import tqdm
 
-    from langtail.captions.blip2 import Blip2Captioner, resolve_device, resolve_dtype
+    from langtail.captions.blip2 import Blip2Captioner, resolve_dtype
+    from langtail.train.loop import resolve_device
 
     manifest, mmeta = read_manifest(manifest_path)
     sel = select_images(manifest, list(cfg.splits), cfg.per_class)

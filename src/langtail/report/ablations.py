@@ -13,7 +13,7 @@ from pathlib import Path
 
 from langtail import io
 from langtail.config import DatasetConfig, variant_overrides
-from langtail.report.tables import fmt_pct, md_table
+from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ def run_ablations(cfg: DatasetConfig, dataset: str, results_root: Path, out: Pat
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; run `snakemake results/{dataset}/ablations.md`")
         m = io.read_json(path)
-        rows.append([tag, label, *(fmt_pct(m[g]) for g in ("overall", "many", "medium", "few")), setting])
+        rows.append([tag, label, *fmt_accuracies(m), setting])
     lines = [f"# Ablations: {dataset}", "",
              "Rows follow the VL-LTR paper's Table 4 (#1-#7), Table 10 (prompt only) and Table 8 (zero-shot);",
              "every row shares the dataset, backbone, epochs, sampler and seed of the main run and changes only",
              "what the setting column says. Top-1 accuracy (%).", "",
-             md_table(rows, ["row", "setting", "overall", "many", "medium", "few", "overrides"]), ""]
+             md_table(rows, ["row", "setting", *ACCURACY_KEYS, "overrides"]), ""]
     io.write_text(out, "\n".join(lines))
     log.info("ablations: %d rows -> %s", len(rows), out)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from langtail import io
 from langtail.report.plots import plot_per_class
-from langtail.report.tables import fmt_pct, md_table, reproduce_line
+from langtail.report.tables import fmt_accuracies, fmt_pct, md_table, reproduce_line
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.schemas import PER_CLASS_COLUMNS
@@ -85,8 +85,8 @@ def study_rows(results_dir: Path, sources: list[str], cfg: DatasetConfig, pure_d
 
 
 def study_table(rows: list[dict[str, Any]]) -> str:
-    body = [[r["model"], r["text"], r["tokens"], r["epochs"], fmt_pct(r["overall"]), fmt_pct(r["many"]),
-             fmt_pct(r["medium"]), fmt_pct(r["few"]), "–" if r["delta"] is None else f"{r['delta']:+.1f}"] for r in rows]
+    body = [[r["model"], r["text"], r["tokens"], r["epochs"], *fmt_accuracies(r),
+             "–" if r["delta"] is None else f"{r['delta']:+.1f}"] for r in rows]
     return md_table(body, STUDY_HEADER)
 
 

@@ -19,7 +19,7 @@ from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.report.plots import plot_per_class
-from langtail.report.tables import fmt_pct, md_table, reproduce_line
+from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table, reproduce_line, snakemake_command
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
     rows = []
     for m in models:
         r = metrics[m]
-        rows.append([MODEL_LABELS.get(m, m), fmt_pct(r["overall"]), fmt_pct(r["many"]), fmt_pct(r["medium"]), fmt_pct(r["few"])])
-    lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", "overall", "many", "medium", "few"]), ""]
+        rows.append([MODEL_LABELS.get(m, m), *fmt_accuracies(r)])
+    lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS]), ""]
     cost = [[MODEL_LABELS.get(m, m), f"{metrics[m]['params_m']:.2f}", f"{metrics[m]['gflops']:.3f}"]
             for m in models if "params_m" in metrics[m]]
     if cost:
@@ -173,14 +173,14 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
         a = anchors[anchors["class_id"] == c].sort_values("rank")
         lines += [f"**{meta['class_names'][c]}** ({groups.get(c)}-shot): lowest L_lin (kept) / highest L_lin (dropped first)", ""]
         rows = [["kept", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.head(k).itertuples()]
-        rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.tail(k).itertuples()]
+        rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence] for r in a.tail(k).itertuples()]
         lines += [md_table(rows, ["", "L_lin", "source", "sentence"]), ""]
 
     # --- CA4LTR: its own target (declared inputs there; this report does not read its results)
     if cfg.ca4ltr.sources:
         lines += ["## CA4LTR text-quality study", "",
                   f"Cross-modal attention with text sources {', '.join(cfg.ca4ltr.sources)} against the vision-only "
-                  f"baseline and VL-LTR: `snakemake --cores 2 {results_dir}/text_quality.md` writes "
+                  f"baseline and VL-LTR: `{snakemake_command(f'{results_dir}/text_quality.md', config_files)}` writes "
                   "[text_quality.md](text_quality.md).", ""]
 
     lines += ["## Reproduce", "", reproduce_line(f"{results_dir}/report.md", dataset, config_files), ""]

@@ -6,9 +6,18 @@ import shlex
 from typing import Any, Sequence
 
 
+#: the accuracy keys of every metrics.json, in table order
+ACCURACY_KEYS = ("overall", "many", "medium", "few")
+
+
 def fmt_pct(v: Any) -> str:
     """An accuracy in % with one decimal; ``None`` / NaN -> "–"."""
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def fmt_accuracies(metrics: dict[str, Any]) -> list[str]:
+    """The ``ACCURACY_KEYS`` cells of one metrics dict, formatted by :func:`fmt_pct`."""
+    return [fmt_pct(metrics[k]) for k in ACCURACY_KEYS]
 
 
 def md_table(rows: list[list[Any]], header: list[str]) -> str:
@@ -18,12 +27,14 @@ def md_table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(out)
 
 
-def reproduce_line(target: str, dataset: str, config_files: Sequence[str] = (), extra: str = "") -> str:
-    """The markdown "Reproduce" sentence: the snakemake command that rebuilds ``target``.
-
-    ``config_files``: the ``--configfile`` files snakemake was given on top of ``config.yaml``.
-    """
+def snakemake_command(target: str, config_files: Sequence[str] = ()) -> str:
+    """The snakemake command that builds ``target`` with the ``--configfile`` files snakemake was
+    given on top of ``config.yaml``."""
     opts = "".join(f" --configfile {shlex.quote(f)}" for f in config_files)
-    cmd = f"snakemake --cores 2{opts} -- {target}" if opts else f"snakemake --cores 2 {target}"
+    return f"snakemake --cores 2{opts} -- {target}" if opts else f"snakemake --cores 2 {target}"
+
+
+def reproduce_line(target: str, dataset: str, config_files: Sequence[str] = (), extra: str = "") -> str:
+    """The markdown "Reproduce" sentence: :func:`snakemake_command` and the config files it reads."""
     configs = " + ".join(f"`{f}`" for f in ("config.yaml", *config_files))
-    return f"`{cmd}` (config: {configs}, dataset `{dataset}`{extra})."
+    return f"`{snakemake_command(target, config_files)}` (config: {configs}, dataset `{dataset}`{extra})."
