@@ -18,7 +18,9 @@ include: "workflow/rules/embed_text.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/ca4ltr.smk"
+include: "workflow/rules/ca4ltr_finetune.smk"
+include: "workflow/rules/ca4ltr_evaluate.smk"
+include: "workflow/rules/text_quality.smk"
 include: "workflow/rules/ablations.smk"
 
 

@@ -1,4 +1,4 @@
-"""Caption-stage throughput (images/s) through the real ``run_captions`` code path.
+"""Caption-stage throughput (images/s) through the real captions stage code path (``langtail.stages.captions.run``).
 
 Default: a tiny randomly initialised BLIP-2 (built offline by
 ``langtail.captions.blip2.save_tiny_blip2``) on CPU, batch 16, 64 random 224px images.
@@ -29,7 +29,8 @@ import numpy as np
 
 from langtail import io
 from langtail.captions.blip2 import save_tiny_blip2
-from langtail.captions.stage import run_captions
+from langtail.config import DatasetConfig
+from langtail.stages import captions as captions_stage
 from langtail.config import CaptionsConfig
 from langtail.data.manifest import ManifestBuild, make_manifest, write_manifest
 
@@ -75,12 +76,12 @@ def main(argv: list[str] | None = None) -> dict:
                              dtype=args.dtype, shard_size=max(args.n_images, 1))
         # warm-up: one batch (first-call initialisation, CUDA kernels) on its own shards
         warm = CaptionsConfig(**{**cfg.__dict__, "per_class": max(1, args.batch_size // 8)})
-        run_captions(manifest, warm, tmp / "warm.parquet", tmp / "warm_shards")
+        captions_stage.run(DatasetConfig(captions=warm), manifest, tmp / "warm.parquet", tmp / "warm_shards")
         rates, walls = [], []
         for r in range(args.repeats):
             out = tmp / f"captions_{r}.parquet"
             t0 = time.perf_counter()
-            run_captions(manifest, cfg, out, tmp / f"shards_{r}")
+            captions_stage.run(DatasetConfig(captions=cfg), manifest, out, tmp / f"shards_{r}")
             walls.append(time.perf_counter() - t0)
             meta = io.read_parquet_metadata(out)
             rates.append(meta["images_per_s"])

@@ -83,7 +83,8 @@ ROWS = [("FC baseline (vision-only)", "eval/fc"), ("KNN head (CVLP)", "eval/knn"
 
 def collect(name: str) -> list[dict]:
     sys.path.insert(0, str(ROOT / "src"))
-    from langtail.config import load_yaml, stage_owner
+    from langtail.config import load_yaml
+    from langtail.stages import stage_owner
 
     raw = load_yaml(ROOT / "results" / f"{name}.config.yaml")
     out = []

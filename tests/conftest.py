@@ -33,30 +33,32 @@ def tiny_cfg():
     return from_dict(TINY)
 
 
+def staged(cfg, stage: str, **wildcards):
+    """``cfg`` as the command gives it to ``stage``: reading an undeclared key raises."""
+    from langtail.config import restrict
+    from langtail.stages import stage_keys
+
+    return restrict(cfg, stage_keys(stage, cfg, **wildcards), stage)
+
+
 def run_chain(cfg, out: Path, heads=("lgr",)) -> dict:
-    """longtail -> corpus -> pretrain -> anchors -> embed_text -> finetune -> evaluate, in-process."""
-    from langtail.anchors import run_anchors
-    from langtail.corpus.stage import run_corpus
-    from langtail.data.build import run_longtail
-    from langtail.data.registry import get_dataset
-    from langtail.embed import run_embed_text
-    from langtail.evaluate import run_evaluate
-    from langtail.train.finetune import run_finetune
-    from langtail.train.pretrain import run_pretrain
+    """longtail -> corpus -> pretrain -> anchors -> embed_text -> finetune -> evaluate, in-process,
+    each stage seeing only the config keys it declares."""
+    from langtail.stages import anchors, corpus, embed_text, evaluate, finetune, longtail, pretrain
 
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"
     man = out / "manifest.parquet"
-    run_longtail(cfg.data, man)
-    b = get_dataset("demo")
-    run_corpus(b.class_names(cfg.data), cfg.corpus, out / "corpus.parquet", out / "corpus_stats.parquet",
-               out / "wiki_cache", builtin_pages=b.pages(cfg.data))
-    run_pretrain(cfg, man, out / "corpus.parquet", out / "pretrain.pt", cache)
-    run_anchors(cfg, man, out / "corpus.parquet", out / "pretrain.pt", out / "anchors.parquet", cache)
-    run_embed_text(cfg, out / "anchors.parquet", out / "corpus.parquet", out / "pretrain.pt",
-                   out / "text_emb.safetensors", cache, len(b.class_names(cfg.data)))
+    longtail.run(staged(cfg, "longtail"), man)
+    corpus.run(staged(cfg, "corpus"), out / "corpus.parquet", out / "corpus_stats.parquet", out / "wiki_cache")
+    pretrain.run(staged(cfg, "pretrain"), man, out / "corpus.parquet", out / "pretrain.pt", cache)
+    anchors.run(staged(cfg, "anchors"), man, out / "corpus.parquet", out / "pretrain.pt", out / "anchors.parquet", cache)
+    embed_text.run(staged(cfg, "embed_text"), man, out / "anchors.parquet", out / "corpus.parquet", out / "pretrain.pt",
+                   out / "text_emb.safetensors", cache)
     metrics = {}
     for h in heads:
-        run_finetune(cfg, h, man, out / "text_emb.safetensors", out / "pretrain.pt", out / f"{h}.pt")
-        metrics[h] = run_evaluate(cfg, h, man, out / f"{h}.pt", out / "text_emb.safetensors", out / "eval" / h)
+        finetune.run(staged(cfg, "finetune", head=h), h, man, out / f"{h}.pt", out / "text_emb.safetensors",
+                     out / "pretrain.pt")
+        metrics[h] = evaluate.run(staged(cfg, "evaluate"), h, man, out / f"{h}.pt", out / "eval" / h,
+                                  out / "text_emb.safetensors")
     return metrics

@@ -15,16 +15,21 @@ import pytest
 import torch
 
 from langtail import io
-from langtail.captions.stage import CAPTIONS_SCHEMA
+from langtail.captions.shards import CAPTIONS_SCHEMA
 from langtail.config import Ca4ltrConfig, DataConfig, DatasetConfig, EvaluateConfig, FinetuneConfig, ModelConfig
 from langtail.data.manifest import ManifestBuild, make_manifest, write_manifest
-from langtail.report.ca4ltr import read_study_table, run_text_quality_report
+from langtail.report.ca4ltr import read_study_table
 from langtail.schemas import PER_CLASS_COLUMNS
-from langtail.train import ca4ltr as stage
+from langtail.stages import ca4ltr_evaluate, ca4ltr_finetune, text_quality
 
 NAMES = ["kettle", "lynx", "violin", "tulip"]
 TRAIN = [10, 6, 4, 2]
 TEST = 3
+
+
+def _hash_encoder(monkeypatch):
+    for mod in (ca4ltr_finetune, ca4ltr_evaluate):
+        monkeypatch.setattr(mod, "text_encoder", lambda cfg: HashEncoder())
 
 
 class HashEncoder:
@@ -79,16 +84,16 @@ def _cfg() -> DatasetConfig:
 
 
 def test_train_evaluate_and_study_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "_encoder", lambda cfg: HashEncoder())
+    _hash_encoder(monkeypatch)
     manifest, anchors, captions = _files(tmp_path)
     cfg = _cfg()
     for source in ("label", "description", "caption", "nonsense"):
         out = tmp_path / "ca4ltr" / source / "model.pt"
-        stage.run_ca4ltr_train(cfg, source, manifest, out, tmp_path / "cache", anchors, captions)
+        ca4ltr_finetune.run(cfg, source, manifest, out, tmp_path / "cache", anchors, captions)
         ck = io.torch_load(out)
         assert ck["kind"] == "ca4ltr" and ck["source"] == source and len(ck["extra"]["history"]) == 2
         assert not out.with_name("model.pt.resume").exists()
-        m = stage.run_ca4ltr_evaluate(cfg, manifest, out, tmp_path / "eval" / f"ca4ltr_{source}",
+        m = ca4ltr_evaluate.run(cfg, manifest, out, tmp_path / "eval" / f"ca4ltr_{source}",
                                       tmp_path / "cache", anchors, captions)
         assert m["n_images"] == TEST * len(NAMES) and 0 <= m["overall"] <= 100 and m["source"] == source
         per = io.read_parquet(tmp_path / "eval" / f"ca4ltr_{source}" / "per_class.parquet", PER_CLASS_COLUMNS)
@@ -98,7 +103,7 @@ def test_train_evaluate_and_study_table(tmp_path, monkeypatch):
             assert m["text_mentions_class_pct"] == 0.0
     # features are cached: a second evaluation does not encode again
     calls = HashEncoder.calls
-    stage.run_ca4ltr_evaluate(cfg, manifest, tmp_path / "ca4ltr" / "nonsense" / "model.pt", tmp_path / "ev2",
+    ca4ltr_evaluate.run(cfg, manifest, tmp_path / "ca4ltr" / "nonsense" / "model.pt", tmp_path / "ev2",
                               tmp_path / "cache", anchors, captions)
     assert HashEncoder.calls == calls
     # the Pure baseline (normally the `fc` finetune run): reuse one evaluation's files
@@ -110,7 +115,8 @@ def test_train_evaluate_and_study_table(tmp_path, monkeypatch):
     io.write_parquet(tmp_path / "eval" / "fc" / "per_class.parquet", per)
 
     out = tmp_path / "text_quality.md"
-    run_text_quality_report(cfg, "e2e", tmp_path, out)
+    text_quality.run(cfg, "e2e", out, manifest, [tmp_path / "eval" / f"ca4ltr_{s}" for s in cfg.ca4ltr.sources],
+                     tmp_path / "eval" / "fc")
     table = read_study_table(out)
     assert table["model"].tolist() == ["Pure (vision-only, FC)"] + [
         f"CA4LTR + {s}" for s in ("label", "description", "caption", "nonsense")]
@@ -126,25 +132,25 @@ def test_train_evaluate_and_study_table(tmp_path, monkeypatch):
 
 
 def test_caption_source_requires_captioned_test_split(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "_encoder", lambda cfg: HashEncoder())
+    _hash_encoder(monkeypatch)
     manifest, anchors, captions = _files(tmp_path)
     caps = io.read_parquet(captions)
     io.write_parquet(captions, caps[caps["split"] == "train"], metadata={"enabled": True, "model": "stub"},
                      schema=CAPTIONS_SCHEMA)
     cfg = _cfg()
     out = tmp_path / "m.pt"
-    stage.run_ca4ltr_train(cfg, "caption", manifest, out, None, None, captions)
+    ca4ltr_finetune.run(cfg, "caption", manifest, out, None, None, captions)
     with pytest.raises(ValueError, match=r"captions.splits: \[train, test\]"):
-        stage.run_ca4ltr_evaluate(cfg, manifest, out, tmp_path / "ev", None, None, captions)
+        ca4ltr_evaluate.run(cfg, manifest, out, tmp_path / "ev", None, None, captions)
 
 
 def test_same_weights_with_cold_or_warm_text_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "_encoder", lambda cfg: HashEncoder())
+    _hash_encoder(monkeypatch)
     manifest, anchors, captions = _files(tmp_path)
     cfg = _cfg()
     sds = []
     for i in range(2):  # run 0 encodes (cache miss), run 1 reads the cache
         out = tmp_path / f"run{i}" / "model.pt"
-        stage.run_ca4ltr_train(cfg, "nonsense", manifest, out, tmp_path / "cache", anchors, captions)
+        ca4ltr_finetune.run(cfg, "nonsense", manifest, out, tmp_path / "cache", anchors, captions)
         sds.append(io.torch_load(out)["state_dict"])
     assert all(torch.equal(sds[0][k], sds[1][k]) for k in sds[0])

@@ -17,7 +17,7 @@ from langtail import io
 from langtail.config import Ca4ltrConfig, CaptionsConfig
 from langtail.data.manifest import ManifestBuild, make_manifest, read_manifest, write_manifest
 from langtail.schemas import ANCHORS_COLUMNS
-from langtail.text_sources import build_source, mentions_class
+from langtail.corpus.ca4ltr_text import build_source, mentions_class
 
 pytest.importorskip("transformers")
 
@@ -58,7 +58,7 @@ def _leaks(texts: list[list[str]], labels, names) -> list[int]:
 
 
 def test_test_time_text_has_no_label(tmp_path):
-    from langtail.captions.stage import run_captions
+    from test_captions import run_captions
 
     cap_cfg = CaptionsConfig(enabled=True, model="tiny-random", splits=["train", "test"], per_class=0,
                              max_new_tokens=6, batch_size=16, device="cpu", dtype="float32")

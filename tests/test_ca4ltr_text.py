@@ -7,10 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from langtail.config import CaptionsConfig, DatasetConfig
-from langtail.text_sources import (NonsenseGenerator, class_words, description_bank, label_bank, mentions_class,
-                                   resolve_caption_model, word_lengths)
-from langtail.train.ca4ltr import run_params
+from langtail.config import DatasetConfig
+from langtail.captions.blip2 import resolve_caption_model
+from langtail.config import select_keys
+from langtail.corpus.ca4ltr_text import (NonsenseGenerator, class_words, description_bank, label_bank, mentions_class,
+                                         word_lengths)
+from langtail.stages import stage_keys
+
+
+def run_params(cfg, source, stage="train"):
+    """What the rule of one CA4LTR run passes (its declared keys)."""
+    if stage == "train":
+        return select_keys(cfg, stage_keys("ca4ltr_finetune", cfg, source=source))
+    return select_keys(cfg, stage_keys("ca4ltr_evaluate", cfg))
 
 CLASSES = ["red solid circle", "blue striped square", "idea", "quiet_theory", "kettle", "green triangle"]
 # a description-like reference: prompt sentences and longer encyclopedia sentences
@@ -110,13 +119,12 @@ def test_run_params_only_what_a_run_depends_on():
 
 
 def test_resolve_caption_model_passthrough(tmp_path):
-    cfg = CaptionsConfig(model="Salesforce/blip2-opt-2.7b")
-    assert resolve_caption_model(cfg, tmp_path) is cfg
+    assert resolve_caption_model("Salesforce/blip2-opt-2.7b", tmp_path) == "Salesforce/blip2-opt-2.7b"
     assert not (tmp_path / "tiny_blip2").exists()
 
 
 def test_caption_lookup_empty_vs_missing():
-    from langtail.text_sources import TextSource
+    from langtail.corpus.ca4ltr_text import TextSource
 
     src = TextSource("caption", captions={i: ("" if i % 2 else f"caption {i}") for i in range(200)})
     assert src.for_images([0, 1, 2], "test") == [["caption 0"], [], ["caption 2"]]  # empty caption: no token

@@ -10,18 +10,18 @@ import yaml
 
 from conftest import ROOT, TINY
 from langtail.config import DatasetConfig
-from langtail.train.ca4ltr import cli_options, rule_inputs
+from langtail.stages import ca4ltr_evaluate, ca4ltr_finetune
 
 
 def test_rule_inputs_per_source():
     cfg = DatasetConfig()
-    assert set(rule_inputs(cfg, "label")) == {"manifest"}
-    assert rule_inputs(cfg, "description")["anchors"] == ("anchors", "anchors.parquet")
-    assert set(rule_inputs(cfg, "nonsense")) == {"manifest", "anchors"}  # word counts of the description text
-    assert rule_inputs(cfg, "caption")["captions"] == ("captions", "captions.parquet")
+    assert ca4ltr_finetune.inputs(cfg, "label") == ()
+    assert ca4ltr_finetune.inputs(cfg, "description") == ("anchors",)
+    assert ca4ltr_finetune.inputs(cfg, "nonsense") == ("anchors",)  # word counts of the description text
+    assert ca4ltr_finetune.inputs(cfg, "caption") == ("captions",)
     cvlp = dataclasses.replace(cfg, ca4ltr=dataclasses.replace(cfg.ca4ltr, init="cvlp"))
-    assert "pretrain" in rule_inputs(cvlp, "label") and "pretrain" not in rule_inputs(cvlp, "label", train=False)
-    assert cli_options({"manifest": "m", "anchors": "a.parquet"}) == "--anchors a.parquet"
+    assert "pretrain" in ca4ltr_finetune.inputs(cvlp, "label")
+    assert ca4ltr_evaluate.inputs(cvlp, "label") == () and ca4ltr_evaluate.inputs(cvlp, "caption") == ("captions",)
 
 
 def test_study_target_plans_every_source(tmp_path):
@@ -37,6 +37,6 @@ def test_study_target_plans_every_source(tmp_path):
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
     assert counts["ca4ltr_finetune"] == 3 and counts["ca4ltr_evaluate"] == 3 and counts["text_quality"] == 1
     assert counts["captions"] == 1 and counts["finetune"] == 2  # Pure (fc) and VL-LTR (lgr) rows
-    assert "ca4ltr-train" in out and "--source caption" in out and "--captions results/demo/captions.parquet" in out
+    assert "ca4ltr-finetune" in out and "--source caption" in out and "--captions results/demo/captions.parquet" in out
     assert re.search(r"--source nonsense --manifest \S+ --anchors results/demo/anchors.parquet", out)
-    assert "--lgr-dir results/demo/eval/lgr" in out
+    assert "--lgr results/demo/eval/lgr" in out

@@ -14,9 +14,16 @@ from langtail.data.manifest import ManifestBuild, make_manifest, write_manifest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from langtail.captions import blip2, stage  # noqa: E402
-from langtail.captions.stage import (  # noqa: E402
-    CAPTIONS_COLUMNS, captions_to_sentences, read_captions, run_captions, select_images)
+from langtail.captions import blip2  # noqa: E402
+from langtail.captions import shards as stage  # noqa: E402
+from langtail.captions.shards import CAPTIONS_COLUMNS, read_captions, select_images  # noqa: E402
+from langtail.config import DatasetConfig  # noqa: E402
+from langtail.stages import captions as captions_stage  # noqa: E402
+
+
+def run_captions(manifest, cfg: CaptionsConfig, out, shard_dir):
+    """The captions stage with this captions section (everything else default)."""
+    captions_stage.run(DatasetConfig(captions=cfg), manifest, out, shard_dir)
 
 
 @pytest.fixture(scope="session")
@@ -208,19 +215,17 @@ def test_offline_unknown_model_error(tmp_path, monkeypatch):
     assert not (tmp_path / "c.parquet").exists()
 
 
-def test_captions_to_sentences():
+def test_caption_text_for_the_corpus(tmp_path):
+    """The corpus reads captions of training images only (test captions never become class text)."""
+    from langtail.corpus.build import load_caption_text
+
     df = pd.DataFrame({"class_id": np.array([1, 0, 1, 1, 0, 0], dtype=np.int32),
-                       "caption": ["a dog on grass", "a cat", "A dog  on grass ", "", "a cat", "a red car"]})
-    s = captions_to_sentences(df)
-    assert list(s.columns) == ["class_id", "sentence"]
-    assert s.values.tolist() == [[0, "a cat"], [0, "a red car"], [1, "a dog on grass"]]
-    assert str(s["class_id"].dtype) == "int32"
-    df["split"] = ["train", "train", "train", "train", "test", "test"]
-    s = captions_to_sentences(df)  # test captions never become class text by default
-    assert s.values.tolist() == [[0, "a cat"], [1, "a dog on grass"]]
-    assert len(captions_to_sentences(df, splits=None)) == 3
-    empty = captions_to_sentences(stage.empty_captions())
-    assert list(empty.columns) == ["class_id", "sentence"] and len(empty) == 0
+                       "caption": ["a dog on grass", "a cat", "A dog  on grass ", "", "a cat", "a red car"],
+                       "split": ["train", "train", "train", "train", "test", "test"]})
+    df.to_parquet(tmp_path / "c.parquet")
+    assert load_caption_text(tmp_path / "c.parquet", 2) == [["a cat"], ["a dog on grass", "A dog  on grass "]]
+    with pytest.raises(ValueError, match="outside 0..0"):
+        load_caption_text(tmp_path / "c.parquet", 1)
 
 
 def test_loads_from_prefilled_hf_cache(tmp_path, tiny_model, monkeypatch):

@@ -25,7 +25,7 @@ import pytest
 
 from langtail.config import CorpusConfig
 from langtail.corpus import wikipedia
-from langtail.corpus.stage import run_corpus
+from langtail.stages.corpus import write_corpus as run_corpus
 from langtail.io import read_parquet, read_parquet_metadata
 
 HERE = Path(__file__).resolve().parent

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_chain
+from conftest import run_chain, staged
 from langtail import io
 from langtail.data.demo import class_names, make_page
 from langtail.data.manifest import MANIFEST_COLUMNS, read_manifest
@@ -15,11 +15,11 @@ from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS, PER_CLASS_COLUMNS
 
 
 def test_demo_profile_and_groups(tmp_path):
-    from langtail.config import DataConfig
-    from langtail.data.build import run_longtail
+    from langtail.config import DataConfig, DatasetConfig
+    from langtail.stages import longtail
 
     cfg = DataConfig(name="demo", imbalance_factor=50, max_train_per_class=300, test_per_class=2)
-    run_longtail(cfg, tmp_path / "m.parquet")
+    longtail.run(DatasetConfig(data=cfg), tmp_path / "m.parquet")
     df, meta = read_manifest(tmp_path / "m.parquet")
     tr = df[df.split == "train"]
     counts = tr.groupby("label").size().to_numpy()
@@ -86,7 +86,7 @@ def test_artifact_schemas_read_back(chain_runs):
 
 def test_resume_after_kill_matches_uninterrupted(chain_runs, monkeypatch):
     """Kill finetune during epoch 2, rerun: same weights as the uninterrupted run."""
-    import langtail.train.finetune as ft
+    import langtail.stages.finetune as ft
 
     cfg, a, *_ = chain_runs
     man, emb, pre = a / "manifest.parquet", a / "text_emb.safetensors", a / "pretrain.pt"
@@ -103,10 +103,10 @@ def test_resume_after_kill_matches_uninterrupted(chain_runs, monkeypatch):
 
     monkeypatch.setattr(ft, "recognition_loss", dying)
     with pytest.raises(KeyboardInterrupt):
-        ft.run_finetune(cfg, "lgr", man, emb, pre, out)
+        ft.run(cfg, "lgr", man, out, emb, pre)
     assert not out.exists() and out.with_name(out.name + ".resume").exists()
     monkeypatch.setattr(ft, "recognition_loss", real)
-    ft.run_finetune(cfg, "lgr", man, emb, pre, out)
+    ft.run(cfg, "lgr", man, out, emb, pre)
     assert not out.with_name(out.name + ".resume").exists()
     ref = io.torch_load(a / "lgr.pt")["state_dict"]
     got = io.torch_load(out)
@@ -117,8 +117,8 @@ def test_resume_after_kill_matches_uninterrupted(chain_runs, monkeypatch):
 
 def test_fc_baseline_does_not_use_cvlp_weights(chain_runs):
     cfg, a, *_ = chain_runs
-    from langtail.train.finetune import run_finetune
+    from langtail.stages import finetune
 
     c = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, epochs=1))
-    run_finetune(c, "fc", a / "manifest.parquet", a / "text_emb.safetensors", a / "pretrain.pt", a / "fc1.pt")
+    finetune.run(staged(c, "finetune", head="fc"), "fc", a / "manifest.parquet", a / "fc1.pt")
     assert io.torch_load(a / "fc1.pt")["extra"]["init"] == "model.pretrained"

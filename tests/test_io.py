@@ -69,7 +69,8 @@ def test_fingerprint_depends_on_file_content(tmp_path):
 
 
 def test_md_table_keeps_columns_and_marks_missing_numbers():
-    from langtail.report.tables import fmt_pct, md_table
+    from langtail.metrics import fmt_pct
+    from langtail.report.tables import md_table
 
     assert [fmt_pct(v) for v in (None, float("nan"), 53.25, 0)] == ["–", "–", "53.2", "0.0"]
     table = md_table([["a|b", fmt_pct(1.26)]], ["text", "acc"]).splitlines()

@@ -28,18 +28,22 @@ def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Comp
     return p
 
 
-def _planned_rules(workdir: Path) -> set[str]:
-    """Rules a dry run would execute (parsed from Snakemake's job-stats table)."""
-    p = _snakemake(workdir, "-n", "results/demo/report.md")
+def _planned_jobs(workdir: Path, target: str = "results/demo/report.md") -> dict[str, int]:
+    """Jobs per rule a dry run would execute (parsed from Snakemake's job-stats table)."""
+    p = _snakemake(workdir, "-n", target)
     out = p.stdout + p.stderr
     if "Nothing to be done" in out:
-        return set()
-    rules = set()
+        return {}
+    jobs = {}
     for line in out.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if m and m.group(1) != "total":
-            rules.add(m.group(1))
-    return rules
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def _planned_rules(workdir: Path) -> set[str]:
+    return set(_planned_jobs(workdir))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def test_pipeline_writes_report_with_all_rows(built):
     report = (built / "results/demo/report.md").read_text()
     for row in ("VL-LTR", "Baseline (vision-only, FC)", "zero-shot", "switched off", "M_min"):
         assert row in report, row
-    assert (built / "results/demo/figures/per_class_accuracy.png").stat().st_size > 1000
+    assert (built / "results/demo/figures/report/per_class_accuracy.png").stat().st_size > 1000
 
 
 def test_second_run_has_nothing_to_do(built):
@@ -70,14 +74,50 @@ def _with_config(built, tmp_path, **over) -> Path:
     return wd
 
 
-def test_finetune_param_change_reruns_only_finetune_evaluate_report(built, tmp_path):
-    wd = _with_config(built, tmp_path, finetune={"lr": 5e-4})
-    assert _planned_rules(wd) == {"finetune", "evaluate", "report"}
+TRAIN = {"pretrain", "anchors", "embed_text", "finetune", "evaluate", "report"}
+
+#: (section, key, new value) -> the rules a dry run must plan: for every stage of the demo
+#: target, a key it reads reruns it and what depends on it; a key no stage of the target
+#: reads reruns nothing
+RERUNS = [
+    ("data", "imbalance_factor", 5, {"longtail"} | TRAIN),           # longtail
+    ("corpus", "min_tokens", 4, {"corpus"} | TRAIN),                # corpus
+    ("pretrain", "lr", 1e-3, TRAIN),                                 # pretrain
+    ("anchors", "images_per_class", 4, TRAIN - {"pretrain"}),         # anchors
+    ("anchors", "num_anchors", 6, TRAIN - {"pretrain"}),              # anchors + embed_text
+    ("finetune", "lr", 5e-4, {"finetune", "evaluate", "report"}),   # finetune
+    ("finetune", "alpha", 0.3, {"evaluate", "report"}),              # evaluate (inference only)
+    ("evaluate", "batch_size", 17, {"evaluate", "report"}),          # evaluate
+    ("report", "top_sentences", 2, {"report"}),                      # report
+    ("finetune", "knn_k", 3, set()),        # read only by the knn head, not trained here
+    ("ca4ltr", "width", 8, set()),          # CA4LTR stages are not in this target
+    ("captions", "max_new_tokens", 5, set()),  # captions are not a corpus source here
+    ("data", "allow_download", True, {"longtail"} | TRAIN),  # read by longtail
+]
 
 
-def test_corpus_param_change_reruns_corpus_and_downstream(built, tmp_path):
-    wd = _with_config(built, tmp_path, corpus={"min_tokens": 4})
-    assert _planned_rules(wd) == {"corpus", "pretrain", "anchors", "embed_text", "finetune", "evaluate", "report"}
+@pytest.mark.parametrize("section,key,value,expected", RERUNS, ids=[f"{s}.{k}" for s, k, *_ in RERUNS])
+def test_a_key_reruns_exactly_the_stages_that_read_it(built, tmp_path, section, key, value, expected):
+    wd = _with_config(built, tmp_path, **{section: {key: value}})
+    assert _planned_rules(wd) == expected
+
+
+def test_adding_a_head_trains_only_that_head(built, tmp_path):
+    wd = _with_config(built, tmp_path, finetune={"heads": ["lgr", "fc", "fc_cvlp"]})
+    assert _planned_jobs(wd) == {"finetune": 1, "evaluate": 1, "report": 1}
+
+
+def test_declared_keys_match_the_rerun_table():
+    """The table above agrees with the stages' declarations (a key is read where it says)."""
+    from langtail.config import flat_keys
+    from langtail.stages import stage_keys
+
+    read = {s: flat_keys(stage_keys(s)) for s in ("longtail", "corpus", "pretrain", "anchors", "embed_text",
+                                                  "finetune", "evaluate", "report")}
+    for section, key, _, expected in RERUNS:
+        readers = {s for s, keys in read.items() if f"{section}.{key}" in keys}
+        assert readers <= expected, (section, key, readers)
+        assert bool(readers) == bool(expected), (section, key)
 
 
 def test_config_typo_fails_before_any_job(tmp_path):
@@ -114,7 +154,8 @@ def test_ablations_table_reads_back(tmp_path):
     import json
 
     from langtail.config import from_dict
-    from langtail.report.ablations import run_ablations
+    from langtail.config import BUILTIN_VARIANTS
+    from langtail.stages import ablations
 
     def metrics(path, overall):
         path.mkdir(parents=True)
@@ -125,7 +166,10 @@ def test_ablations_table_reads_back(tmp_path):
         metrics(tmp_path / "demo" / "eval" / m, v)
     metrics(tmp_path / "demo+cutoff" / "eval" / "lgr", 45.0)
     cfg = from_dict({"finetune": {"heads": ["lgr", "fc"]}, "report": {"ablations": ["cutoff"]}})
-    run_ablations(cfg, "demo", tmp_path, tmp_path / "demo" / "ablations.md", {})
+    files = {"lgr": "demo/eval/lgr", "fc": "demo/eval/fc", "zeroshot": "demo/eval/zeroshot",
+             "cutoff:lgr": "demo+cutoff/eval/lgr"}
+    ablations.run(cfg, "demo", tmp_path / "demo" / "ablations.md",
+                  {k: tmp_path / v / "metrics.json" for k, v in files.items()}, {"cutoff": BUILTIN_VARIANTS["cutoff"]})
     text = (tmp_path / "demo" / "ablations.md").read_text()
     assert "| #1 | full: CVLP + AnSS + LGR | 50.0 |" in text
     assert "| #7 | Cut Off instead of AnSS | 45.0 |" in text and '"strategy": "cutoff"' in text

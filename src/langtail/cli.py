@@ -1,8 +1,12 @@
-"""``langtail <stage>``: argument parsing only; each subcommand calls one stage function.
+"""``langtail <command>``: argument parsing only; each stage command calls ``langtail.stages.<stage>.run``.
 
-Every stage takes ``--params``: the JSON of the config sections it uses (the Snakemake
-rules pass exactly these, so a parameter change reruns exactly the affected stages), or
-``@file.json``. Missing sections/keys take their defaults (``langtail.config``).
+Every stage takes ``--params``: the JSON of the config keys it reads (the Snakemake rules pass
+exactly these, built from the stage's declaration, so a change reruns exactly the affected
+stages), or ``@file.json``. Keys left out take their defaults; a key the stage does not declare
+cannot be read (``langtail.config.restrict``).
+
+Errors end in one message naming the problem and exit non-zero (2 for a configuration error,
+130 for Ctrl-C, 1 otherwise); ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -11,131 +15,130 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from langtail.config import ConfigError, DatasetConfig, from_dict
+from langtail.config import ConfigError, DatasetConfig, from_dict, restrict
+
+log = logging.getLogger("langtail")
 
 
-def _params(text: str) -> DatasetConfig:
+def _config(a: argparse.Namespace, stage: str, **wildcards: Any) -> DatasetConfig:
+    """The stage's config from ``--params``, restricted to the keys the stage declares."""
+    from langtail.stages import stage_keys
+
+    text = a.params
     if text.startswith("@"):
         text = Path(text[1:]).read_text(encoding="utf-8")
     try:
-        return from_dict(json.loads(text or "{}"))
+        cfg = from_dict(json.loads(text or "{}"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"--params is not valid JSON: {e}") from e
+    return restrict(cfg, stage_keys(stage, cfg, **wildcards), stage)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-def cmd_longtail(a):
-    from langtail.data.build import run_longtail
-
-    run_longtail(_params(a.params).data, Path(a.out))
-
-
-def cmd_corpus(a):
-    from langtail.corpus.stage import run_corpus
-    from langtail.data.registry import get_dataset
-
-    cfg = _params(a.params)
-    builder = get_dataset(cfg.data.name)
-    pages = builder.pages(cfg.data) if hasattr(builder, "pages") else None
-    cache = Path(cfg.corpus.cache_dir) if cfg.corpus.cache_dir else Path(a.cache_dir)
-    run_corpus(builder.class_names(cfg.data), cfg.corpus, Path(a.out), Path(a.stats), cache,
-               builtin_pages=pages, captions_path=Path(a.captions) if a.captions else None)
-
-
-def cmd_captions(a):
-    from langtail.captions.stage import run_captions
-
-    run_captions(Path(a.manifest), _params(a.params).captions, Path(a.out), Path(a.shard_dir))
-
-
-def cmd_pretrain(a):
-    from langtail.train.pretrain import run_pretrain
-
-    run_pretrain(_params(a.params), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir))
-
-
-def cmd_anchors(a):
-    from langtail.anchors import run_anchors
-
-    run_anchors(_params(a.params), Path(a.manifest), Path(a.corpus), Path(a.pretrain), Path(a.out), Path(a.cache_dir))
-
-
-def cmd_embed_text(a):
-    from langtail.data.manifest import read_manifest
-    from langtail.embed import run_embed_text
-
-    _, meta = read_manifest(a.manifest)
-    run_embed_text(_params(a.params), Path(a.anchors), Path(a.corpus), Path(a.pretrain), Path(a.out),
-                   Path(a.cache_dir), len(meta["class_names"]))
-
-
-def cmd_finetune(a):
-    from langtail.train.finetune import run_finetune
-
-    run_finetune(_params(a.params), a.head, Path(a.manifest), Path(a.text_emb), Path(a.pretrain), Path(a.out))
-
-
-def cmd_evaluate(a):
-    from langtail.evaluate import run_evaluate
-
-    run_evaluate(_params(a.params), a.model, Path(a.manifest), Path(a.checkpoint), Path(a.text_emb), Path(a.out_dir))
-
-
-def cmd_report(a):
-    from langtail.report.markdown import run_report
-
-    run_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out), a.config_file)
-
-
-def cmd_ca4ltr_train(a):
-    from langtail.train.ca4ltr import run_ca4ltr_train
-
-    run_ca4ltr_train(_params(a.params), a.source, Path(a.manifest), Path(a.out), _opt_path(a.cache_dir),
-                     _opt_path(a.anchors), _opt_path(a.captions), _opt_path(a.pretrain))
-
-
-def cmd_ca4ltr_evaluate(a):
-    from langtail.train.ca4ltr import run_ca4ltr_evaluate
-
-    run_ca4ltr_evaluate(_params(a.params), Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
-                        _opt_path(a.cache_dir), _opt_path(a.anchors), _opt_path(a.captions))
-
-
-def cmd_ca4ltr_report(a):
-    from langtail.report.ca4ltr import run_text_quality_report
-
-    run_text_quality_report(_params(a.params), a.dataset, Path(a.results_dir), Path(a.out), _opt_path(a.manifest),
-                            _opt_path(a.pure_dir), _opt_path(a.lgr_dir), a.config_file)
-
-
-def _opt_path(v):
+def _opt(v: str | None) -> Path | None:
     return Path(v) if v else None
 
 
-def cmd_ablations(a):
-    from langtail.report.ablations import run_ablations
+def cmd_longtail(a):
+    from langtail.stages import longtail
 
-    out = Path(a.out)  # results/<dataset>/ablations.md: the results root is two levels up
-    run_ablations(_params(a.params), a.dataset, out.parent.parent, out, json.loads(a.variants))
+    longtail.run(_config(a, "longtail"), Path(a.out))
+
+
+def cmd_corpus(a):
+    from langtail.stages import corpus
+
+    corpus.run(_config(a, "corpus"), Path(a.out), Path(a.stats), Path(a.cache_dir), _opt(a.captions))
+
+
+def cmd_captions(a):
+    from langtail.stages import captions
+
+    captions.run(_config(a, "captions"), Path(a.manifest), Path(a.out), Path(a.shard_dir))
+
+
+def cmd_pretrain(a):
+    from langtail.stages import pretrain
+
+    pretrain.run(_config(a, "pretrain"), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir))
+
+
+def cmd_anchors(a):
+    from langtail.stages import anchors
+
+    anchors.run(_config(a, "anchors"), Path(a.manifest), Path(a.corpus), Path(a.pretrain), Path(a.out),
+                Path(a.cache_dir))
+
+
+def cmd_embed_text(a):
+    from langtail.stages import embed_text
+
+    embed_text.run(_config(a, "embed_text"), Path(a.manifest), Path(a.anchors), Path(a.corpus), Path(a.pretrain),
+                   Path(a.out), Path(a.cache_dir))
+
+
+def cmd_finetune(a):
+    from langtail.stages import finetune
+
+    finetune.run(_config(a, "finetune", head=a.head), a.head, Path(a.manifest), Path(a.out), _opt(a.text_emb),
+                 _opt(a.pretrain))
+
+
+def cmd_evaluate(a):
+    from langtail.stages import evaluate
+
+    evaluate.run(_config(a, "evaluate"), a.model, Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
+                 _opt(a.text_emb))
+
+
+def cmd_report(a):
+    from langtail.stages import report
+
+    report.run(_config(a, "report"), a.dataset, Path(a.out), Path(a.manifest), [Path(d) for d in a.eval],
+               Path(a.corpus_stats), Path(a.anchors), _opt(a.captions), a.config_file)
+
+
+def cmd_ca4ltr_finetune(a):
+    from langtail.stages import ca4ltr_finetune
+
+    ca4ltr_finetune.run(_config(a, "ca4ltr_finetune", source=a.source), a.source, Path(a.manifest), Path(a.out),
+                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions), _opt(a.pretrain))
+
+
+def cmd_ca4ltr_evaluate(a):
+    from langtail.stages import ca4ltr_evaluate
+
+    ca4ltr_evaluate.run(_config(a, "ca4ltr_evaluate"), Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
+                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions))
+
+
+def cmd_text_quality(a):
+    from langtail.stages import text_quality
+
+    text_quality.run(_config(a, "text_quality"), a.dataset, Path(a.out), Path(a.manifest),
+                     [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file)
+
+
+def cmd_ablations(a):
+    from langtail.stages import ablations
+
+    metrics = {}
+    for item in a.metrics:
+        key, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--metrics {item!r}: expected KEY=PATH (KEY = model or variant:model)")
+        metrics[key] = Path(path)
+    ablations.run(_config(a, "ablations"), a.dataset, Path(a.out), metrics, json.loads(a.variants))
 
 
 def cmd_schema(a):
-    import yaml
+    from langtail.config import schema_yaml, write_schema
 
-    from langtail.config import workflow_schema
-
-    text = yaml.safe_dump(workflow_schema(), sort_keys=False, width=100)
     if a.out:
-        from langtail.io import write_text
-
-        write_text(a.out, text)
+        write_schema(a.out)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(schema_yaml())
 
 
 def cmd_validate(a):
@@ -147,42 +150,47 @@ def cmd_validate(a):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug-level log lines")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def stage(name, fn, *paths, help=""):
+    def stage(name, fn, required=(), optional=(), help=""):
         s = sub.add_parser(name, help=help)
-        s.add_argument("--params", default="{}", help="JSON of the config sections (or @file.json)")
-        for path in paths:
-            s.add_argument(f"--{path}", required=not path.startswith("captions"), default=None)
+        s.add_argument("--params", default="{}", help="JSON of the config keys the stage reads (or @file.json)")
+        for opt in required:
+            s.add_argument(f"--{opt}", required=True)
+        for opt in optional:
+            s.add_argument(f"--{opt}", default=None)
         s.set_defaults(fn=fn)
         return s
 
-    stage("longtail", cmd_longtail, "out", help="build the long-tailed manifest")
-    stage("corpus", cmd_corpus, "out", "stats", "cache-dir", "captions", help="class-level text corpus")
-    stage("captions", cmd_captions, "manifest", "out", "shard-dir", help="BLIP-2 image captions")
-    stage("pretrain", cmd_pretrain, "manifest", "corpus", "out", "cache-dir", help="CVLP pre-training")
-    stage("anchors", cmd_anchors, "manifest", "corpus", "pretrain", "out", "cache-dir", help="anchor sentence selection")
-    stage("embed-text", cmd_embed_text, "manifest", "anchors", "corpus", "pretrain", "out", "cache-dir",
+    stage("longtail", cmd_longtail, ["out"], help="build the long-tailed manifest")
+    stage("corpus", cmd_corpus, ["out", "stats", "cache-dir"], ["captions"], help="class-level text corpus")
+    stage("captions", cmd_captions, ["manifest", "out", "shard-dir"], help="BLIP-2 image captions")
+    stage("pretrain", cmd_pretrain, ["manifest", "corpus", "out", "cache-dir"], help="CVLP pre-training")
+    stage("anchors", cmd_anchors, ["manifest", "corpus", "pretrain", "out", "cache-dir"],
+          help="anchor sentence selection (AnSS)")
+    stage("embed-text", cmd_embed_text, ["manifest", "anchors", "corpus", "pretrain", "out", "cache-dir"],
           help="anchor text embeddings [C, M, D]")
-    stage("finetune", cmd_finetune, "head", "manifest", "text-emb", "pretrain", "out", help="fine-tune a head")
-    stage("evaluate", cmd_evaluate, "model", "manifest", "checkpoint", "text-emb", "out-dir", help="top-1 metrics")
-    reports = [stage("report", cmd_report, "dataset", "results-dir", "out", help="markdown report + figures")]
-    s = stage("ca4ltr-train", cmd_ca4ltr_train, "source", "manifest", "out", "captions", help="train one CA4LTR run")
-    for opt in ("cache-dir", "anchors", "pretrain"):  # optional: only some sources / inits need them
-        s.add_argument(f"--{opt}", default=None)
-    s = stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, "manifest", "checkpoint", "out-dir", "captions",
-              help="top-1 metrics of a CA4LTR run")
-    for opt in ("cache-dir", "anchors"):
-        s.add_argument(f"--{opt}", default=None)
-    s = stage("ca4ltr-report", cmd_ca4ltr_report, "dataset", "results-dir", "out", help="CA4LTR text-quality study")
-    for opt in ("manifest", "pure-dir", "lgr-dir"):  # default: under --results-dir
-        s.add_argument(f"--{opt}", default=None)
+    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain"], help="fine-tune one head")
+    stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb"],
+          help="top-1 metrics of one model")
+    reports = [stage("report", cmd_report, ["dataset", "out", "manifest", "corpus-stats", "anchors"], ["captions"],
+                     help="markdown report + figures")]
+    reports[0].add_argument("--eval", nargs="+", required=True, help="eval/<model> directories to show")
+    stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
+          ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
+    stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
+          ["cache-dir", "anchors", "captions"], help="top-1 metrics of one CA4LTR run")
+    s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr"],
+              help="CA4LTR text-quality study")
+    s.add_argument("--ca4ltr", nargs="+", required=True, help="eval/ca4ltr_<source> directories")
     reports.append(s)
     for s in reports:
         s.add_argument("--config-file", action="append", default=[],
                        help="a --configfile snakemake was given (repeatable); named in the Reproduce line")
-    s = stage("ablations", cmd_ablations, "dataset", "out", help="Table 4/10 ablation rows")
+    s = stage("ablations", cmd_ablations, ["dataset", "out"], help="Table 4/10 ablation rows")
+    s.add_argument("--metrics", nargs="+", required=True, help="KEY=metrics.json, KEY = model or variant:model")
     s.add_argument("--variants", default="{}", help="JSON {variant: overrides} of report.ablations")
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
@@ -195,12 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         args.fn(args)
-    except ConfigError as e:
-        logging.getLogger("langtail").error("%s", e)
-        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C): finished artifacts are complete; a rerun resumes")
+        return 130
+    except Exception as e:  # one clear line per failure; --debug for the traceback
+        if args.debug:
+            raise
+        log.error("%s%s", "" if isinstance(e, ConfigError) else f"{type(e).__name__}: ", e)
+        log.error("(rerun with `langtail --debug %s ...` for the traceback)", args.command)
+        return 2 if isinstance(e, ConfigError) else 1
     return 0
 
 

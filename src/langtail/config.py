@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -238,19 +237,6 @@ BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
     "prompt_only": {"corpus": {"sources": ["prompt"]}},                    # Table 10
 }
 
-#: Config sections each stage's output depends on (its own and everything upstream).
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "longtail": ("data",),
-    "captions": ("data", "captions"),
-    "corpus": ("data", "captions", "corpus"),
-    "pretrain": ("data", "captions", "corpus", "model", "pretrain"),
-    "anchors": ("data", "captions", "corpus", "model", "pretrain", "anchors"),
-    "embed_text": ("data", "captions", "corpus", "model", "pretrain", "anchors"),
-    "finetune": ("data", "captions", "corpus", "model", "pretrain", "anchors", "finetune"),
-    "evaluate": ("data", "captions", "corpus", "model", "pretrain", "anchors", "finetune", "evaluate"),
-}
-
-
 def split_variant(dataset: str) -> tuple[str, str | None]:
     """``"demo+cutoff" -> ("demo", "cutoff")``; ``"demo" -> ("demo", None)``."""
     base, _, variant = dataset.partition("+")
@@ -263,16 +249,6 @@ def variant_overrides(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
     return variants[variant]
-
-
-def stage_owner(raw: Mapping[str, Any], dataset: str, stage: str) -> str:
-    """The results folder whose ``stage`` output a (variant) dataset uses: the base dataset
-    if the variant overrides none of the sections the stage depends on, else itself."""
-    base, variant = split_variant(dataset)
-    if variant is None:
-        return dataset
-    touched = set(variant_overrides(raw, variant))
-    return dataset if touched & set(STAGE_SECTIONS[stage]) else base
 
 
 # ----------------------------------------------------------------------------- schema
@@ -340,6 +316,19 @@ def workflow_schema() -> dict[str, Any]:
     }
 
 
+def schema_yaml() -> str:
+    """:func:`workflow_schema` as the YAML of ``workflow/schemas/config.schema.yaml``."""
+    import yaml
+
+    return yaml.safe_dump(workflow_schema(), sort_keys=False, width=100)
+
+
+def write_schema(path: str | Path) -> None:
+    from langtail.io import write_text
+
+    write_text(path, schema_yaml())
+
+
 # ----------------------------------------------------------------------------- merge/validate
 
 
@@ -395,22 +384,85 @@ def from_dict(d: Mapping[str, Any]) -> DatasetConfig:
     return DatasetConfig(**kwargs)
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def section_json(cfg: DatasetConfig, *names: str) -> str:
-    """Canonical JSON of some sections (what a rule passes to its CLI call)."""
-    return json.dumps({n: dataclasses.asdict(getattr(cfg, n)) for n in names}, sort_keys=True)
-
-
-def sections_from_json(text: str) -> DatasetConfig:
-    """Inverse of :func:`section_json`; missing sections take their defaults."""
-    return from_dict(json.loads(text))
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
+
+
+# ----------------------------------------------------------------------------- declared keys
+
+#: The config keys a stage reads: ``{section: (key, ...)}`` (see ``langtail.stages``).
+Keys = Mapping[str, "tuple[str, ...] | list[str]"]
+
+
+def flat_keys(keys: Keys) -> set[str]:
+    """``{"finetune": ("lr",)} -> {"finetune.lr"}``."""
+    return {f"{sec}.{k}" for sec, ks in keys.items() for k in ks}
+
+
+def flat_overrides(over: Mapping[str, Any]) -> set[str]:
+    """Keys an override block (a variant) sets: ``{"pretrain": {"epochs": 1}} -> {"pretrain.epochs"}``."""
+    return {f"{sec}.{k}" for sec, block in over.items() for k in (block or {})}
+
+
+def merge_keys(*keys: Keys) -> dict[str, tuple[str, ...]]:
+    out: dict[str, set[str]] = {}
+    for ks in keys:
+        for sec, names in ks.items():
+            out.setdefault(sec, set()).update(names)
+    return {sec: tuple(sorted(v)) for sec, v in sorted(out.items())}
+
+
+def check_keys(keys: Keys, where: str) -> None:
+    """Every declared key exists (a typo in a declaration fails at import/plan time)."""
+    for sec, names in keys.items():
+        if sec not in SECTIONS:
+            raise ConfigError(f"{where}: unknown config section {sec!r}")
+        known = {f.name for f in dataclasses.fields(SECTIONS[sec])}
+        bad = sorted(set(names) - known)
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sec + '.' + b for b in bad)}")
+
+
+def select_keys(cfg: DatasetConfig, keys: Keys) -> dict[str, dict[str, Any]]:
+    """The values of ``keys`` only, as plain JSON-able data (a rule's params: a change to one of
+    them, and to nothing else, reruns the stage)."""
+    return {sec: {k: copy.deepcopy(getattr(getattr(cfg, sec), k)) for k in sorted(names)}
+            for sec, names in sorted(keys.items()) if names}
+
+
+_GUARDS: dict[type, type] = {}
+
+
+def _guard_class(cls: type) -> type:
+    if cls not in _GUARDS:
+        fields = frozenset(f.name for f in dataclasses.fields(cls))
+
+        def __getattribute__(self, name, _fields=fields):
+            if name in _fields and name not in object.__getattribute__(self, "_langtail_allowed"):
+                stage, sec = object.__getattribute__(self, "_langtail_where")
+                raise ConfigError(
+                    f"stage {stage!r} read config key {sec + '.' if sec else ''}{name}, which it does not declare "
+                    f"(langtail.stages.{stage}.KEYS): declare it so its rule passes it and a change reruns the stage")
+            return object.__getattribute__(self, name)
+
+        _GUARDS[cls] = type(f"Declared{cls.__name__}", (cls,), {"__getattribute__": __getattribute__})
+    return _GUARDS[cls]
+
+
+def _guarded(obj: Any, allowed: set[str], stage: str, section: str) -> Any:
+    g = object.__new__(_guard_class(type(obj)))
+    g.__dict__.update(obj.__dict__)
+    g.__dict__["_langtail_allowed"] = frozenset(allowed)
+    g.__dict__["_langtail_where"] = (stage, section)
+    return g
+
+
+def restrict(cfg: DatasetConfig, keys: Keys, stage: str) -> DatasetConfig:
+    """``cfg`` where reading a key outside ``keys`` raises :class:`ConfigError` naming the stage
+    and the key: a stage can only see what its rule passes it (never a silent default)."""
+    check_keys(keys, f"langtail.stages.{stage}.KEYS")
+    sections = {sec: _guarded(getattr(cfg, sec), set(keys.get(sec, ())), stage, sec) for sec in SECTIONS}
+    return _guarded(DatasetConfig(**sections), set(SECTIONS), stage, "")

@@ -6,6 +6,7 @@ file schemas: ``docs/artifacts.md`` (evaluate).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,22 @@ import pandas as pd
 
 from langtail import io
 from langtail.data.manifest import GROUPS
-from langtail.report.tables import fmt_accuracies
 from langtail.schemas import PER_CLASS_COLUMNS
 
 log = logging.getLogger(__name__)
+
+#: the accuracy keys of every metrics.json, in table order
+ACCURACY_KEYS = ("overall", "many", "medium", "few")
+
+
+def fmt_pct(v: Any) -> str:
+    """An accuracy in % with one decimal; ``None`` / NaN -> "–"."""
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def fmt_accuracies(metrics: dict[str, Any]) -> list[str]:
+    """The ``ACCURACY_KEYS`` cells of one metrics dict, formatted by :func:`fmt_pct`."""
+    return [fmt_pct(metrics[k]) for k in ACCURACY_KEYS]
 
 
 def accuracy_table(pred: np.ndarray, labels: np.ndarray, class_names: list[str], counts: np.ndarray,

@@ -1,16 +1,17 @@
 rule ablations:
     """Paper Table 4 / Table 10 rows for one dataset: results/<dataset>/ablations.md."""
     input:
-        ablation_inputs,
+        unpack(ablation_inputs),
     output:
         ds_path("ablations.md"),
     params:
-        cfg=params_json("finetune", "report"),
+        cfg=stage_params("ablations"),
+        metrics=lambda w, input: " ".join(f"{k.replace('__', ':')}={v}" for k, v in input.items()),
         variants=lambda w: json.dumps({v: variant_overrides(config, v) for v in cfg(w.dataset).report.ablations}),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ablations.log"),
     shell:
-        "langtail ablations --params {params.cfg:q} --dataset {wildcards.dataset} --variants {params.variants:q}"
-        " --out {output} 2> {log}"
+        "langtail ablations --params {params.cfg:q} --dataset {wildcards.dataset} --metrics {params.metrics}"
+        " --variants {params.variants:q} --out {output} 2> {log}"

@@ -7,7 +7,7 @@ rule anchors:
     output:
         ds_path("anchors.parquet"),
     params:
-        cfg=params_json("data", "pretrain", "anchors"),
+        cfg=stage_params("anchors"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"

@@ -5,7 +5,7 @@ rule captions:
     output:
         ds_path("captions.parquet"),
     params:
-        cfg=params_json("captions"),
+        cfg=stage_params("captions"),
         shards=ds_path("captions_shards"),
     conda:
         "../envs/langtail.yaml"

@@ -5,8 +5,9 @@ import os
 import shlex
 import sys
 
-from langtail.config import (HEAD_NAMES, dataset_config, split_variant, stage_owner, validate_config,
-                             variant_overrides)
+from langtail.config import HEAD_NAMES, dataset_config, select_keys, split_variant, validate_config, variant_overrides
+from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
+from langtail.stages import module as stage_module, stage_keys, stage_owner
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
@@ -60,17 +61,32 @@ def base_path(*parts):
     return lambda wildcards: os.path.join(RESULTS, split_variant(wildcards.dataset)[0], *parts)
 
 
-def params_json(*sections, data_keys=None):
-    """JSON of some config sections for a rule's params: a change reruns that rule."""
+def stage_params(stage, wildcard=None):
+    """A rule's params: JSON of exactly the config keys ``stage`` declares it reads (for the
+    rule's ``wildcard``, e.g. ``head``), so a change to one of them, and only to them, reruns it."""
 
     def f(wildcards):
         c = cfg(wildcards.dataset)
-        out = {s: dataclasses.asdict(getattr(c, s)) for s in sections}
-        if data_keys is not None:
-            out["data"] = {k: out.get("data", dataclasses.asdict(c.data))[k] for k in data_keys}
-        return json.dumps(out, sort_keys=True)
+        wc = {wildcard: wildcards[wildcard]} if wildcard else {}
+        return json.dumps(select_keys(c, stage_keys(stage, c, **wc)), sort_keys=True)
 
     return f
+
+
+def stage_inputs(stage, wildcard, **paths):
+    """Input function: the upstream artifacts (of ``paths``: name -> (owner stage, *parts)) that
+    ``langtail.stages.<stage>.inputs(cfg, <wildcard value>)`` says one run reads."""
+
+    def f(wildcards):
+        names = stage_module(stage).inputs(cfg(wildcards.dataset), wildcards[wildcard])
+        return {n: artifact(wildcards.dataset, *paths[n]) for n in names}
+
+    return f
+
+
+def input_opts(*names):
+    """``--name path`` for the optional inputs a run has (param function)."""
+    return lambda wildcards, input: " ".join(f"--{n.replace('_', '-')} {input[n]}" for n in names if n in input.keys())
 
 
 def gpu_count(section):
@@ -100,26 +116,34 @@ def eval_checkpoint(wildcards):
     return up("finetune", "finetune", wildcards.model, "model.pt")(wildcards)
 
 
+def eval_dir(ds, model):
+    """results/<owner>/eval/<model> of dataset ``ds`` (a variant shares its base run's when unchanged)."""
+    return artifact(ds, "evaluate", "eval", model)
+
+
+def report_models(wildcards):
+    return list(cfg(wildcards.dataset).finetune.heads) + ["zeroshot"]
+
+
 def report_inputs(wildcards):
     c = cfg(wildcards.dataset)
-    models = list(c.finetune.heads) + ["zeroshot"]
-    return {
-        "metrics": [up("evaluate", "eval", m, "metrics.json")(wildcards) for m in models],
-        "corpus_stats": up("corpus", "corpus_stats.parquet")(wildcards),
-        "anchors": up("anchors", "anchors.parquet")(wildcards),
-        "manifest": up("longtail", "manifest.parquet")(wildcards),
-        **corpus_inputs(wildcards),
+    ds = wildcards.dataset
+    d = {
+        "metrics": [os.path.join(eval_dir(ds, m), "metrics.json") for m in report_models(wildcards)],
+        "per_class": [os.path.join(eval_dir(ds, m), "per_class.parquet") for m in report_models(wildcards)],
+        "corpus_stats": artifact(ds, "corpus", "corpus_stats.parquet"),
+        "anchors": artifact(ds, "anchors", "anchors.parquet"),
+        "manifest": artifact(ds, "longtail", "manifest.parquet"),
     }
+    if "caption" in c.corpus.sources:
+        d["captions"] = artifact(ds, "captions", "captions.parquet")
+    return d
 
 
 def ablation_inputs(wildcards):
-    """Metrics of the main run's heads and of every variant listed in report.ablations."""
-    c = cfg(wildcards.dataset)
-    files = [os.path.join(RESULTS, wildcards.dataset, "eval", m, "metrics.json")
-             for m in list(c.finetune.heads) + ["zeroshot"]]
-    for v in c.report.ablations:
-        files.append(artifact(f"{wildcards.dataset}+{v}", "evaluate", "eval", "lgr", "metrics.json"))
-        if v == "no_cvlp":  # zero-shot with the initial weights (paper Table 8 for CLIP)
-            files.append(artifact(f"{wildcards.dataset}+{v}", "evaluate", "eval", "zeroshot", "metrics.json"))
-    return files
+    """``metrics_key -> metrics.json`` of every row of the dataset's ablation table."""
+    from langtail.stages.ablations import metrics_key, rows_needed
 
+    ds = wildcards.dataset
+    return {metrics_key(v, m).replace(":", "__"): os.path.join(eval_dir(f"{ds}+{v}" if v else ds, m), "metrics.json")
+            for v, m in rows_needed(cfg(ds))}

@@ -6,7 +6,7 @@ rule corpus:
         corpus=ds_path("corpus.parquet"),
         stats=ds_path("corpus_stats.parquet"),
     params:
-        cfg=params_json("corpus", data_keys=("name", "root", "seed")),
+        cfg=stage_params("corpus"),
         cache=base_path("wiki_cache"),
         captions=lambda w, input: f"--captions {input.captions}" if "captions" in input.keys() else "",
     conda:

@@ -8,7 +8,7 @@ rule embed_text:
     output:
         ds_path("text_embeddings.safetensors"),
     params:
-        cfg=params_json("anchors"),
+        cfg=stage_params("embed_text"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"

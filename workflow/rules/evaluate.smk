@@ -1,15 +1,16 @@
 rule evaluate:
     """Top-1 overall / many / medium / few and per-class accuracy of one model."""
     input:
+        unpack(stage_inputs("evaluate", "model", text_emb=("embed_text", "text_embeddings.safetensors"))),
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=eval_checkpoint,
-        text_emb=up("embed_text", "text_embeddings.safetensors"),
     output:
         metrics=ds_path("eval", "{model}", "metrics.json"),
         per_class=ds_path("eval", "{model}", "per_class.parquet"),
     params:
-        cfg=params_json("data", "finetune", "evaluate"),
+        cfg=stage_params("evaluate"),
         out_dir=ds_path("eval", "{model}"),
+        opts=input_opts("text_emb"),
     conda:
         "../envs/langtail.yaml"
     log:
@@ -19,4 +20,4 @@ rule evaluate:
         gpu=gpu_count("evaluate"),
     shell:
         "langtail evaluate --params {params.cfg:q} --model {wildcards.model} --manifest {input.manifest}"
-        " --checkpoint {input.checkpoint} --text-emb {input.text_emb} --out-dir {params.out_dir} 2> {log}"
+        " --checkpoint {input.checkpoint} {params.opts} --out-dir {params.out_dir} 2> {log}"

@@ -1,13 +1,15 @@
 rule finetune:
-    """Visual encoder + recognition head (lgr, fc baseline, fc_cvlp, knn), one run per head."""
+    """Visual encoder + recognition head (lgr, fc baseline, fc_cvlp, knn), one run per head.
+    Inputs per head (langtail.stages.finetune.inputs): fc reads neither anchors nor CVLP weights."""
     input:
+        unpack(stage_inputs("finetune", "head", text_emb=("embed_text", "text_embeddings.safetensors"),
+                            pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
-        text_emb=up("embed_text", "text_embeddings.safetensors"),
-        pretrain=up("pretrain", "pretrain", "model.pt"),
     output:
         ds_path("finetune", "{head}", "model.pt"),
     params:
-        cfg=params_json("data", "model", "finetune"),
+        cfg=stage_params("finetune", "head"),
+        opts=input_opts("text_emb", "pretrain"),
     conda:
         "../envs/langtail.yaml"
     log:
@@ -18,4 +20,4 @@ rule finetune:
         gpu=gpu_count("finetune"),
     shell:
         "langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
-        " --text-emb {input.text_emb} --pretrain {input.pretrain} --out {output} 2> {log}"
+        " {params.opts} --out {output} 2> {log}"

@@ -3,7 +3,7 @@ rule longtail:
     output:
         ds_path("manifest.parquet"),
     params:
-        cfg=params_json("data"),
+        cfg=stage_params("longtail"),
     conda:
         "../envs/langtail.yaml"
     log:

@@ -6,7 +6,7 @@ rule pretrain:
     output:
         ds_path("pretrain", "model.pt"),
     params:
-        cfg=params_json("data", "model", "pretrain"),
+        cfg=stage_params("pretrain"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"

@@ -1,17 +1,20 @@
 rule report:
-    """results/<dataset>/report.md with tables, corpus statistics and PNG figures."""
+    """results/<dataset>/report.md with tables, corpus statistics and PNG figures (figures/report/)."""
     input:
         unpack(report_inputs),
     output:
-        ds_path("report.md"),
+        report=ds_path("report.md"),
+        figures=directory(ds_path("figures", "report")),
     params:
-        cfg=params_json("data", "corpus", "captions", "model", "pretrain", "anchors", "finetune", "evaluate", "report"),
-        results=ds_path(),
+        cfg=stage_params("report"),
+        evals=lambda w, input: " ".join(os.path.dirname(f) for f in input.metrics),
+        captions=input_opts("captions"),
         configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "report.log"),
     shell:
-        "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --results-dir {params.results}"
-        " --out {output} {params.configs} 2> {log}"
+        "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
+        " --eval {params.evals} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
+        " --out {output.report} {params.configs} 2> {log}"

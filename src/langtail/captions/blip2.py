@@ -192,7 +192,7 @@ class Blip2Captioner:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        from langtail.train.loop import resolve_device
+        from langtail.runtime import resolve_device
 
         self.torch_device = resolve_device(self.device)
         self.torch_dtype = resolve_dtype(self.dtype, self.torch_device)
@@ -313,3 +313,24 @@ def save_tiny_blip2(path: str | os.PathLike, image_size: int = 224, num_query_to
     processor.save_pretrained(path)
     (path / "langtail_tiny.json").write_text(json.dumps({"tiny": True, "seed": seed}) + "\n")
     return path
+
+
+TINY_RANDOM = "tiny-random"  #: captions.model value that builds a tiny random BLIP-2
+
+
+def resolve_caption_model(model: str, dataset_dir: str | Path) -> str:
+    """``captions.model: tiny-random`` -> the tiny random BLIP-2 built (once) in
+    ``<dataset_dir>/tiny_blip2``; any other model is returned unchanged."""
+    if model != TINY_RANDOM:
+        return model
+    path = Path(dataset_dir) / "tiny_blip2"
+    if not (path / "langtail_tiny.json").exists():
+        log.warning("captions.model=tiny-random: building a tiny RANDOM BLIP-2 in %s (meaningless captions; "
+                    "smoke tests only)", path)
+        save_tiny_blip2(path, image_size=32)
+    return str(path)
+
+
+def is_tiny_caption_model(model: str) -> bool:
+    """``tiny-random`` or a folder written by ``save_tiny_blip2``."""
+    return model == TINY_RANDOM or (bool(model) and (Path(model) / "langtail_tiny.json").exists())

@@ -206,12 +206,15 @@ def build_ca4ltr(image: nn.Module, num_classes: int, cfg: Ca4ltrConfig, text_dim
                   cfg.bidirectional, bank)
 
 
-def save_ca4ltr(path, model: CA4LTR, source: str, model_cfg: ModelConfig, cfg: Ca4ltrConfig,
+def save_ca4ltr(path, model: CA4LTR, source: str, model_cfg: ModelConfig, ca4ltr_cfg: dict[str, Any],
                 extra: dict[str, Any]) -> None:
-    """Checkpoint: ``kind`` ("ca4ltr"), ``source``, ``model_cfg``, ``ca4ltr_cfg``, ``state_dict``
-    (incl. the class-level text bank), ``extra`` (num_classes, text_dim, history, ...)."""
-    io.torch_save(path, {"kind": "ca4ltr", "source": source, "model_cfg": dataclasses.asdict(model_cfg),
-                         "ca4ltr_cfg": dataclasses.asdict(cfg), "state_dict": model.state_dict(),
+    """Checkpoint: ``kind`` ("ca4ltr"), ``source``, ``model_cfg`` (the image-encoder keys),
+    ``ca4ltr_cfg`` (the ``ca4ltr`` keys the run read), ``state_dict`` (incl. the class-level
+    text bank), ``extra`` (num_classes, text_dim, history, ...)."""
+    from langtail.models.classifier import image_model_config
+
+    io.torch_save(path, {"kind": "ca4ltr", "source": source, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
+                         "ca4ltr_cfg": dict(ca4ltr_cfg), "state_dict": model.state_dict(),
                          "extra": {"num_classes": model.num_classes, "text_dim": model.text_dim, **extra}})
 
 

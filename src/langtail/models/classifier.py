@@ -15,7 +15,13 @@ from langtail.config import HEAD_NAMES, ModelConfig
 from langtail.models.encoders import create_image_encoder, create_vl_model
 from langtail.models.heads import Classifier, FCHead, KNNHead, LGRHead
 
-HEADS = HEAD_NAMES
+#: the ``model`` keys that decide the visual encoder of a classifier (all it stores and reads)
+IMAGE_KEYS = ("image_encoder", "text_encoder", "pretrained", "embed_dim")
+
+
+def image_model_config(cfg: ModelConfig) -> ModelConfig:
+    """A ``ModelConfig`` with only :data:`IMAGE_KEYS` taken from ``cfg`` (the rest default)."""
+    return ModelConfig(**{k: getattr(cfg, k) for k in IMAGE_KEYS})
 
 
 def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
@@ -28,16 +34,17 @@ def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | 
         return LGRHead(text_emb, mask, tau)
     if kind == "knn":
         return KNNHead(text_emb, mask, tau, knn_k)
-    raise KeyError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
+    raise KeyError(f"unknown head {kind!r}; known: {', '.join(HEAD_NAMES)}")
 
 
 def fresh_image_encoder(cfg: ModelConfig):
     """Image tower initialised from ``cfg.pretrained`` (CLIP weights or random), no CVLP."""
+    cfg = image_model_config(cfg)
     return create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
 
 
 def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any]) -> None:
-    io.torch_save(path, {"kind": clf.kind, "model_cfg": dataclasses.asdict(model_cfg),
+    io.torch_save(path, {"kind": clf.kind, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
                          "state_dict": clf.state_dict(), "extra": extra})
 
 

@@ -67,3 +67,71 @@ def read_text_embeddings(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, 
         if k not in t:
             raise ValueError(f"{path}: missing tensor {k!r}; rerun `langtail embed-text`")
     return t["emb"].float(), t["mask"].bool(), meta
+
+
+# ----------------------------------------------------------------------------- frozen MiniLM features (CA4LTR)
+
+
+class LazyMiniLM:
+    """The frozen MiniLM backbone, loaded only when a sentence list is not in the cache.
+
+    Same ``identity()`` as :class:`langtail.models.encoders.MiniLMText` (so cache entries are
+    shared); ``encode_base`` -> ``[S, 384]``.
+    """
+
+    frozen = True
+
+    def __init__(self, model_path: str = "", device: str = "cpu"):
+        from langtail.models.encoders import minilm_path
+
+        self.model_path = model_path or minilm_path()
+        self.device = device
+        self._enc = None
+        pool = Path(self.model_path) / "1_Pooling" / "config.json"
+        self.base_dim = int(json.loads(pool.read_text())["word_embedding_dimension"]) if pool.exists() else None
+
+    def _load(self):
+        if self._enc is None:
+            from langtail.models.encoders import MiniLMText
+
+            self._enc = MiniLMText(8, self.model_path, trainable=False).to(self.device)
+            self.base_dim = self._enc.base_dim
+        return self._enc
+
+    def identity(self) -> dict[str, Any]:
+        if self.base_dim is None:
+            self._load()
+        return {"name": "minilm", "weights": self.model_path, "base_dim": self.base_dim, "trainable": False}
+
+    def encode_base(self, sentences: Sequence[str], batch_size: int = 256, progress: bool = False):
+        return self._load().encode_base(sentences, batch_size=batch_size, progress=progress)
+
+
+def sentence_features(encoder: LazyMiniLM, sentences: Sequence[str], cache_dir: str | Path | None):
+    """``[S, F]`` float32 MiniLM features of ``sentences`` (cached)."""
+    import torch
+
+    if not sentences:
+        return torch.zeros(0, encoder.identity()["base_dim"])
+    return base_features(encoder, list(sentences), cache_dir)
+
+
+def per_image_features(encoder: LazyMiniLM, texts: Sequence[Sequence[str]], cache_dir: str | Path | None):
+    """``(feats [N, K, F], mask [N, K] bool)`` for per-image sentence lists (K = longest list;
+    ``mask`` False = padding). Each distinct sentence is encoded once."""
+    import torch
+
+    uniq: dict[str, int] = {}
+    for t in texts:
+        for s in t:
+            uniq.setdefault(s, len(uniq))
+    feats = sentence_features(encoder, list(uniq), cache_dir)
+    N, K = len(texts), max([len(t) for t in texts] + [1])
+    idx = torch.zeros(N, K, dtype=torch.long)
+    mask = torch.zeros(N, K, dtype=torch.bool)
+    for i, t in enumerate(texts):
+        for j, s in enumerate(t):
+            idx[i, j] = uniq[s]
+            mask[i, j] = True
+    out = feats[idx] if len(feats) else torch.zeros(N, K, encoder.identity()["base_dim"])
+    return out * mask[..., None], mask

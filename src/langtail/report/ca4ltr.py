@@ -1,4 +1,4 @@
-"""CA4LTR text-quality study: ``results/<dataset>/text_quality.md`` + a per-class bar chart.
+"""CA4LTR text-quality study rendering (stage: :mod:`langtail.stages.text_quality`).
 
 Table "text source -> top-1 overall / many / medium / few" for every CA4LTR run
 (``eval/ca4ltr_<source>/metrics.json``) next to the vision-only "Pure" baseline (the
@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from langtail import io
-from langtail.report.plots import plot_per_class
-from langtail.report.tables import fmt_accuracies, fmt_pct, md_table, reproduce_line
+from langtail.metrics import fmt_accuracies, fmt_pct
+from langtail.report.tables import md_table
 from langtail.config import DatasetConfig
-from langtail.data.manifest import read_manifest
-from langtail.schemas import PER_CLASS_COLUMNS
-from langtail.text_sources import SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +36,6 @@ STUDY_HEADER = ["model", "text source", "text tokens / image", "epochs", "overal
 FIGURE = "figures/text_quality_per_class.png"
 
 
-def ca4ltr_runs(results_dir: Path, sources: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """``source -> metrics`` of the CA4LTR evaluations present (``sources=None``: all found)."""
-    out = {}
-    for s in (sources if sources is not None else SOURCES):
-        p = Path(results_dir) / "eval" / f"ca4ltr_{s}" / "metrics.json"
-        if p.exists():
-            out[s] = io.read_json(p)
-    return out
-
-
 def _source_text(source: str, m: dict[str, Any]) -> str:
     t = SOURCE_TEXT.get(source, source)
     if source == "caption" and m.get("tiny_random_captioner"):
@@ -57,30 +43,25 @@ def _source_text(source: str, m: dict[str, Any]) -> str:
     return t
 
 
-def study_rows(results_dir: Path, sources: list[str], cfg: DatasetConfig, pure_dir: Path | None = None,
-               lgr_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One dict per table row: Pure, VL-LTR (LGR) if evaluated, then each CA4LTR source.
-    ``pure_dir`` / ``lgr_dir``: their ``eval/<model>`` folders (default: under ``results_dir``)."""
-    results_dir = Path(results_dir)
+def study_rows(runs: dict[str, dict[str, Any]], cfg: DatasetConfig, pure: dict[str, Any] | None,
+               lgr: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One dict per table row: Pure (``pure``: the ``fc`` metrics), VL-LTR (``lgr``) if given, then
+    each CA4LTR source (``runs``: source -> metrics)."""
     rows: list[dict[str, Any]] = []
-    pure = Path(pure_dir or results_dir / "eval" / "fc") / "metrics.json"
-    base_epochs = cfg.finetune.baseline_epochs or cfg.finetune.epochs
-    pure_m = io.read_json(pure) if pure.exists() else None
-    if pure_m is not None:
+    if pure is not None:
         rows.append({"key": "fc", "model": "Pure (vision-only, FC)", "text": "none", "tokens": 0,
-                     "epochs": base_epochs, **{g: pure_m.get(g) for g in ("overall", "many", "medium", "few")}})
-    lgr = Path(lgr_dir or results_dir / "eval" / "lgr") / "metrics.json"
-    if lgr.exists():
-        m = io.read_json(lgr)
+                     "epochs": cfg.finetune.baseline_epochs or cfg.finetune.epochs,
+                     **{g: pure.get(g) for g in ("overall", "many", "medium", "few")}})
+    if lgr is not None:
         rows.append({"key": "lgr", "model": "VL-LTR (CVLP + AnSS + LGR)",
                      "text": f"anchors (M = {cfg.anchors.num_anchors}) via LGR", "tokens": cfg.anchors.num_anchors,
-                     "epochs": cfg.finetune.epochs, **{g: m.get(g) for g in ("overall", "many", "medium", "few")}})
-    for s, m in ca4ltr_runs(results_dir, sources).items():
+                     "epochs": cfg.finetune.epochs, **{g: lgr.get(g) for g in ("overall", "many", "medium", "few")}})
+    for s, m in runs.items():
         rows.append({"key": f"ca4ltr_{s}", "model": f"CA4LTR + {s}", "text": _source_text(s, m),
                      "tokens": m.get("text_tokens"), "epochs": m.get("epochs"),
                      **{g: m.get(g) for g in ("overall", "many", "medium", "few")}})
     for r in rows:
-        r["delta"] = (r["overall"] - pure_m["overall"]) if pure_m is not None and r["key"] != "fc" else None
+        r["delta"] = (r["overall"] - pure["overall"]) if pure is not None and r["key"] != "fc" else None
     return rows
 
 
@@ -110,47 +91,37 @@ def read_study_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
-                            manifest: Path | None = None, pure_dir: Path | None = None,
-                            lgr_dir: Path | None = None, config_files: Sequence[str] = ()) -> None:
-    """Write ``text_quality.md`` and its figure. CA4LTR evaluations are read from
-    ``results_dir/eval/ca4ltr_<source>``; the manifest, Pure (``eval/fc``) and LGR
-    (``eval/lgr``) from ``results_dir`` unless given (ablation variants share them)."""
-    results_dir = Path(results_dir)
-    pure_dir = Path(pure_dir or results_dir / "eval" / "fc")
-    sources = list(cfg.ca4ltr.sources)
-    runs = ca4ltr_runs(results_dir, sources)
-    missing = [s for s in sources if s not in runs]
-    if missing:
-        raise FileNotFoundError(f"CA4LTR evaluations missing for {missing} under {results_dir / 'eval'}")
-    df, meta = read_manifest(manifest or results_dir / "manifest.parquet")
+def study_setting(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: dict[str, Any],
+                  runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The "Setting" section: dataset, backbone, fusion, text of each source."""
     tr = df[df["split"] == "train"]
     counts = tr.groupby("label").size()
     mc, ca = cfg.model, cfg.ca4ltr
-    rows = study_rows(results_dir, sources, cfg, pure_dir, lgr_dir)
     groups = {g: int(next(iter(runs.values())).get(f"n_classes_{g}", 0)) for g in ("many", "medium", "few")}
     init = ("the CVLP visual encoder" if ca.init == "cvlp"
             else ("random weights (trained from scratch)" if not mc.pretrained else f"`{mc.pretrained}`"))
-    lines = [f"# CA4LTR text-quality study: {dataset}", "",
-             "How much does the *content* of the text matter when image tokens attend to text tokens? "
-             "Same image backbone and training recipe for every CA4LTR row; only the text source changes.", "",
-             "## Setting", "",
-             f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, {len(tr)} training "
-             f"images ({counts.max()} .. {counts.min()} per class), {int((df['split'] == cfg.evaluate.split).sum())} "
-             f"{cfg.evaluate.split} images; many {groups['many']} / medium {groups['medium']} / few {groups['few']} "
-             f"classes (many > {cfg.data.many_threshold}, few < {cfg.data.few_threshold} training images).",
-             f"- Image backbone `{mc.image_encoder}`, initialised from {init}; the **Pure** row is the `fc` "
-             f"finetune run (same backbone from `model.pretrained`, linear classifier, "
-             f"{cfg.finetune.baseline_epochs or cfg.finetune.epochs} epochs, {cfg.finetune.sampler} sampling).",
-             f"- CA4LTR: width d = {ca.width}, {ca.heads} heads, {ca.depth} cross-modal block(s), FFN x{ca.ffn_mult}, "
-             f"{'bidirectional (text also attends to image)' if ca.bidirectional else 'image attends to text only'}, "
-             f"dropout {ca.dropout}; {ca.epochs} epochs, batch {ca.batch_size}, lr {ca.lr:g}, wd {ca.weight_decay:g}, "
-             f"{ca.sampler} sampling; classifier on [pooled fused image tokens ; pooled image feature].",
-             "- Text: one token per sentence, frozen MiniLM (all-MiniLM-L6-v2) sentence features -> linear to d. "
-             f"label: {ca.label_templates} prompt(s) per class; description: "
-             f"{ca.description_per_class or 'all'} selected anchor(s) per class; nonsense: {ca.nonsense_per_image} "
-             f"sentence(s) per image (seed {ca.nonsense_seed}), word counts drawn from the description text.",
-             ""]
+    return ["## Setting", "",
+            f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, {len(tr)} training "
+            f"images ({counts.max()} .. {counts.min()} per class), {int((df['split'] == cfg.evaluate.split).sum())} "
+            f"{cfg.evaluate.split} images; many {groups['many']} / medium {groups['medium']} / few {groups['few']} "
+            f"classes (many > {meta.get('many_threshold')}, few < {meta.get('few_threshold')} training images).",
+            f"- Image backbone `{mc.image_encoder}`, initialised from {init}; the **Pure** row is the `fc` "
+            f"finetune run (same backbone from `model.pretrained`, linear classifier, "
+            f"{cfg.finetune.baseline_epochs or cfg.finetune.epochs} epochs, {cfg.finetune.sampler} sampling).",
+            f"- CA4LTR: width d = {ca.width}, {ca.heads} heads, {ca.depth} cross-modal block(s), FFN x{ca.ffn_mult}, "
+            f"{'bidirectional (text also attends to image)' if ca.bidirectional else 'image attends to text only'}, "
+            f"dropout {ca.dropout}; {ca.epochs} epochs, batch {ca.batch_size}, lr {ca.lr:g}, wd {ca.weight_decay:g}, "
+            f"{ca.sampler} sampling; classifier on [pooled fused image tokens ; pooled image feature].",
+            "- Text: one token per sentence, frozen MiniLM (all-MiniLM-L6-v2) sentence features -> linear to d. "
+            f"label: {ca.label_templates} prompt(s) per class; description: "
+            f"{ca.description_per_class or 'all'} selected anchor(s) per class; nonsense: {ca.nonsense_per_image} "
+            f"sentence(s) per image (seed {ca.nonsense_seed}), word counts drawn from the description text.",
+            ""]
+
+
+def study_notes(cfg: DatasetConfig, runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings a reader needs: random weights, unequal budgets, short schedules, a tiny captioner."""
+    mc, ca = cfg.model, cfg.ca4ltr
     notes = []
     if not mc.pretrained and ca.init != "cvlp":
         notes.append("no pretrained image weights: the backbone starts from random weights and is trained on this "
@@ -171,27 +142,16 @@ def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path,
     if ca.epochs < 20:
         notes.append(f"short schedule ({ca.epochs} epochs): the backbones are far from converged, and "
                      "differences of a few points are within run-to-run noise.")
-    for n in notes:
-        lines += [f"> **Note:** {n}", ""]
+    return [line for n in notes for line in (f"> **Note:** {n}", "")]
 
-    lines += ["## Top-1 accuracy (%)", "", study_table(rows), ""]
+
+def audit_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-image sources: how often the test-time text names the image's class."""
     audit = [[s, fmt_pct(m.get("text_mentions_class_pct")), (m.get("example_text") or [""])[0][:120]]
              for s, m in runs.items() if "text_mentions_class_pct" in m]
-    if audit:
-        lines += ["## Test-time text audit", "",
-                  "Per-image sources: % of test images whose own text contains their class name (nonsense: 0 by "
-                  "construction; a real captioner may name what it sees, which comes from the pixels, not the label).",
-                  "", md_table(audit, ["source", "text names the class (%)", "example test-time text"]), ""]
-
-    per = {"fc": io.read_parquet(pure_dir / "per_class.parquet", PER_CLASS_COLUMNS)} \
-        if (pure_dir / "per_class.parquet").exists() else {}
-    for s in runs:
-        per[f"ca4ltr_{s}"] = io.read_parquet(results_dir / "eval" / f"ca4ltr_{s}" / "per_class.parquet",
-                                             PER_CLASS_COLUMNS)
-    labels = {"fc": "Pure (vision-only)", **{f"ca4ltr_{s}": f"CA4LTR + {s}" for s in runs}}
-    plot_per_class(per, labels, results_dir / FIGURE, f"{dataset}: per-class top-1, Pure vs CA4LTR text sources")
-    lines += ["## Per-class accuracy, head -> tail", "", f"![per-class accuracy]({FIGURE})", ""]
-    lines += ["## Reproduce", "", reproduce_line(f"{results_dir}/text_quality.md", dataset, config_files,
-                                                 ", section `ca4ltr`; see `docs/ca4ltr.md`"), ""]
-    io.write_text(out, "\n".join(lines))
-    log.info("text-quality study written to %s", out)
+    if not audit:
+        return []
+    return ["## Test-time text audit", "",
+            "Per-image sources: % of test images whose own text contains their class name (nonsense: 0 by "
+            "construction; a real captioner may name what it sees, which comes from the pixels, not the label).",
+            "", md_table(audit, ["source", "text names the class (%)", "example test-time text"]), ""]

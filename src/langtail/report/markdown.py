@@ -1,4 +1,5 @@
-"""Stage ``report``: ``results/<dataset>/report.md`` plus PNG figures in ``figures/``.
+"""Report rendering: the sections of ``results/<dataset>/report.md`` (stage:
+:mod:`langtail.stages.report`, which reads the inputs and passes them here).
 
 Sections: setting (encoders, weights, epochs; a warning when weights are random or
 trained from scratch), accuracy table (overall / many / medium / few for every model),
@@ -17,10 +18,9 @@ import pandas as pd
 
 from langtail import io
 from langtail.config import DatasetConfig
-from langtail.data.manifest import read_manifest
 from langtail.report.plots import plot_per_class
-from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table, reproduce_line, snakemake_command
-from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
+from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
+from langtail.report.tables import md_table, snakemake_command
 
 log = logging.getLogger(__name__)
 
@@ -55,55 +55,47 @@ def _plot_gain(per: dict[str, pd.DataFrame], path: Path, method: str, baseline: 
     plt.close(fig)
 
 
-def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
-               config_files: Sequence[str] = ()) -> None:
-    """``config_files``: snakemake's extra ``--configfile`` files (named in the Reproduce line)."""
-    results_dir = Path(results_dir)
-    df, meta = read_manifest(results_dir / "manifest.parquet")
-    models = list(cfg.finetune.heads) + ["zeroshot"]
-    metrics = {m: io.read_json(results_dir / "eval" / m / "metrics.json") for m in models}
-    per = {m: io.read_parquet(results_dir / "eval" / m / "per_class.parquet", PER_CLASS_COLUMNS) for m in models}
-    fig_dir = results_dir / "figures"
-    lines: list[str] = [f"# {cfg.report.title or 'langtail report: ' + dataset}", ""]
-
-    # --- setting
+def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: dict[str, Any],
+                    metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Dataset, shot groups, encoders and schedules; a note when weights are random."""
+    models = list(metrics)
     mc = cfg.model
     scratch = not mc.pretrained
     tr = df[df["split"] == "train"]
     counts = tr.groupby("label").size()
-    lines += ["## Setting", "",
-              f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, "
-              f"{len(tr)} training images ({counts.max()} .. {counts.min()} per class, imbalance "
-              f"{counts.max() / counts.min():.0f}), {int((df['split'] == cfg.evaluate.split).sum())} "
-              f"{cfg.evaluate.split} images.",
-              f"- Shot groups (many > {cfg.data.many_threshold}, few < {cfg.data.few_threshold} training images): "
-              + ", ".join(f"{g} {metrics[models[0]].get('n_classes_' + g, 0)} classes" for g in ("many", "medium", "few")) + ".",
-              f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
-              f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
-              f"D = {mc.embed_dim}.",
-              f"- CVLP: {cfg.pretrain.epochs if cfg.pretrain.enabled else 0} epochs, batch {cfg.pretrain.batch_size}, "
-              f"lr {cfg.pretrain.lr:g}, {cfg.pretrain.sampler} sampling, distillation "
-              f"{cfg.pretrain.distill if mc.teacher else 'off (no CLIP teacher)'}.",
-              f"- Fine-tuning: {cfg.finetune.epochs} epochs (baseline {cfg.finetune.baseline_epochs or cfg.finetune.epochs}), "
-              f"batch {cfg.finetune.batch_size}, lr {cfg.finetune.lr:g}, {cfg.finetune.sampler} sampling; "
-              f"anchors: {cfg.anchors.strategy}, M = {cfg.anchors.num_anchors}; inference alpha = {cfg.finetune.alpha}.",
-              ""]
+    lines = ["## Setting", "",
+             f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, "
+             f"{len(tr)} training images ({counts.max()} .. {counts.min()} per class, imbalance "
+             f"{counts.max() / counts.min():.0f}), {int((df['split'] == cfg.evaluate.split).sum())} "
+             f"{cfg.evaluate.split} images.",
+             f"- Shot groups (many > {meta.get('many_threshold')}, few < {meta.get('few_threshold')} training images): "
+             + ", ".join(f"{g} {metrics[models[0]].get('n_classes_' + g, 0)} classes" for g in ("many", "medium", "few")) + ".",
+             f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
+             f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
+             f"D = {mc.embed_dim}.",
+             f"- CVLP: {cfg.pretrain.epochs if cfg.pretrain.enabled else 0} epochs, batch {cfg.pretrain.batch_size}, "
+             f"lr {cfg.pretrain.lr:g}, {cfg.pretrain.sampler} sampling, distillation "
+             f"{cfg.pretrain.distill if mc.teacher else 'off (no CLIP teacher)'}.",
+             f"- Fine-tuning: {cfg.finetune.epochs} epochs (baseline {cfg.finetune.baseline_epochs or cfg.finetune.epochs}), "
+             f"batch {cfg.finetune.batch_size}, lr {cfg.finetune.lr:g}, {cfg.finetune.sampler} sampling; "
+             f"anchors: {cfg.anchors.strategy}, M = {cfg.anchors.num_anchors}; inference alpha = {cfg.finetune.alpha}.",
+             ""]
     if scratch:
         lines += ["> **Note:** no pretrained image or CLIP weights are used here: the visual encoder starts from "
                   "random weights and is trained only on this dataset; the text backbone is "
                   f"`{mc.text_encoder}`. Numbers are not comparable with the paper's CLIP-initialised results.", ""]
+    return lines
 
-    # --- accuracy
-    rows = []
-    for m in models:
-        r = metrics[m]
-        rows.append([MODEL_LABELS.get(m, m), *fmt_accuracies(r)])
-    lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS]), ""]
-    cost = [[MODEL_LABELS.get(m, m), f"{metrics[m]['params_m']:.2f}", f"{metrics[m]['gflops']:.3f}"]
-            for m in models if "params_m" in metrics[m]]
+
+def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> list[str]:
+    """Top-1 table, model cost (paper Table 5), LGR branches, skipped images."""
+    rows = [[MODEL_LABELS.get(m, m), *fmt_accuracies(r)] for m, r in metrics.items()]
+    lines = ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS]), ""]
+    cost = [[MODEL_LABELS.get(m, m), f"{r['params_m']:.2f}", f"{r['gflops']:.3f}"]
+            for m, r in metrics.items() if "params_m" in r]
     if cost:
         lines += ["Model size (paper Table 5): parameters and GFLOPs per image at inference "
-                  f"({cfg.data.image_size} px; the LGR head reads cached anchor embeddings).", "",
+                  f"({image_size} px; the LGR head reads cached anchor embeddings).", "",
                   md_table(cost, ["model", "params (M)", "GFLOPs"]), ""]
     if "lgr" in metrics and "image_branch" in metrics["lgr"]:
         lines += [f"LGR branches alone: image (MLP) {metrics['lgr']['image_branch']:.1f}, "
@@ -111,18 +103,24 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
     skipped = {m: r.get("skipped_images", 0) for m, r in metrics.items() if r.get("skipped_images")}
     if skipped:
         lines += [f"Unreadable images skipped during evaluation: {skipped}.", ""]
+    return lines
 
+
+def figures_section(per: dict[str, pd.DataFrame], fig_dir: Path, rel: str, dataset: str) -> list[str]:
+    """Per-class accuracy (sorted by training count) and the LGR-minus-FC gain; PNGs in ``fig_dir``
+    (linked as ``<rel>/<name>.png``)."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     plot_per_class(per, MODEL_LABELS, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
-    lines += ["![per-class accuracy](figures/per_class_accuracy.png)", ""]
+    lines = [f"![per-class accuracy]({rel}/per_class_accuracy.png)", ""]
     if "lgr" in per and "fc" in per:
         _plot_gain(per, fig_dir / "gain_lgr_vs_fc.png", "lgr", "fc")
-        lines += ["![gain per class](figures/gain_lgr_vs_fc.png)", ""]
+        lines += [f"![gain per class]({rel}/gain_lgr_vs_fc.png)", ""]
+    return lines
 
-    # --- corpus
-    stats = io.read_parquet(results_dir / "corpus_stats.parquet")
-    smeta = io.read_parquet_metadata(results_dir / "corpus_stats.parquet")
-    lines += ["## Corpus", "", f"Sources: {', '.join(cfg.corpus.sources)}.", ""]
+
+def corpus_section(sources: Sequence[str], stats: pd.DataFrame, smeta: dict[str, Any]) -> list[str]:
+    """Paper Table 7 statistics, sentences per source, the corpus counters."""
+    lines = ["## Corpus", "", f"Sources: {', '.join(sources)}.", ""]
     keys = [("M_min", "M_min"), ("M_max", "M_max"), ("M_mean", "M_mean"), ("M_median", "M_median"), ("L_avg", "L_avg")]
     lines += [md_table([[_num(smeta.get(k)) for k, _ in keys]], [h for _, h in keys]), ""]
     src_cols = [c for c in stats.columns if c.startswith("n_") and c != "n_total"]
@@ -137,55 +135,54 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
         elif isinstance(v, (int, float)):
             lines.append(f"- {key}: {_num(v)}")
     lines.append("")
+    return lines
 
-    # --- captions (read only when the corpus uses them; otherwise the config tells the status)
-    cap_path = results_dir / "captions.parquet"
-    if "caption" in cfg.corpus.sources and cap_path.exists():
-        cmeta = io.read_parquet_metadata(cap_path)
-        cap = pd.read_parquet(cap_path)
-        lines += ["## Captions", "", f"BLIP-2 captions in the corpus: {len(cap)} images, model "
-                  f"`{cmeta.get('model', cfg.captions.model)}`"
-                  + (" (a tiny randomly initialised BLIP-2: meaningless text, pipeline smoke test)"
-                     if cfg.captions.model == "tiny-random" else "") + ".", ""]
-    elif not cfg.captions.enabled:
-        lines += ["## Captions", "", "BLIP-2 caption stage: **switched off** (`captions.enabled: false`).", ""]
-    else:
-        lines += ["## Captions", "", f"BLIP-2 caption stage: enabled (`{cfg.captions.model}`"
-                  + (", a tiny randomly initialised BLIP-2: meaningless text" if cfg.captions.model == "tiny-random" else "")
-                  + "), not part of this corpus (sources: " + ", ".join(cfg.corpus.sources)
-                  + "); the captions feed the CA4LTR `caption` text source.", ""]
 
-    # --- anchors
-    anchors = io.read_parquet(results_dir / "anchors.parquet", ANCHORS_COLUMNS)
-    ameta = io.read_parquet_metadata(results_dir / "anchors.parquet")
-    lines += ["## Anchor sentences", "",
-              f"Strategy `{ameta.get('strategy')}`, M = {ameta.get('num_anchors')}, scored against "
-              f"{ameta.get('n_images')} images (<= {ameta.get('images_per_class')} per class), tau = {ameta.get('tau', 0):.4f}. "
-              f"{len(ameta.get('short_classes', {}))} classes have fewer than M sentences (masked padding).", ""]
+def captions_section(cfg: DatasetConfig, captions: pd.DataFrame | None, cmeta: dict[str, Any] | None) -> list[str]:
+    """Caption stage status (``captions`` = the table when the corpus uses it, else ``None``)."""
+    tiny = cfg.captions.model == "tiny-random"
+    if captions is not None:
+        return ["## Captions", "", f"BLIP-2 captions in the corpus: {len(captions)} images, model "
+                f"`{(cmeta or {}).get('model', cfg.captions.model)}`"
+                + (" (a tiny randomly initialised BLIP-2: meaningless text, pipeline smoke test)" if tiny else "") + ".", ""]
+    if not cfg.captions.enabled:
+        return ["## Captions", "", "BLIP-2 caption stage: **switched off** (`captions.enabled: false`).", ""]
+    return ["## Captions", "", f"BLIP-2 caption stage: enabled (`{cfg.captions.model}`"
+            + (", a tiny randomly initialised BLIP-2: meaningless text" if tiny else "")
+            + "), not part of this corpus (sources: " + ", ".join(cfg.corpus.sources)
+            + "); the captions feed the CA4LTR `caption` text source.", ""]
+
+
+def anchors_section(anchors: pd.DataFrame, ameta: dict[str, Any], df: pd.DataFrame, class_names: Sequence[str],
+                    top: int) -> list[str]:
+    """AnSS summary and, for one many / medium / few class, the best and worst sentences (paper Fig. 8)."""
+    lines = ["## Anchor sentences", "",
+             f"Strategy `{ameta.get('strategy')}`, M = {ameta.get('num_anchors')}, scored against "
+             f"{ameta.get('n_images')} images (<= {ameta.get('images_per_class')} per class), tau = {ameta.get('tau', 0):.4f}. "
+             f"{len(ameta.get('short_classes', {}))} classes have fewer than M sentences (masked padding).", ""]
     sel_src = anchors[anchors["selected"]].groupby("source").size().to_dict()
     all_src = anchors.groupby("source").size().to_dict()
     lines += ["Selected anchors by source: " + ", ".join(f"{s} {sel_src.get(s, 0)}/{n}" for s, n in all_src.items()) + ".", ""]
-    k = cfg.report.top_sentences
     show = sorted(anchors["class_id"].unique())
     groups = df.drop_duplicates("label").set_index("label")["group"]
     pick = [c for g in ("many", "medium", "few") for c in [x for x in show if groups.get(x) == g][:1]]
     for c in pick:
         a = anchors[anchors["class_id"] == c].sort_values("rank")
-        lines += [f"**{meta['class_names'][c]}** ({groups.get(c)}-shot): lowest L_lin (kept) / highest L_lin (dropped first)", ""]
-        rows = [["kept", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.head(k).itertuples()]
-        rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence] for r in a.tail(k).itertuples()]
+        lines += [f"**{class_names[c]}** ({groups.get(c)}-shot): lowest L_lin (kept) / highest L_lin (dropped first)", ""]
+        rows = [["kept", f"{r.l_lin:.3f}", r.source, r.sentence.replace('|', '/')] for r in a.head(top).itertuples()]
+        rows += [["worst", f"{r.l_lin:.3f}", r.source, r.sentence] for r in a.tail(top).itertuples()]
         lines += [md_table(rows, ["", "L_lin", "source", "sentence"]), ""]
+    return lines
 
-    # --- CA4LTR: its own target (declared inputs there; this report does not read its results)
-    if cfg.ca4ltr.sources:
-        lines += ["## CA4LTR text-quality study", "",
-                  f"Cross-modal attention with text sources {', '.join(cfg.ca4ltr.sources)} against the vision-only "
-                  f"baseline and VL-LTR: `{snakemake_command(f'{results_dir}/text_quality.md', config_files)}` writes "
-                  "[text_quality.md](text_quality.md).", ""]
 
-    lines += ["## Reproduce", "", reproduce_line(f"{results_dir}/report.md", dataset, config_files), ""]
-    io.write_text(out, "\n".join(lines))
-    log.info("report written to %s", out)
+def ca4ltr_pointer(sources: Sequence[str], results_dir: str, config_files: Sequence[str]) -> list[str]:
+    """Where the CA4LTR study is (its own target; this report does not read its results)."""
+    if not sources:
+        return []
+    return ["## CA4LTR text-quality study", "",
+            f"Cross-modal attention with text sources {', '.join(sources)} against the vision-only "
+            f"baseline and VL-LTR: `{snakemake_command(f'{results_dir}/text_quality.md', config_files)}` writes "
+            "[text_quality.md](text_quality.md).", ""]
 
 
 def _num(v: Any) -> str:

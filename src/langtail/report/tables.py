@@ -1,23 +1,9 @@
 """Markdown table helpers shared by every report (``report.md``, ``ablations.md``, ``text_quality.md``)."""
 from __future__ import annotations
 
-import math
 import shlex
 from typing import Any, Sequence
 
-
-#: the accuracy keys of every metrics.json, in table order
-ACCURACY_KEYS = ("overall", "many", "medium", "few")
-
-
-def fmt_pct(v: Any) -> str:
-    """An accuracy in % with one decimal; ``None`` / NaN -> "–"."""
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
-
-
-def fmt_accuracies(metrics: dict[str, Any]) -> list[str]:
-    """The ``ACCURACY_KEYS`` cells of one metrics dict, formatted by :func:`fmt_pct`."""
-    return [fmt_pct(metrics[k]) for k in ACCURACY_KEYS]
 
 
 def md_table(rows: list[list[Any]], header: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""Text fed to CA4LTR, per source, and its frozen MiniLM features.
+"""Text fed to CA4LTR, per source (its features: :mod:`langtail.models.text_cache`).
 
 Four sources (``ca4ltr.sources``); two are *class-level banks* (the same sentences for every
 image, so they cannot leak an image's label), two are *per image*:
@@ -30,18 +30,11 @@ tests check that no test-time caption/nonsense text contains the ground-truth cl
 that the text does not change when the labels are permuted.
 
 Features: every sentence is embedded once with the frozen MiniLM backbone (mean-pooled,
-384-d) through :func:`langtail.models.text_cache.base_features` (on-disk cache keyed by
+384-d) by :func:`langtail.models.text_cache.sentence_features` (on-disk cache keyed by
 the sentence list); the model's own linear layer maps them to its width.
-
-``captions.model: tiny-random`` (:func:`resolve_caption_model`, called by the captions stage)
-builds the tiny *random* BLIP-2 of :func:`langtail.captions.blip2.save_tiny_blip2` into
-``results/<dataset>/tiny_blip2`` and captions with it: a smoke-test model whose captions are
-meaningless word repetitions.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -56,7 +49,6 @@ log = logging.getLogger(__name__)
 SOURCES = ("label", "description", "caption", "nonsense")
 CLASS_LEVEL = ("label", "description")
 PER_IMAGE = ("caption", "nonsense")
-TINY_RANDOM = "tiny-random"
 #: fraction of a split's rows that may lack a caption (unreadable images); more is an error
 MAX_MISSING_CAPTIONS = 0.01
 
@@ -298,26 +290,6 @@ def caption_lookup(captions: pd.DataFrame, manifest: pd.DataFrame) -> dict[int, 
     return dict(zip(idx.tolist(), captions["caption"].fillna("").astype(str).tolist()))
 
 
-def resolve_caption_model(cfg, dataset_dir: str | Path):
-    """``captions.model: tiny-random`` -> the tiny random BLIP-2 built (once) in
-    ``<dataset_dir>/tiny_blip2``; any other model is returned unchanged."""
-    if cfg.model != TINY_RANDOM:
-        return cfg
-    path = Path(dataset_dir) / "tiny_blip2"
-    if not (path / "langtail_tiny.json").exists():
-        from langtail.captions.blip2 import save_tiny_blip2
-
-        log.warning("captions.model=tiny-random: building a tiny RANDOM BLIP-2 in %s (meaningless captions; "
-                    "smoke tests only)", path)
-        save_tiny_blip2(path, image_size=32)
-    return dataclasses.replace(cfg, model=str(path))
-
-
-def is_tiny_caption_model(model: str) -> bool:
-    """``tiny-random`` or a folder written by ``save_tiny_blip2``."""
-    return model == TINY_RANDOM or (bool(model) and (Path(model) / "langtail_tiny.json").exists())
-
-
 # ----------------------------------------------------------------------------- sources
 
 
@@ -392,7 +364,8 @@ def build_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence
                           info={"reference_mean_words": float(lengths.mean())})
     if captions_path is None:
         raise ValueError("text source 'caption' needs captions.parquet (--captions)")
-    from langtail.captions.stage import read_captions
+    from langtail.captions.blip2 import is_tiny_caption_model
+    from langtail.captions.shards import read_captions
 
     caps = read_captions(captions_path)
     cmeta = io.read_parquet_metadata(captions_path)
@@ -402,73 +375,3 @@ def build_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence
     model = str(cmeta.get("model", ""))
     return TextSource(source, captions=caption_lookup(caps, manifest),
                       info={"caption_model": model, "tiny_random_captioner": is_tiny_caption_model(model)})
-
-
-# ----------------------------------------------------------------------------- features
-
-
-class LazyMiniLM:
-    """The frozen MiniLM backbone, loaded only when a sentence list is not in the cache.
-
-    Same ``identity()`` as :class:`langtail.models.encoders.MiniLMText` (so cache entries are
-    shared); ``encode_base`` -> ``[S, 384]``.
-    """
-
-    frozen = True
-
-    def __init__(self, model_path: str = "", device: str = "cpu"):
-        from langtail.models.encoders import minilm_path
-
-        self.model_path = model_path or minilm_path()
-        self.device = device
-        self._enc = None
-        pool = Path(self.model_path) / "1_Pooling" / "config.json"
-        self.base_dim = int(json.loads(pool.read_text())["word_embedding_dimension"]) if pool.exists() else None
-
-    def _load(self):
-        if self._enc is None:
-            from langtail.models.encoders import MiniLMText
-
-            self._enc = MiniLMText(8, self.model_path, trainable=False).to(self.device)
-            self.base_dim = self._enc.base_dim
-        return self._enc
-
-    def identity(self) -> dict[str, Any]:
-        if self.base_dim is None:
-            self._load()
-        return {"name": "minilm", "weights": self.model_path, "base_dim": self.base_dim, "trainable": False}
-
-    def encode_base(self, sentences: Sequence[str], batch_size: int = 256, progress: bool = False):
-        return self._load().encode_base(sentences, batch_size=batch_size, progress=progress)
-
-
-def sentence_features(encoder: LazyMiniLM, sentences: Sequence[str], cache_dir: str | Path | None):
-    """``[S, F]`` float32 MiniLM features of ``sentences`` (cached)."""
-    import torch
-
-    from langtail.models.text_cache import base_features
-
-    if not sentences:
-        return torch.zeros(0, encoder.identity()["base_dim"])
-    return base_features(encoder, list(sentences), cache_dir)
-
-
-def per_image_features(encoder: LazyMiniLM, texts: Sequence[Sequence[str]], cache_dir: str | Path | None):
-    """``(feats [N, K, F], mask [N, K] bool)`` for per-image sentence lists (K = longest list;
-    ``mask`` False = padding). Each distinct sentence is encoded once."""
-    import torch
-
-    uniq: dict[str, int] = {}
-    for t in texts:
-        for s in t:
-            uniq.setdefault(s, len(uniq))
-    feats = sentence_features(encoder, list(uniq), cache_dir)
-    N, K = len(texts), max([len(t) for t in texts] + [1])
-    idx = torch.zeros(N, K, dtype=torch.long)
-    mask = torch.zeros(N, K, dtype=torch.bool)
-    for i, t in enumerate(texts):
-        for j, s in enumerate(t):
-            idx[i, j] = uniq[s]
-            mask[i, j] = True
-    out = feats[idx] if len(feats) else torch.zeros(N, K, encoder.identity()["base_dim"])
-    return out * mask[..., None], mask

@@ -1,4 +1,4 @@
-"""Caption stage: BLIP-2 captions for the manifest's images -> ``captions.parquet``.
+"""Captions library: which images, resumable shards, and ``captions.parquet`` (stage: :mod:`langtail.stages.captions`).
 
 Which images: the manifest rows whose split is in ``captions.splits``; all of them if
 ``captions.per_class == 0``, else the first ``per_class`` rows (manifest order) of every
@@ -15,8 +15,7 @@ others; at the end all shards are concatenated into ``captions.parquet``.
 ``captions.enabled: false`` writes an empty ``captions.parquet`` (same schema) with
 metadata ``{"enabled": false}``. The schema is documented in ``docs/artifacts.md``.
 
-This module imports neither torch nor transformers at import time (the corpus stage
-imports :func:`captions_to_sentences` from here).
+This module imports neither torch nor transformers at import time.
 """
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ import pyarrow as pa
 
 from langtail import io
 from langtail.config import CaptionsConfig
-from langtail.data.manifest import SPLITS, ImageStore, UnreadableImage, read_manifest
+from langtail.data.manifest import SPLITS, ImageStore, UnreadableImage
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +109,13 @@ def check_prompt(prompt: str) -> None:
             "string: captions are generated from the pixels only and must not depend on the label")
 
 
-def generation_settings(cfg: CaptionsConfig, dtype_name: str) -> dict[str, Any]:
-    """Everything that changes the generated text (stored in metadata and fingerprinted)."""
+def generation_settings(cfg: CaptionsConfig, dtype_name: str, model: str) -> dict[str, Any]:
+    """Everything that changes the generated text (stored in metadata and fingerprinted);
+    ``model`` = ``cfg.model`` resolved (:func:`langtail.captions.blip2.resolve_caption_model`)."""
     from langtail.captions.blip2 import GENERATION_DEFAULTS, model_identity
 
     return {
-        **model_identity(cfg.model),
+        **model_identity(model),
         "prompt": cfg.prompt,
         "max_new_tokens": int(cfg.max_new_tokens),
         **GENERATION_DEFAULTS,
@@ -141,28 +141,7 @@ def read_captions(path: str | Path) -> pd.DataFrame:
     return io.read_parquet(path, CAPTIONS_COLUMNS)
 
 
-def captions_to_sentences(captions: pd.DataFrame, splits: tuple[str, ...] | None = ("train",)) -> pd.DataFrame:
-    """Class-level text from captions: columns ``class_id`` (int32), ``sentence`` (str).
-
-    Only captions of ``splits`` are used (default: ``train``; captions of test images
-    grouped by their label would leak test data into the class text; ``None`` = all).
-    Whitespace is normalised, empty captions dropped, and duplicates within a class
-    (case-insensitive) removed, keeping the first occurrence; ordered by class, then by
-    first occurrence.
-    """
-    if splits is not None and "split" in captions.columns:
-        captions = captions[captions["split"].isin(list(splits))]
-    if len(captions) == 0:
-        return pd.DataFrame({"class_id": pd.Series([], dtype="int32"), "sentence": pd.Series([], dtype=object)})
-    sent = captions["caption"].fillna("").astype(str).map(lambda s: " ".join(s.split()))
-    df = pd.DataFrame({"class_id": captions["class_id"].astype("int32").to_numpy(), "sentence": sent.to_numpy()})
-    df = df[df["sentence"] != ""]
-    df = df.assign(_key=df["sentence"].str.casefold()).drop_duplicates(["class_id", "_key"])
-    df = df.drop(columns="_key").sort_values("class_id", kind="stable").reset_index(drop=True)
-    return df
-
-
-def _valid_shard(path: Path, fingerprint: str, index: int, n_expected: int) -> dict[str, Any] | None:
+def valid_shard(path: Path, fingerprint: str, index: int, n_expected: int) -> dict[str, Any] | None:
     """Metadata of a finished shard matching this run, else ``None`` (missing/stale/unreadable)."""
     if not path.exists():
         return None
@@ -191,7 +170,7 @@ def _load_batch(captioner: Any, store: ImageStore, rows: pd.DataFrame):
     return enc, keep, skipped
 
 
-def _caption_shard(captioner: Any, store: ImageStore, rows: pd.DataFrame, batch_size: int,
+def caption_shard(captioner: Any, store: ImageStore, rows: pd.DataFrame, batch_size: int,
                    pbar: Any, pool: ThreadPoolExecutor) -> tuple[pd.DataFrame, list[str]]:
     """Caption the rows of one shard; image loading of batch i+1 overlaps generation of batch i."""
     chunks = [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]
@@ -212,110 +191,55 @@ def _caption_shard(captioner: Any, store: ImageStore, rows: pd.DataFrame, batch_
     return df, skipped
 
 
-# ----------------------------------------------------------------------------- stage
-
-
-def run_captions(manifest_path: Path, cfg: CaptionsConfig, out: Path, shard_dir: Path) -> None:
-    """Write ``out`` (captions.parquet); finished shards in ``shard_dir`` are reused."""
-    manifest_path, out, shard_dir = Path(manifest_path), Path(out), Path(shard_dir)
-    if not cfg.enabled:
-        shard_dir.mkdir(parents=True, exist_ok=True)  # exists in every mode (a rule may declare it)
-        io.write_parquet(out, empty_captions(), metadata={"enabled": False}, schema=CAPTIONS_SCHEMA)
-        log.info("captions: stage disabled (captions.enabled: false); wrote empty %s", out)
-        return
-    if cfg.shard_size < 1 or cfg.batch_size < 1:
-        raise ValueError(f"captions.shard_size and captions.batch_size must be >= 1 "
-                         f"(got {cfg.shard_size}, {cfg.batch_size})")
-    check_prompt(cfg.prompt)
-    # CA4LTR smoke runs: `captions.model: tiny-random` = a tiny *random* BLIP-2 built once into
-    # <dataset dir>/tiny_blip2 (langtail.text_sources.resolve_caption_model); other models unchanged.
-    from langtail.text_sources import resolve_caption_model
-
-    cfg = resolve_caption_model(cfg, out.parent)
-
-    from tqdm.auto import tqdm
-
-    from langtail.captions.blip2 import Blip2Captioner, resolve_dtype
-    from langtail.train.loop import resolve_device
-
-    manifest, mmeta = read_manifest(manifest_path)
-    sel = select_images(manifest, list(cfg.splits), cfg.per_class)
-    device = resolve_device(cfg.device)
-    dtype_name = str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
-    settings = generation_settings(cfg, dtype_name)
-    fp = captions_fingerprint(settings, sel, cfg.shard_size)
-    S = cfg.shard_size
-    n_shards = math.ceil(len(sel) / S)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-
-    shard_meta: dict[int, dict[str, Any]] = {}
+def plan_shards(sel: pd.DataFrame, shard_size: int, shard_dir: Path, fingerprint: str) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """``(metadata of the finished shards that match this run, indices of the shards to do)``."""
+    S = shard_size
+    done: dict[int, dict[str, Any]] = {}
     todo = []
-    for k in range(n_shards):
-        n_expected = len(sel.iloc[k * S:(k + 1) * S])
-        meta = _valid_shard(shard_dir / SHARD_NAME.format(k), fp, k, n_expected)
+    for k in range(math.ceil(len(sel) / S)):
+        meta = valid_shard(shard_dir / SHARD_NAME.format(k), fingerprint, k, len(sel.iloc[k * S:(k + 1) * S]))
         if meta is None:
             todo.append(k)
         else:
+            done[k] = meta
+    return done, todo
+
+
+def caption_shards(captioner: Any, store: ImageStore, sel: pd.DataFrame, todo: list[int], shard_meta: dict[int, dict[str, Any]],
+                   cfg: CaptionsConfig, shard_dir: Path, fingerprint: str, settings: dict[str, Any], model: str) -> None:
+    """Caption the shards in ``todo`` (each written atomically as it finishes); adds their
+    metadata to ``shard_meta``."""
+    from tqdm.auto import tqdm
+
+    S = cfg.shard_size
+    n_shards = math.ceil(len(sel) / S)
+    done = sum(len(sel.iloc[k * S:(k + 1) * S]) for k in shard_meta)
+    # in a log file (Snakemake's `log:`), one progress line per 30 s instead of a redraw per batch
+    interactive = sys.stderr.isatty()
+    with tqdm(total=len(sel), initial=done, unit="img", desc="captions", dynamic_ncols=True,
+              mininterval=0.1 if interactive else 30.0) as pbar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions-load") as pool:
+        for k in todo:
+            rows = sel.iloc[k * S:(k + 1) * S]
+            t0 = time.perf_counter()
+            df, skipped = caption_shard(captioner, store, rows, cfg.batch_size, pbar, pool)
+            elapsed = time.perf_counter() - t0
+            df["model"] = model
+            df["prompt"] = cfg.prompt
+            df["max_new_tokens"] = int(cfg.max_new_tokens)
+            meta = {"fingerprint": fingerprint, "shard": k, "n_expected": len(rows), "n_captioned": len(df),
+                    "skipped": skipped, "elapsed_s": elapsed, **settings}
+            io.write_parquet(shard_dir / SHARD_NAME.format(k), df[list(CAPTIONS_COLUMNS)],
+                             metadata=meta, schema=CAPTIONS_SCHEMA)
             shard_meta[k] = meta
-    reused = n_shards - len(todo)
-    if reused:
-        log.info("captions: resuming, %d/%d shard(s) already done", reused, n_shards)
+            pbar.set_postfix(shard=f"{k + 1}/{n_shards}", refresh=interactive)
 
-    t_run = time.perf_counter()
-    if todo:
-        captioner = Blip2Captioner(model=cfg.model, prompt=cfg.prompt, max_new_tokens=cfg.max_new_tokens,
-                                   device=str(device), dtype=dtype_name)
-        store = ImageStore(manifest_path.parent, mmeta.get("image_root", ""))
-        done = sum(len(sel.iloc[k * S:(k + 1) * S]) for k in shard_meta)
-        # in a log file (Snakemake's `log:`), one progress line per 30 s instead of a redraw per batch
-        interactive = sys.stderr.isatty()
-        with tqdm(total=len(sel), initial=done, unit="img", desc="captions", dynamic_ncols=True,
-                  mininterval=0.1 if interactive else 30.0) as pbar, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="captions-load") as pool:
-            for k in todo:
-                rows = sel.iloc[k * S:(k + 1) * S]
-                t0 = time.perf_counter()
-                df, skipped = _caption_shard(captioner, store, rows, cfg.batch_size, pbar, pool)
-                elapsed = time.perf_counter() - t0
-                df["model"] = cfg.model
-                df["prompt"] = cfg.prompt
-                df["max_new_tokens"] = int(cfg.max_new_tokens)
-                meta = {"fingerprint": fp, "shard": k, "n_expected": len(rows), "n_captioned": len(df),
-                        "skipped": skipped, "elapsed_s": elapsed, **settings}
-                io.write_parquet(shard_dir / SHARD_NAME.format(k), df[list(CAPTIONS_COLUMNS)],
-                                 metadata=meta, schema=CAPTIONS_SCHEMA)
-                shard_meta[k] = meta
-                pbar.set_postfix(shard=f"{k + 1}/{n_shards}", refresh=interactive)
-    elapsed_run = time.perf_counter() - t_run
 
+def merge_shards(shard_dir: Path, n_shards: int) -> pd.DataFrame:
+    """All shards, in order, as one table; shards of an earlier, larger selection are deleted."""
     frames = [io.read_parquet(shard_dir / SHARD_NAME.format(k), CAPTIONS_COLUMNS) for k in range(n_shards)]
-    captions = pd.concat(frames, ignore_index=True) if frames else empty_captions()
-    elapsed = float(sum(m.get("elapsed_s", 0.0) for m in shard_meta.values()))
-    skipped = [r for k in range(n_shards) for r in shard_meta[k].get("skipped", [])]
-    meta = {
-        "enabled": True,
-        **settings,
-        "splits": list(cfg.splits),
-        "per_class": int(cfg.per_class),
-        "batch_size": int(cfg.batch_size),
-        "shard_size": int(S),
-        "device": str(device),
-        "n_images": int(len(captions)),
-        "n_selected": int(len(sel)),
-        "n_skipped": len(skipped),
-        "skipped": skipped[:50],
-        "n_shards": n_shards,
-        "shards_reused": reused,
-        "elapsed_s": round(elapsed, 3),  # generation time summed over all shards (all runs)
-        "elapsed_s_this_run": round(elapsed_run, 3),
-        "images_per_s": round(len(captions) / elapsed, 3) if elapsed > 0 else None,
-        "fingerprint": fp,
-    }
-    io.write_parquet(out, captions[list(CAPTIONS_COLUMNS)], metadata=meta, schema=CAPTIONS_SCHEMA)
-
-    for f in shard_dir.iterdir():  # shards of an earlier, larger selection
+    for f in shard_dir.iterdir():
         m = _SHARD_RE.match(f.name)
         if m and int(m.group(1)) >= n_shards:
             f.unlink()
-    log.info("captions: %d images captioned (%d skipped) -> %s; %.2f img/s",
-             len(captions), len(skipped), out, meta["images_per_s"] or 0.0)
+    return pd.concat(frames, ignore_index=True) if frames else empty_captions()

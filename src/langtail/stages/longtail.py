@@ -1,19 +1,30 @@
-"""Stage ``longtail``: build the dataset's long-tailed manifest (see :mod:`langtail.data.manifest`)."""
+"""Stage ``longtail`` (rule ``longtail``, ``langtail longtail``): the long-tailed manifest.
+
+Reads the dataset named by ``data.name`` (:mod:`langtail.data.registry`); writes
+``manifest.parquet`` (schema: :mod:`langtail.data.manifest`, ``docs/artifacts.md``), plus
+``images_<split>.npy`` beside it for array-backed datasets.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from langtail.config import DataConfig
+from langtail.config import DatasetConfig
 from langtail.data.manifest import ImageStore, make_manifest, write_manifest
 from langtail.data.registry import get_dataset
 
 log = logging.getLogger(__name__)
 
 
-def run_longtail(cfg: DataConfig, out: Path) -> None:
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {"data": ("name", "root", "imbalance_factor", "profile", "seed", "max_train_per_class", "test_per_class",
+                 "verify_checksums", "allow_download", "many_threshold", "few_threshold", "image_size")}
+
+
+def run(cfg: DatasetConfig, out: Path) -> None:
     """Build, check and write ``manifest.parquet`` (plus ``images_<split>.npy`` if array-backed)."""
     out = Path(out)
+    cfg = cfg.data
     builder = get_dataset(cfg.name)
     build = builder.build(cfg, out.parent)
     store = ImageStore(out.parent, build.image_root)

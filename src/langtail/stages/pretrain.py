@@ -1,4 +1,4 @@
-"""Stage ``pretrain``: class-wise visual-linguistic pre-training (CVLP, paper Sec. 3.2).
+"""Stage ``pretrain`` (rule ``pretrain``, ``langtail pretrain``): class-wise visual-linguistic pre-training (CVLP, paper Sec. 3.2).
 
 Each iteration samples N images (square-root sampling by default) and, for every image,
 a *fresh* sentence of its class drawn uniformly from the corpus; the loss is Eq. 8,
@@ -14,7 +14,6 @@ seconds, skipped images. ``pretrain.enabled: false`` writes the initial weights
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 import torch
 
 from langtail import io
-from langtail.config import DatasetConfig
+from langtail.config import DatasetConfig, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import (class_contrastive_loss, cosine_matrix, feature_distillation_loss,
@@ -31,9 +30,19 @@ from langtail.losses import (class_contrastive_loss, cosine_matrix, feature_dist
 from langtail.models.encoders import create_teacher, create_vl_model, save_vl_checkpoint
 from langtail.models.text_cache import base_features
 from langtail.schemas import CORPUS_COLUMNS
-from langtail.train.loop import finish, fit, param_groups, resolve_device, seed_everything
+from langtail.runtime import resolve_device, seed_everything
+from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
+
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {
+    "data": ("image_size", "normalize", "num_workers"),
+    "model": ("method", "image_encoder", "text_encoder", "pretrained", "text_model_path", "embed_dim",
+              "train_text_encoder", "teacher", "teacher_pretrained"),
+    "pretrain": ("enabled", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "lambda_ccl", "distill",
+                 "ccl_reduction", "tau_init", "sampler", "augment", "device", "amp", "channels_last", "seed"),
+}
 
 
 def class_sentence_index(corpus: pd.DataFrame, num_classes: int, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +62,7 @@ def class_sentence_index(corpus: pd.DataFrame, num_classes: int, class_names: li
     return start, count
 
 
-def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path) -> None:
+def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path) -> None:
     pc = cfg.pretrain
     seed_everything(pc.seed)
     df, meta = read_manifest(manifest_path)
@@ -127,8 +136,7 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
         with torch.no_grad():
             model.logit_scale.clamp_(0, float(np.log(100.0)))
 
-    fp = io.fingerprint({"model": dataclasses.asdict(cfg.model), "pretrain": dataclasses.asdict(pc),
-                         "data": dataclasses.asdict(cfg.data)}, manifest_path, corpus_path)
+    fp = io.fingerprint(select_keys(cfg, KEYS), manifest_path, corpus_path)
     res = fit(model, opt, loader, step, epochs=pc.epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau)
     extra.update({"history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,

@@ -1,6 +1,7 @@
-"""Corpus stage: class-level sentences from Wikipedia, prompts, descriptions and captions.
+"""Corpus library: class-level sentences from Wikipedia, prompts, descriptions and captions.
 
-:func:`run_corpus` writes two Parquet files (atomically, :func:`langtail.io.write_parquet`).
+:func:`build_corpus` makes the two tables that the stage :mod:`langtail.stages.corpus` writes
+(atomically, :func:`langtail.io.write_parquet`).
 
 ``corpus.parquet`` -- one row per sentence, in this order: by ``class_id``, then by
 source in ``cfg.sources`` order, then by position in the page / template list / file:
@@ -67,10 +68,9 @@ import pyarrow as pa
 
 from langtail.config import CorpusConfig
 from langtail.corpus.clean import clean_extract
-from langtail.corpus.descriptions import DescriptionMatch, descriptions_for
+from langtail.corpus.descriptions import DescriptionMatch
 from langtail.corpus.prompts import prompts_for
 from langtail.corpus.sentences import FilterCounts, fit_sentence, split_sentences
-from langtail.io import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ STATS_SCHEMA = pa.schema([
 ])
 
 
-def _load_captions(path: Path, n_classes: int) -> list[list[str]]:
+def load_caption_text(path: Path, n_classes: int) -> list[list[str]]:
     import pyarrow.parquet as pq
 
     df = pq.read_table(path).to_pandas()
@@ -218,42 +218,3 @@ def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, 
         "n_classes_prompt_fallback": len(fallback),
     })
     return corpus, stats, summary
-
-
-def run_corpus(class_names: list[str], cfg: CorpusConfig, out: Path, stats_out: Path, cache_dir: Path,
-               builtin_pages: dict[str, dict] | None = None, captions_path: Path | None = None) -> None:
-    """Build corpus.parquet (out) and corpus_stats.parquet (stats_out).
-
-    ``builtin_pages`` (class name -> raw-page dict in the cache format of
-    :mod:`langtail.corpus.wikipedia`) are written into ``cache_dir`` where absent and
-    then read back through the cache like crawled pages; with them no request is made.
-    Without them, ``wiki`` pages missing from the cache are crawled unless
-    ``cfg.offline`` (then :class:`~langtail.corpus.wikipedia.OfflineCacheMiss` names
-    the uncached classes). ``captions_path`` is required when ``caption`` is a source.
-    """
-    from langtail.corpus.wikipedia import ensure_pages
-
-    class_names = [str(n) for n in class_names]
-    if not class_names:
-        raise ValueError("run_corpus: empty class list")
-    pages = None
-    if "wiki" in cfg.sources:
-        pages = ensure_pages(class_names, cfg, Path(cache_dir), builtin_pages)
-    descriptions = None
-    if "descriptions" in cfg.sources:
-        if not cfg.descriptions_file:
-            raise ValueError("corpus.sources has 'descriptions' but corpus.descriptions_file is empty")
-        descriptions = descriptions_for(cfg.descriptions_file, class_names, dedup=cfg.dedup)
-    captions = None
-    if "caption" in cfg.sources:
-        if captions_path is None:
-            raise ValueError("corpus.sources has 'caption' but no captions file was given (enable the captions stage)")
-        captions = _load_captions(Path(captions_path), len(class_names))
-    corpus, stats, summary = build_corpus(class_names, cfg, pages, descriptions, captions)
-    for name in summary["classes_without_page"]:
-        log.info("no Wikipedia page for class %r", name)
-    log.info("corpus: %d sentences for %d classes (M min/median/max %d/%s/%d, L_avg %.1f tokens)",
-             summary["n_sentences"], summary["n_classes"], summary["M_min"], summary["M_median"],
-             summary["M_max"], summary["L_avg"])
-    write_parquet(out, corpus, metadata=summary, schema=CORPUS_SCHEMA)
-    write_parquet(stats_out, stats, metadata=summary, schema=STATS_SCHEMA)

@@ -1,4 +1,4 @@
-"""Stage ``finetune``: visual encoder + recognition head (paper Sec. 3.3-3.4).
+"""Stage ``finetune`` (rule ``finetune``, ``langtail finetune --head H``): visual encoder + recognition head (paper Sec. 3.3-3.4).
 
 One run per head (``finetune/<head>/model.pt``):
 
@@ -16,28 +16,71 @@ Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buf
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 import torch
 
 from langtail import io
-from langtail.config import DatasetConfig
+from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import recognition_loss
-from langtail.models.classifier import create_head, fresh_image_encoder, save_classifier
+from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
-from langtail.train.loop import finish, fit, param_groups, resolve_device, seed_everything
+from langtail.runtime import resolve_device, seed_everything
+from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
 
+#: config keys every head's run reads (its rule's params are built from them: :func:`config_keys`)
+KEYS = {
+    "data": ("image_size", "normalize", "num_workers"),
+    "model": IMAGE_KEYS,
+    "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "freeze_visual",
+                 "device", "amp", "channels_last", "seed"),
+}
+#: keys only some heads read (``finetune.heads`` itself only selects jobs: adding a head trains only it)
+HEAD_KEYS = {
+    "lgr": {"finetune": ("epochs", "init_from_pretrain", "tau")},
+    "fc": {"finetune": ("baseline_epochs", "epochs")},
+    "fc_cvlp": {"finetune": ("epochs", "init_from_pretrain")},
+    "knn": {"finetune": ("epochs", "init_from_pretrain", "tau", "knn_k")},
+}
 
-def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_emb_path: Path,
-                 pretrain_path: Path, out: Path) -> None:
+
+def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The keys the run of ``head`` reads (all heads' keys when ``head`` is None)."""
+    heads = [head] if head else list(HEAD_KEYS)
+    return merge_keys(KEYS, *(HEAD_KEYS[h] for h in heads))
+
+
+def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
+    """The upstream artifacts (``text_emb``, ``pretrain``) the run of ``head`` reads besides the manifest."""
+    needs: tuple[str, ...] = ()
+    if head in ("lgr", "knn"):
+        needs += ("text_emb",)
+    if head != "fc" and cfg.finetune.init_from_pretrain:
+        needs += ("pretrain",)
+    return needs
+
+
+def head_options(cfg: DatasetConfig, head: str) -> dict[str, float | int]:
+    """The head constructor's options that ``head`` uses (stored in the checkpoint)."""
+    opts: dict[str, float | int] = {}
+    if head in ("lgr", "knn"):
+        opts["tau"] = cfg.finetune.tau
+    if head == "knn":
+        opts["knn_k"] = cfg.finetune.knn_k
+    return opts
+
+
+def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
+        pretrain_path: Path | None = None) -> None:
+    """Train one head; ``text_emb_path`` is read by ``lgr``/``knn``, ``pretrain_path`` by the
+    heads on the CVLP encoder (:func:`inputs`)."""
     fc = cfg.finetune
     seed_everything(fc.seed)
     device = resolve_device(fc.device)
@@ -52,7 +95,7 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
         emb, mask = read_text_embeddings(text_emb_path)[:2]
         if emb.shape[0] != C:
             raise ValueError(f"{text_emb_path}: {emb.shape[0]} classes, manifest has {C}; rerun embed_text")
-    head = create_head(head_kind, image.embed_dim, C, emb, mask, fc.tau, fc.knn_k)
+    head = create_head(head_kind, image.embed_dim, C, emb, mask, **head_options(cfg, head_kind))
     clf = Classifier(image, head, head_kind).to(device)
     if fc.freeze_visual:
         for p in clf.image.parameters():
@@ -78,12 +121,12 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
         return recognition_loss(out_["text"], None, batch["label"])
 
     resume = out.with_name(out.name + ".resume")
-    fp = io.fingerprint({"head": head_kind, "model": dataclasses.asdict(cfg.model), "finetune": dataclasses.asdict(fc),
-                         "data": dataclasses.asdict(dc)}, manifest_path, text_emb_path, pretrain_path)
+    fp = io.fingerprint({"head": head_kind, **select_keys(cfg, config_keys(cfg, head_kind))},
+                        *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]")
     save_classifier(out, clf.cpu(), cfg.model, {
-        "num_classes": C, "tau": fc.tau, "alpha": fc.alpha, "knn_k": fc.knn_k, "epochs": epochs,
+        "num_classes": C, **head_options(cfg, head_kind), "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"})
     finish(resume)

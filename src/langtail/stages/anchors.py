@@ -1,4 +1,4 @@
-"""Stage ``anchors``: anchor sentence selection (AnSS, paper Sec. 3.3) or "Cut Off".
+"""Stage ``anchors`` (rule ``anchors``, ``langtail anchors``): anchor sentence selection (AnSS, paper Sec. 3.3) or "Cut Off".
 
 AnSS builds a special image batch I' of at most ``images_per_class`` (50) training images
 per class (a seeded random choice), embeds it with the CVLP visual encoder, and scores
@@ -22,8 +22,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -32,59 +30,23 @@ from langtail.config import DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import read_manifest
 from langtail.inference import run_batches
-from langtail.losses import sentence_lin_scores
+from langtail.anss import image_batch, lin_scores_chunked, select
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.text_cache import encode_sentences
 from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS
-from langtail.train.loop import resolve_device
+from langtail.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-
-def image_batch(train_df: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
-    """At most ``per_class`` training rows per class, a seeded random choice, sorted by label."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, g in train_df.groupby("label", sort=True):
-        idx = g.index.to_numpy()
-        keep.append(np.sort(rng.permutation(idx)[:per_class]))
-    return train_df.loc[np.concatenate(keep)]
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {
+    "data": ("image_size", "normalize", "num_workers"),
+    "pretrain": ("device",),
+    "anchors": ("strategy", "num_anchors", "images_per_class", "chunk_size", "seed"),
+}
 
 
-def lin_scores_chunked(img: torch.Tensor, img_labels: torch.Tensor, txt: torch.Tensor,
-                       txt_labels: torch.Tensor, tau: float, chunk: int) -> torch.Tensor:
-    """``L_lin`` of every sentence, ``[S]``; images ``[K, D]``, sentences ``[S, D]`` (normalised)."""
-    out = []
-    for i in range(0, len(txt), chunk):
-        sim = img @ txt[i:i + chunk].t()  # [K, chunk]
-        out.append(sentence_lin_scores(sim, img_labels, txt_labels[i:i + chunk], tau))
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def select(corpus: pd.DataFrame, l_lin: np.ndarray, strategy: str, M: int) -> pd.DataFrame:
-    """Rank sentences within each class and mark the M anchors."""
-    df = pd.DataFrame({
-        "class_id": corpus["class_id"].to_numpy().astype(np.int32),
-        "sentence_id": corpus["sentence_id"].to_numpy().astype(np.int32),
-        "sentence": corpus["sentence"].to_numpy(),
-        "source": corpus["source"].to_numpy(),
-        "l_lin": l_lin.astype(np.float32),
-    })
-    # rank by L_lin (stable: ties keep corpus order)
-    order = np.lexsort((df["sentence_id"].to_numpy(), df["l_lin"].to_numpy(), df["class_id"].to_numpy()))
-    rank = np.empty(len(df), dtype=np.int32)
-    pos = np.empty(len(df), dtype=np.int32)  # position in corpus order within class
-    for arr, key in ((rank, order), (pos, np.lexsort((df["sentence_id"].to_numpy(), df["class_id"].to_numpy())))):
-        cls = df["class_id"].to_numpy()[key]
-        first = np.r_[0, np.flatnonzero(np.diff(cls)) + 1]
-        within = np.arange(len(key)) - np.repeat(first, np.diff(np.r_[first, len(key)]))
-        arr[key] = within
-    df["rank"] = rank
-    df["selected"] = (rank if strategy == "anss" else pos) < M
-    return df
-
-
-def run_anchors(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, pretrain_path: Path, out: Path,
+def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, pretrain_path: Path, out: Path,
                 cache_dir: Path) -> None:
     ac = cfg.anchors
     device = resolve_device(cfg.pretrain.device)

@@ -1,4 +1,4 @@
-"""Stage ``evaluate``: top-1 accuracy overall / many / medium / few, and per class.
+"""Stage ``evaluate`` (rule ``evaluate``, ``langtail evaluate --model M``): top-1 accuracy overall / many / medium / few, and per class.
 
 Models: a fine-tuned classifier (``finetune/<head>/model.pt``; LGR predictions use
 ``alpha * softmax(P^I) + (1 - alpha) * softmax(P^T)``, alpha = 0.5 ranks like the paper's
@@ -33,9 +33,22 @@ from langtail.models.classifier import load_classifier
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import combine_probs
 from langtail.models.text_cache import read_text_embeddings
-from langtail.train.loop import resolve_device
+from langtail.runtime import resolve_device
 
 log = logging.getLogger(__name__)
+
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {
+    "data": ("image_size", "normalize", "num_workers"),
+    "finetune": ("alpha",),  # inference: alpha * P_I + (1 - alpha) * P_T
+    "evaluate": ("batch_size", "split", "device"),
+}
+
+
+def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
+    """Upstream artifacts besides the manifest and the checkpoint: the zero-shot row reads the
+    anchor embeddings (a fine-tuned head carries its own in the checkpoint)."""
+    return ("text_emb",) if model == "zeroshot" else ()
 
 
 def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
@@ -51,8 +64,8 @@ def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) ->
             "gflops": fc.get_total_flops() / 2 / 1e9}
 
 
-def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path,
-                 text_emb_path: Path, out_dir: Path) -> dict[str, Any]:
+def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path, out_dir: Path,
+        text_emb_path: Path | None = None) -> dict[str, Any]:
     device = resolve_device(cfg.evaluate.device)
     df, meta = read_manifest(manifest_path)
     names = meta["class_names"]
@@ -76,7 +89,7 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
         extra.update(model_cost(image, dc.image_size, device))
     else:
         clf, ck = load_classifier(model_path, device)
-        alpha = float(ck["extra"].get("alpha", cfg.finetune.alpha))
+        alpha = float(cfg.finetune.alpha)
 
         def fn(x):
             out = clf(x)

@@ -1,4 +1,4 @@
-"""Stage ``embed_text``: anchor-sentence embeddings ``[C, M, D]``, computed once.
+"""Stage ``embed_text`` (rule ``embed_text``, ``langtail embed-text``): anchor-sentence embeddings ``[C, M, D]``, computed once.
 
 Reads ``anchors.parquet`` (selected rows, ordered by rank for AnSS / corpus order for
 Cut Off), encodes them with the frozen CVLP linguistic encoder (backbone features come
@@ -17,15 +17,20 @@ import torch
 
 from langtail import io
 from langtail.config import DatasetConfig
+from langtail.data.manifest import read_manifest
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.text_cache import encode_sentences
 from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS
 
 log = logging.getLogger(__name__)
 
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {"anchors": ("num_anchors",)}
 
-def run_embed_text(cfg: DatasetConfig, anchors_path: Path, corpus_path: Path, pretrain_path: Path, out: Path,
-                   cache_dir: Path, num_classes: int) -> None:
+
+def run(cfg: DatasetConfig, manifest_path: Path, anchors_path: Path, corpus_path: Path, pretrain_path: Path, out: Path,
+        cache_dir: Path) -> None:
+    num_classes = len(read_manifest(manifest_path)[1]["class_names"])
     anchors = io.read_parquet(anchors_path, ANCHORS_COLUMNS)
     ameta = io.read_parquet_metadata(anchors_path)
     corpus = io.read_parquet(corpus_path, CORPUS_COLUMNS)

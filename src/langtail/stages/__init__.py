@@ -1,0 +1,96 @@
+"""The workflow's stages: one module per Snakemake rule and ``langtail`` command, named alike.
+
+==================  =====================  ===================================
+module / rule       command                writes (under ``results/<dataset>/``)
+==================  =====================  ===================================
+``longtail``        ``langtail longtail``  ``manifest.parquet``
+``corpus``          ``corpus``             ``corpus.parquet``, ``corpus_stats.parquet``
+``captions``        ``captions``           ``captions.parquet``
+``pretrain``        ``pretrain``           ``pretrain/model.pt``
+``anchors``         ``anchors``            ``anchors.parquet``
+``embed_text``      ``embed-text``         ``text_embeddings.safetensors``
+``finetune``        ``finetune``           ``finetune/<head>/model.pt``
+``evaluate``        ``evaluate``           ``eval/<model>/metrics.json``, ``per_class.parquet``
+``report``          ``report``             ``report.md``, ``figures/*.png``
+``ca4ltr_finetune`` ``ca4ltr-finetune``    ``ca4ltr/<source>/model.pt``
+``ca4ltr_evaluate`` ``ca4ltr-evaluate``    ``eval/ca4ltr_<source>/...``
+``text_quality``    ``text-quality``       ``text_quality.md``
+``ablations``       ``ablations``          ``ablations.md``
+==================  =====================  ===================================
+
+Each stage reads its declared inputs, calls the library, writes its declared outputs, and
+declares the config keys it reads (``KEYS``; stages whose keys depend on a wildcard also
+have ``config_keys(cfg, <wildcard>)``). The rule's params are exactly those keys
+(:func:`stage_keys`), and the command gives the stage a config in which any other key
+raises (:func:`langtail.config.restrict`). Stages never import each other; the library
+never imports a stage; ``langtail.cli`` and the Snakemake rules import stages.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Mapping
+
+from langtail.config import (DatasetConfig, check_keys, dataset_config, flat_keys, flat_overrides,
+                             merge_keys, split_variant, variant_overrides)
+
+#: stage -> the stages whose outputs it reads (directly)
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "longtail": (),
+    "captions": ("longtail",),
+    "corpus": ("captions",),
+    "pretrain": ("longtail", "corpus"),
+    "anchors": ("longtail", "corpus", "pretrain"),
+    "embed_text": ("longtail", "corpus", "pretrain", "anchors"),
+    "finetune": ("longtail", "pretrain", "embed_text"),
+    "evaluate": ("longtail", "pretrain", "embed_text", "finetune"),
+    "report": ("longtail", "corpus", "captions", "anchors", "evaluate"),
+    "ca4ltr_finetune": ("longtail", "captions", "anchors", "pretrain"),
+    "ca4ltr_evaluate": ("longtail", "captions", "anchors", "ca4ltr_finetune"),
+    "text_quality": ("longtail", "evaluate", "ca4ltr_evaluate"),
+    "ablations": ("evaluate",),
+}
+STAGES = tuple(UPSTREAM)
+
+
+def module(stage: str) -> ModuleType:
+    if stage not in UPSTREAM:
+        raise KeyError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    return importlib.import_module(f"langtail.stages.{stage}")
+
+
+def stage_keys(stage: str, cfg: DatasetConfig | None = None, **wildcards: Any) -> dict[str, tuple[str, ...]]:
+    """The config keys ``stage`` reads: its ``config_keys(cfg, **wildcards)`` where it has one
+    (all wildcard values' keys when a wildcard is not given), else its ``KEYS``."""
+    mod = module(stage)
+    keys = mod.config_keys(cfg, **wildcards) if hasattr(mod, "config_keys") else mod.KEYS
+    check_keys(keys, f"langtail.stages.{stage}")
+    return merge_keys(keys)
+
+
+def upstream_closure(stage: str) -> list[str]:
+    """``stage`` and every stage it depends on, directly or not."""
+    seen: list[str] = []
+    todo = [stage]
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.append(s)
+            todo.extend(UPSTREAM[s])
+    return seen
+
+
+def stage_owner(raw: Mapping[str, Any], dataset: str, stage: str) -> str:
+    """The results folder whose ``stage`` output a (variant) dataset uses: the base dataset
+    when the variant sets none of the keys that ``stage`` or anything upstream of it reads,
+    else the variant itself (``results/<dataset>+<variant>/``)."""
+    base, variant = split_variant(dataset)
+    if variant is None:
+        return dataset
+    touched = flat_overrides(variant_overrides(raw, variant))
+    cfg = dataset_config(raw, dataset)
+    read = set().union(*(flat_keys(stage_keys(s, cfg)) for s in upstream_closure(stage)))
+    return dataset if touched & read else base
+
+
+__all__ = ["STAGES", "UPSTREAM", "module", "stage_keys", "stage_owner", "upstream_closure"]

@@ -1,0 +1,85 @@
+"""Stage ``ca4ltr_evaluate`` (rule ``ca4ltr_evaluate``, ``langtail ca4ltr-evaluate``).
+
+Evaluates one CA4LTR run (``results/<dataset>/eval/ca4ltr_<source>/``): the same
+``metrics.json`` and ``per_class.parquet`` as :mod:`langtail.stages.evaluate` (built with
+:func:`langtail.metrics.accuracy_table`), plus ``source``, ``text_tokens`` (text tokens per
+image) and, for per-image sources, ``text_mentions_class_pct``: % of evaluated images whose
+text contains their own class name (an audit: 0 for nonsense by construction; captions of a
+real BLIP-2 may name the object they see, which is information from the pixels, not from
+the label). The text settings come from the checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from langtail.config import DatasetConfig
+from langtail.corpus.ca4ltr_text import CLASS_LEVEL, build_source, mentions_class
+from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.manifest import class_counts, class_groups, read_manifest
+from langtail.models.ca4ltr import load_ca4ltr
+from langtail.runtime import resolve_device
+from langtail.train.ca4ltr import TextInputs, predict, text_encoder
+
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {
+    "data": ("image_size", "normalize", "num_workers"),
+    "model": ("text_model_path",),
+    "evaluate": ("batch_size", "split", "device"),
+}
+
+
+def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
+    """Upstream artifacts besides the manifest and the checkpoint (per-image sources' text)."""
+    return {"nonsense": ("anchors",), "caption": ("captions",)}.get(source, ())
+
+
+def run(cfg: DatasetConfig, manifest_path: Path, checkpoint: Path, out_dir: Path,
+                        cache_dir: Path | None = None, anchors_path: Path | None = None,
+                        captions_path: Path | None = None) -> dict[str, Any]:
+    """Evaluate one CA4LTR checkpoint; writes ``metrics.json`` + ``per_class.parquet`` like ``evaluate``."""
+    from langtail.config import Ca4ltrConfig
+    from langtail.metrics import accuracy_table, write_eval
+
+    device = resolve_device(cfg.evaluate.device)
+    model, ck = load_ca4ltr(checkpoint, device)
+    source = ck["source"]
+    ca = Ca4ltrConfig(**ck["ca4ltr_cfg"])  # the text settings the model was trained with
+    df, meta = read_manifest(manifest_path)
+    names = list(meta["class_names"])
+    C = len(names)
+    split = cfg.evaluate.split
+    test = df[df["split"] == split]
+    if test.empty:
+        raise ValueError(f"{manifest_path}: no images in split {split!r}")
+    test_index = test.index.to_numpy()
+    test = test.reset_index(drop=True)
+    src = None
+    if source in CLASS_LEVEL:  # the class bank's features are stored in the checkpoint
+        texts = TextInputs(bank=model.text_bank.cpu())
+    else:
+        src = build_source(source, ca, df, names, anchors_path, captions_path)
+        texts = TextInputs.build(src, text_encoder(cfg), cache_dir, test_index, split)
+    dc = cfg.data
+    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
+                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
+    pred, labels, rows, skipped = predict(model, texts, loader, device, desc=f"eval ca4ltr_{source}")
+    metrics, per = accuracy_table(pred, labels, names, class_counts(df, C), class_groups(df, C))
+    model_name = f"ca4ltr_{source}"
+    metrics.update({"model": model_name, "method": "ca4ltr", "source": source, "split": split,
+                    "skipped_images": skipped, "text_tokens": texts.tokens_per_image,
+                    "epochs": ck["extra"].get("epochs"), "init": ck["extra"].get("init"),
+                    "image_weights": ck["extra"].get("image_weights")})
+    if src is not None:
+        hits = [any(mentions_class(s, names[labels[i]]) for s in texts.texts[r]) for i, r in enumerate(rows)]
+        metrics["text_mentions_class_pct"] = float(100.0 * np.mean(hits)) if hits else 0.0
+        if source == "nonsense" and any(hits):
+            raise AssertionError("nonsense text contains a class name: the generator's stop list is broken")
+        metrics["example_text"] = texts.texts[int(rows[0])][:1] if len(rows) else []
+    for k in ("caption_model", "tiny_random_captioner"):
+        if src is not None and k in src.info:
+            metrics[k] = src.info[k]
+    write_eval(out_dir, metrics, per)
+    return metrics

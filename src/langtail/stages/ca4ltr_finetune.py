@@ -1,0 +1,119 @@
+"""Stage ``ca4ltr_finetune`` (rule ``ca4ltr_finetune``, ``langtail ca4ltr-finetune --source S``).
+
+One CA4LTR run per text source: ``results/<dataset>/ca4ltr/<source>/model.pt``. The image
+backbone starts like the Pure baseline (``ca4ltr.init: model`` = ``model.pretrained``, i.e.
+from scratch for ``demo_cnn``/``resnet32``; ``cvlp`` = the CVLP visual encoder); the text comes
+from :mod:`langtail.corpus.ca4ltr_text`; cross-entropy, AdamW + cosine schedule through the
+shared resumable :func:`langtail.train.loop.fit` (``model.pt.resume`` after every epoch).
+
+:func:`config_keys` is the part of the config one run reads (the rule passes exactly this, so
+changing e.g. ``label_templates`` reruns only the ``label`` run); :func:`inputs` the upstream
+artifacts it reads.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from langtail import io
+from langtail.config import DatasetConfig, merge_keys, select_keys
+from langtail.corpus.ca4ltr_text import SOURCES, build_source
+from langtail.data.dataset import train_loader
+from langtail.data.manifest import read_manifest
+from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
+from langtail.models.classifier import IMAGE_KEYS
+from langtail.runtime import resolve_device, seed_everything
+from langtail.train.ca4ltr import TextInputs, text_encoder
+from langtail.train.loop import finish, fit, param_groups
+
+log = logging.getLogger(__name__)
+
+#: config keys every run reads (``ca4ltr.sources`` only selects jobs)
+KEYS = {
+    "data": ("image_size", "normalize", "num_workers"),
+    "model": IMAGE_KEYS + ("text_model_path",),
+    "ca4ltr": ("init", "width", "heads", "depth", "ffn_mult", "bidirectional", "dropout", "epochs", "batch_size", "lr",
+               "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp", "seed"),
+}
+#: ca4ltr keys that matter only to one source
+SOURCE_KEYS = {"label": ("label_templates",), "description": ("description_per_class",),
+               "caption": (), "nonsense": ("nonsense_per_image", "nonsense_seed")}
+
+
+def config_keys(cfg: DatasetConfig | None = None, source: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The keys the run of ``source`` reads (every source's keys when ``source`` is None)."""
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"unknown CA4LTR text source {source!r}; known: {', '.join(SOURCES)}")
+    return merge_keys(KEYS, *({"ca4ltr": SOURCE_KEYS[s]} for s in ([source] if source else SOURCES)))
+
+
+def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
+    """Upstream artifacts of one run besides the manifest: ``anchors`` (description, and
+    nonsense: word counts of the description text), ``captions``, ``pretrain`` (init: cvlp)."""
+    d: tuple[str, ...] = ()
+    if source in ("description", "nonsense"):
+        d += ("anchors",)
+    if source == "caption":  # needs captions.splits: [train, test], captions.per_class: 0
+        d += ("captions",)
+    if cfg.ca4ltr.init == "cvlp":
+        d += ("pretrain",)
+    return d
+
+
+def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_dir: Path | None = None,
+                     anchors_path: Path | None = None, captions_path: Path | None = None,
+                     pretrain_path: Path | None = None) -> None:
+    from langtail.models.classifier import fresh_image_encoder
+    from langtail.models.encoders import load_vl_checkpoint
+
+    keys = config_keys(cfg, source)
+
+    ca = cfg.ca4ltr
+    seed_everything(ca.seed)
+    device = resolve_device(ca.device)
+    df, meta = read_manifest(manifest_path)
+    names = list(meta["class_names"])
+    C = len(names)
+    train_df = df[df["split"] == "train"]
+    train_index = train_df.index.to_numpy()  # manifest rows (= captions.image_index)
+    train_df = train_df.reset_index(drop=True)
+
+    src = build_source(source, ca, df, names, anchors_path, captions_path)
+    texts = TextInputs.build(src, text_encoder(cfg), cache_dir, train_index, "train")
+    text_dim = int(texts.bank.shape[1] if texts.bank is not None else texts.feats.shape[-1])
+    seed_everything(ca.seed)  # again: loading MiniLM on a cache miss draws from the RNG
+
+    if ca.init == "cvlp":
+        if pretrain_path is None:
+            raise ValueError("ca4ltr.init: cvlp needs the CVLP checkpoint (--pretrain)")
+        image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
+    else:
+        image = fresh_image_encoder(cfg.model)
+    model = build_ca4ltr(image, C, ca, text_dim, texts.bank).to(device)
+
+    dc = cfg.data
+    loader = train_loader(train_df, manifest_path, meta, dc, batch_size=ca.batch_size, sampler=ca.sampler,
+                          seed=ca.seed, augment=ca.augment, device=device)
+    opt = torch.optim.AdamW(param_groups(model, ca.weight_decay), lr=ca.lr)
+
+    def step(batch):
+        t, m = texts.batch(batch["row"], device)
+        return F.cross_entropy(model(batch["image"], t, m), batch["label"])
+
+    inputs = [p for p in (manifest_path, anchors_path, captions_path) if p is not None]
+    if ca.init == "cvlp":
+        inputs.append(pretrain_path)
+    fp = io.fingerprint({"source": source, **select_keys(cfg, keys)}, *inputs)
+    resume = out.with_name(out.name + ".resume")
+    res = fit(model, opt, loader, step, epochs=ca.epochs, resume_path=resume, fingerprint=fp, device=device,
+              amp=ca.amp, warmup_epochs=ca.warmup_epochs, desc=f"ca4ltr[{source}]")
+    save_ca4ltr(out, model.cpu(), source, cfg.model, select_keys(cfg, keys)["ca4ltr"], {
+        "epochs": ca.epochs, "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
+        "resumed_from_epoch": res.resumed_from, "init": "cvlp" if ca.init == "cvlp" else "model.pretrained",
+        "image_weights": cfg.model.pretrained or "scratch", "text_tokens": texts.tokens_per_image,
+        "n_params": sum(p.numel() for p in model.parameters()), **src.info})
+    finish(resume)
+    log.info("ca4ltr[%s]: %d epochs in %.1f s -> %s", source, ca.epochs, res.seconds, out)

@@ -1,0 +1,76 @@
+"""Stage ``report`` (rule ``report``, ``langtail report``): ``results/<dataset>/report.md`` + figures.
+
+Reads only the files its rule passes: the manifest, the ``eval/<model>/`` directories of the
+models to show (``metrics.json`` + ``per_class.parquet``; the model name is the directory
+name), ``corpus_stats.parquet``, ``anchors.parquet`` and, when the corpus uses captions,
+``captions.parquet``. Writes ``report.md`` and the PNGs in ``<report dir>/figures/report/``
+(sections: :mod:`langtail.report.markdown`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from langtail import io
+from langtail.config import DatasetConfig
+from langtail.data.manifest import read_manifest
+from langtail.report.markdown import (accuracy_section, anchors_section, ca4ltr_pointer, captions_section,
+                                      corpus_section, figures_section, setting_section)
+from langtail.report.tables import reproduce_line
+from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
+
+log = logging.getLogger(__name__)
+
+#: config keys this stage reads (its rule's params are built from them)
+KEYS = {
+    "data": ("image_size",),
+    "corpus": ("sources",),
+    "captions": ("enabled", "model"),
+    "model": ("image_encoder", "text_encoder", "pretrained", "embed_dim", "train_text_encoder", "teacher"),
+    "pretrain": ("enabled", "epochs", "batch_size", "lr", "sampler", "distill"),
+    "anchors": ("strategy", "num_anchors"),
+    "finetune": ("epochs", "baseline_epochs", "batch_size", "lr", "sampler", "alpha"),
+    "ca4ltr": ("sources",),
+    "evaluate": ("split",),
+    "report": ("title", "top_sentences"),
+}
+
+#: the figures' folder, relative to report.md (a declared output of the rule)
+FIGURES = "figures/report"
+
+
+def read_evals(eval_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+    """``(metrics, per_class)`` keyed by model name (the ``eval/<model>`` directory name)."""
+    metrics, per = {}, {}
+    for d in map(Path, eval_dirs):
+        metrics[d.name] = io.read_json(d / "metrics.json")
+        per[d.name] = io.read_parquet(d / "per_class.parquet", PER_CLASS_COLUMNS)
+    return metrics, per
+
+
+def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: Sequence[Path], corpus_stats: Path,
+        anchors: Path, captions: Path | None = None, config_files: Sequence[str] = ()) -> None:
+    """``config_files``: snakemake's extra ``--configfile`` files (named in the Reproduce line)."""
+    out = Path(out)
+    df, meta = read_manifest(manifest)
+    metrics, per = read_evals(eval_dirs)
+    if not metrics:
+        raise ValueError("report: no evaluated model given (--eval)")
+    lines = [f"# {cfg.report.title or 'langtail report: ' + dataset}", ""]
+    lines += setting_section(cfg, dataset, df, meta, metrics)
+    lines += accuracy_section(metrics, cfg.data.image_size)
+    lines += figures_section(per, out.parent / FIGURES, FIGURES, dataset)
+    lines += corpus_section(cfg.corpus.sources, io.read_parquet(corpus_stats), io.read_parquet_metadata(corpus_stats))
+    caps = cmeta = None
+    if captions is not None and "caption" in cfg.corpus.sources:
+        caps, cmeta = pd.read_parquet(captions), io.read_parquet_metadata(captions)
+    lines += captions_section(cfg, caps, cmeta)
+    lines += anchors_section(io.read_parquet(anchors, ANCHORS_COLUMNS), io.read_parquet_metadata(anchors), df,
+                             meta["class_names"], cfg.report.top_sentences)
+    lines += ca4ltr_pointer(cfg.ca4ltr.sources, str(out.parent), config_files)
+    lines += ["## Reproduce", "", reproduce_line(str(out), dataset, config_files), ""]
+    io.write_text(out, "\n".join(lines))
+    log.info("report written to %s", out)

@@ -1,0 +1,28 @@
+# CA4LTR (cross-modal attention), docs/ca4ltr.md: one run per text source in `ca4ltr.sources`;
+# the "Pure" baseline of its study is the `fc` finetune run.
+rule ca4ltr_finetune:
+    """Train CA4LTR with one text source: results/<dataset>/ca4ltr/<source>/model.pt."""
+    input:
+        unpack(stage_inputs("ca4ltr_finetune", "source", anchors=("anchors", "anchors.parquet"),
+                            captions=("captions", "captions.parquet"), pretrain=("pretrain", "pretrain", "model.pt"))),
+        manifest=up("longtail", "manifest.parquet"),
+    output:
+        ds_path("ca4ltr", "{source}", "model.pt"),
+    wildcard_constraints:
+        source="|".join(CA4LTR_SOURCES),
+    params:
+        # only what this run reads: e.g. label_templates does not rerun the caption run
+        cfg=stage_params("ca4ltr_finetune", "source"),
+        cache=base_path("cache"),
+        opts=input_opts("anchors", "captions", "pretrain"),
+    conda:
+        "../envs/langtail.yaml"
+    log:
+        ds_path("logs", "ca4ltr_{source}.log"),
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=gpu_count("ca4ltr"),
+    shell:
+        "langtail ca4ltr-finetune --params {params.cfg:q} --source {wildcards.source} --manifest {input.manifest}"
+        " {params.opts} --cache-dir {params.cache} --out {output} 2> {log}"

@@ -1,0 +1,26 @@
+rule text_quality:
+    """CA4LTR text-quality study: table (Pure, VL-LTR LGR, CA4LTR per source) + head/tail chart."""
+    input:
+        manifest=up("longtail", "manifest.parquet"),
+        pure=lambda w: os.path.join(eval_dir(w.dataset, "fc"), "metrics.json"),
+        pure_per_class=lambda w: os.path.join(eval_dir(w.dataset, "fc"), "per_class.parquet"),
+        lgr=lambda w: [os.path.join(eval_dir(w.dataset, "lgr"), "metrics.json")]
+        if "lgr" in cfg(w.dataset).finetune.heads else [],
+        ca4ltr=lambda w: [os.path.join(RESULTS, w.dataset, "eval", f"ca4ltr_{s}", f)
+                          for s in cfg(w.dataset).ca4ltr.sources for f in ("metrics.json", "per_class.parquet")],
+    output:
+        report=ds_path("text_quality.md"),
+        figure=ds_path("figures", "text_quality_per_class.png"),
+    params:
+        cfg=stage_params("text_quality"),
+        pure=lambda w, input: os.path.dirname(input.pure),
+        lgr=lambda w, input: f"--lgr {os.path.dirname(input.lgr[0])}" if input.lgr else "",
+        ca4ltr=lambda w, input: " ".join(sorted({os.path.dirname(f) for f in input.ca4ltr})),
+        configs=CONFIG_FILE_OPTS,
+    conda:
+        "../envs/langtail.yaml"
+    log:
+        ds_path("logs", "text_quality.log"),
+    shell:
+        "langtail text-quality --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
+        " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --out {output.report} {params.configs} 2> {log}"
