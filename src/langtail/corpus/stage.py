@@ -39,8 +39,9 @@ Per source:
 
 * ``wiki`` -- the page of each class from the raw-page cache
   (:mod:`langtail.corpus.wikipedia`; ``builtin_pages`` are seeded into the cache first),
-  cleaned by :func:`langtail.corpus.clean.clean_extract` (``cfg.drop_sections``) and split
-  by :func:`langtail.corpus.sentences.split_sentences`.
+  cleaned by :func:`langtail.corpus.clean.clean_extract` (``cfg.drop_sections``, default
+  the list of ``cfg.language``) and split by :func:`langtail.corpus.sentences.split_blocks`
+  (rules of ``cfg.language``).
 * ``prompt`` -- :func:`langtail.corpus.prompts.prompts_for` (``cfg.prompt_templates``).
 * ``descriptions`` -- ``cfg.descriptions_file`` (:mod:`langtail.corpus.descriptions`).
 * ``caption`` -- ``captions_path``: ``captions.parquet`` of the captions stage, i.e. an
@@ -69,7 +70,8 @@ from langtail.config import CorpusConfig
 from langtail.corpus.clean import clean_extract
 from langtail.corpus.descriptions import DescriptionMatch, descriptions_for
 from langtail.corpus.prompts import prompts_for
-from langtail.corpus.sentences import FilterCounts, fit_sentence, split_sentences
+from langtail.corpus.language import drop_sections_for
+from langtail.corpus.sentences import FilterCounts, fit_sentence, split_blocks
 from langtail.io import write_parquet
 
 log = logging.getLogger(__name__)
@@ -168,8 +170,9 @@ def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, 
         for source in cfg.sources:
             if source == "wiki":
                 if has_page:
-                    for block in clean_extract(page.get("text", ""), cfg.drop_sections):
-                        emit("wiki", split_sentences(block.text), title, block.section,
+                    blocks = clean_extract(page.get("text", ""), drop_sections_for(cfg.drop_sections, cfg.language))
+                    for block, sents in zip(blocks, split_blocks([b.text for b in blocks], cfg.language)):
+                        emit("wiki", sents, title, block.section,
                              int(page.get("pageid", -1)), int(page.get("revid", -1)))
             elif source == "prompt":
                 emit("prompt", prompts_for(name, cfg.prompt_templates))
