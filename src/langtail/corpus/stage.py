@@ -23,7 +23,9 @@ column            dtype    meaning
 
 ``corpus_stats.parquet`` -- one row per class: ``class_id``, ``class_name``,
 ``page_title``, ``has_page`` (bool: ``wiki`` requested and a page with status ``ok``),
-``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32).
+``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32), and how the
+page was found: ``page_status``, ``resolved_by``, ``redirect_from``, ``disambiguation_page``
+(strings, :func:`langtail.corpus.wikipedia.page_resolution`).
 
 Both files carry the same summary dict under the ``langtail`` metadata key
 (:func:`langtail.io.read_parquet_metadata`); the paper's Table-7 statistics are
@@ -72,6 +74,7 @@ from langtail.corpus.descriptions import DescriptionMatch, descriptions_for
 from langtail.corpus.prompts import prompts_for
 from langtail.corpus.language import drop_sections_for
 from langtail.corpus.sentences import FilterCounts, fit_sentence, split_blocks
+from langtail.corpus.wikipedia import RESOLUTION_COLUMNS, page_resolution
 from langtail.io import write_parquet
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,7 @@ STATS_SCHEMA = pa.schema([
     ("class_id", pa.int32()), ("class_name", pa.string()), ("page_title", pa.string()),
     ("has_page", pa.bool_()), ("n_wiki", pa.int32()), ("n_prompt", pa.int32()),
     ("n_descriptions", pa.int32()), ("n_caption", pa.int32()), ("n_total", pa.int32()),
+    *((c, pa.string()) for c in RESOLUTION_COLUMNS),
 ])
 
 
@@ -186,7 +190,7 @@ def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, 
             fallback.append(name)
             emit("prompt", prompts_for(name, cfg.prompt_templates))
         stat_rows.append((cid, name, title, has_page, n_by["wiki"], n_by["prompt"], n_by["descriptions"],
-                          n_by["caption"], sum(n_by.values())))
+                          n_by["caption"], sum(n_by.values()), *page_resolution(page, "wiki" in cfg.sources)))
     corpus = pd.DataFrame(rows, columns=["class_id", "class_name", "source", "page_title", "section", "sentence",
                                          "n_tokens", "page_id", "revision_id"])
     corpus.insert(0, "sentence_id", range(len(corpus)))

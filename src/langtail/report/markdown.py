@@ -18,6 +18,7 @@ import pandas as pd
 from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
+from langtail.report.corpus import resolution_table
 from langtail.report.plots import plot_per_class
 from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table, reproduce_line, snakemake_command
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
@@ -137,6 +138,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
         elif isinstance(v, (int, float)):
             lines.append(f"- {key}: {_num(v)}")
     lines.append("")
+    lines += [t, ""] if (t := resolution_table(stats)) else []
 
     # --- captions (read only when the corpus uses them; otherwise the config tells the status)
     cap_path = results_dir / "captions.parquet"
