@@ -587,3 +587,25 @@ def test_warns_once_without_contact_on_live_wikipedia(monkeypatch, caplog, serve
     with caplog.at_level(logging.WARNING, logger="langtail.corpus.wikipedia"):
         wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()
     assert not [r for r in caplog.records if "corpus.contact" in r.message]
+
+
+@needs_recorded
+def test_changed_override_refetches_only_that_class(server, tmp_path):
+    cfg = cfg_for(server)
+    crawl(["bush", "tench"], cfg, tmp_path)
+    assert wikipedia.read_cached(tmp_path, "bush")["status"] == "disambiguation_unresolved"
+    ov = tmp_path / "overrides.tsv"
+    ov.write_text("bush\tShrub\n")
+    server.log.clear()
+    pages = wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path,
+                                   retry_wait=0.01, progress=False)
+    assert (pages["bush"]["title"], pages["bush"]["resolved_by"], pages["bush"]["override"]) == \
+        ("Shrub", "override", "Shrub")
+    assert {k for _, k in server.requests()} == {"Shrub"}  # tench comes from the cache
+    server.log.clear()
+    wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path, progress=False)
+    assert server.log == []  # override unchanged: nothing to refetch
+    ov.write_text("# no overrides\n")  # override removed: back to the search resolution
+    wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path,
+                           retry_wait=0.01, progress=False)
+    assert wikipedia.read_cached(tmp_path, "bush")["resolved_by"] == "search"

@@ -2,19 +2,29 @@
 
 Transport: :mod:`wikipediaapi` (the ``wikipedia-api`` package, >= 0.16). Its client
 builds the endpoint in ``_build_url(language)`` (``https://<lang>.wikipedia.org/w/api.php``);
-:class:`MediaWikiClient` subclasses :class:`wikipediaapi.Wikipedia` and overrides that one
+:class:`MediaWikiClient` subclasses :class:`wikipediaapi.Wikipedia` and overrides that
 method to return ``CorpusConfig.api_url`` instead, so mirrors and offline replays work,
-and calls the client's ``_get(language, params)`` -- the library's request path with its
-``httpx`` client, typed errors and ``tenacity`` retries (HTTP 429 honouring
-``Retry-After`` in seconds, 5xx, timeouts and connection errors; at most
-``max_retries`` retries, exponential backoff ``retry_wait * 2**(attempt-1)``) -- with
-our own query parameters (the library's page objects cannot ask for ``pageprops``).
+and ``_process_response`` to turn a MediaWiki ``maxlag`` answer into :class:`MaxLagError`.
+Requests go through the client's ``_get(language, params)`` (its ``httpx`` client and
+typed errors) with our own query parameters (the library's page objects cannot ask for
+``pageprops``) and the library's own retries switched off: version 0.16 retries only
+errors raised while connecting, not a connection dropped mid-response.
+:meth:`WikipediaFetcher.api` retries instead, at most ``max_retries`` times per request:
+connection errors (refused, reset, closed mid-body), timeouts (``timeout_s`` per connect
+or read, so a response that stalls counts), HTTP 429 and 5xx, invalid JSON bodies and
+``maxlag`` answers; it waits the ``Retry-After`` seconds (429, maxlag) or the reported
+``lag`` (maxlag), capped at ``MAX_WAIT_S``, else ``retry_wait * 2**(attempt-1)``. API
+error bodies and other 4xx are raised at once. Every request carries
+``maxlag=<corpus.maxlag>`` (unless 0) and the User-Agent :func:`build_user_agent`
+(``corpus.user_agent`` + ``corpus.contact``); crawling a Wikimedia site without a contact
+logs one warning per process.
 
-Requests per class (``format=json``, formatversion 1, ``redirects=1``):
+Requests (``format=json``, formatversion 1, ``redirects=1``):
 
-1. ``action=query&prop=info|pageprops&ppprop=disambiguation&inprop=url&titles=<name>``:
-   normalisation (``query.normalized``), redirects (``query.redirects``), missing pages
-   (``"missing"``), disambiguation (``pageprops.disambiguation``), revision
+1. ``action=query&prop=info|pageprops&ppprop=disambiguation&inprop=url&titles=<t1>|...|<t50>``
+   for all classes of a crawl, ``BATCH_SIZE`` (50) titles per request, continuations
+   merged: normalisation (``query.normalized``), redirects (``query.redirects``), missing
+   pages (``"missing"``), disambiguation (``pageprops.disambiguation``), revision
    (``lastrevid``).
 2. Only for a disambiguation page: ``list=search&srsearch=<name>&srnamespace=0&srlimit=10``,
    then request 1 for the hits (batched): the first hit, in search order, that exists,
@@ -22,13 +32,15 @@ Requests per class (``format=json``, formatversion 1, ``redirects=1``):
    taken (``resolved_by = "search"``). If none qualifies: status
    ``disambiguation_unresolved`` (no text).
 3. ``action=query&prop=extracts&explaintext=1&exsectionformat=wiki&titles=<title>``:
-   the plain-text article.
+   the plain-text article (one per class with a page).
 
 Override file (``CorpusConfig.overrides_file``), consulted before step 1: TSV lines
 ``class name<TAB>Page title`` (``#`` comments and a ``class<TAB>title`` header allowed)
 or a JSON object ``{class name: title}``; class names are matched by
 :func:`~langtail.corpus.classes.normalize_name`. A title of ``""`` or ``"-"`` means "this
-class has no page" (status ``missing``, no request).
+class has no page" (status ``missing``, no request). A cached page that disagrees with
+the file (other override title, or an override since removed) is refetched
+(:func:`stale_by_overrides`).
 
 Cache layout (``cache_dir``): one JSON file per class, ``<slug>-<hash>.json`` where slug
 is the lower-cased name with runs of non-alphanumerics replaced by ``_`` (at most 60
@@ -37,9 +49,12 @@ chars) and hash the first 10 hex digits of SHA-1 of the exact class name (UTF-8)
 none), ``fetched_at`` (ISO-8601 UTC), ``language``, ``api_url``, ``status`` (``ok`` |
 ``missing`` | ``disambiguation_unresolved``), ``text`` (the extract, see
 :mod:`langtail.corpus.clean`), and, for crawled pages, ``resolved_by`` (``direct`` |
-``redirect`` | ``override`` | ``search``) and ``redirect_from``. Every file is written
-atomically as soon as its page arrives, so an interrupted crawl resumes where it
-stopped: a rerun requests only classes without a cache file. Delete a file to refetch.
+``normalized`` | ``redirect`` | ``override`` | ``search``, see :func:`resolution_of`),
+``redirect_from``, ``disambiguation_page`` (the disambiguation page a search started
+from) and, for overridden classes, ``override`` (the override title, ``-`` = no page).
+Every file is written atomically as soon as its page arrives, so an interrupted crawl
+resumes where it stopped: a rerun requests only classes without a cache file. Delete a
+file to refetch.
 """
 from __future__ import annotations
 
@@ -167,6 +182,31 @@ def missing_from_cache(cache_dir: str | Path, class_names: Iterable[str]) -> lis
             continue
         seen.add(n)
         if read_cached(cache_dir, n) is None:
+            out.append(n)
+    return out
+
+
+def stale_by_overrides(cache_dir: str | Path, class_names: Iterable[str], overrides: Mapping[str, str]) -> list[str]:
+    """Cached classes whose page disagrees with the override file (refetched by :func:`crawl`).
+
+    A class is stale when the override file maps it to a title other than the one its
+    cached page was fetched for (cache field ``override``; ``-`` = "no page"), or when
+    its page came from an override that the file no longer has. Uncached classes are
+    not listed (they are fetched anyway).
+    """
+    out, seen = [], set()
+    for n in class_names:
+        if n in seen:
+            continue
+        seen.add(n)
+        p = read_cached(cache_dir, n)
+        if p is None:
+            continue
+        cached = p.get("override")
+        if cached is None and p.get("resolved_by") == "override":
+            cached = p.get("title") or "-"  # a cache file written before the field existed
+        want = overrides.get(normalize_name(n))
+        if (want is not None and (want or "-") != cached) or (want is None and cached):
             out.append(n)
     return out
 
@@ -585,6 +625,8 @@ class WikipediaFetcher:
                                 "status": "missing", "text": "", "resolved_by": "", "redirect_from": "",
                                 "disambiguation_page": ""}
         overridden = normalize_name(class_name) in self.overrides
+        if overridden:
+            page["override"] = self.overrides[normalize_name(class_name)] or "-"
         if query is None:
             page["resolved_by"] = "override"
             return page
@@ -640,6 +682,12 @@ def crawl(class_names: list[str], cfg: CorpusConfig, cache_dir: str | Path, *, r
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     todo = missing_from_cache(cache_dir, class_names)
+    if cfg.overrides_file:
+        stale = stale_by_overrides(cache_dir, class_names, load_overrides(cfg.overrides_file))
+        if stale:
+            log.info("refetching %d class(es) whose cached page disagrees with %s: %s", len(stale),
+                     cfg.overrides_file, ", ".join(map(repr, stale)))
+        todo += [n for n in stale if n not in todo]
     if not todo:
         return {}
     fetcher = WikipediaFetcher(cfg, retry_wait=retry_wait)
@@ -720,9 +768,14 @@ def ensure_pages(class_names: list[str], cfg: CorpusConfig, cache_dir: str | Pat
     if builtin_pages:
         seed_cache(cache_dir, builtin_pages, cfg)
     missing = missing_from_cache(cache_dir, class_names)
-    if missing:
-        if cfg.offline or builtin_pages is not None:
-            raise OfflineCacheMiss(missing, cache_dir)
+    stale = stale_by_overrides(cache_dir, class_names, load_overrides(cfg.overrides_file)) \
+        if cfg.overrides_file and builtin_pages is None else []
+    if missing and (cfg.offline or builtin_pages is not None):
+        raise OfflineCacheMiss(missing, cache_dir)
+    if stale and cfg.offline:
+        log.warning("offline: %d cached page(s) disagree with %s and cannot be refetched: %s", len(stale),
+                    cfg.overrides_file, ", ".join(map(repr, stale)))
+    elif missing or stale:
         crawl(class_names, cfg, cache_dir, retry_wait=retry_wait, progress=progress)
     pages = {}
     for n in class_names:
