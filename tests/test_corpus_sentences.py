@@ -42,6 +42,9 @@ def test_trap_page_per_language(lang):
     ("It needs vitamin C. This is rare.", ["It needs vitamin C.", "This is rare."]),
     ("Fish, birds etc. The list is long.", ["Fish, birds etc.", "The list is long."]),
     ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
+    ("The tree grows to 60 ft. Its bark is grey.", ["The tree grows to 60 ft.", "Its bark is grey."]),
+    ("It was found near Ft. Worth in Texas.", None),
+    ("The party left at 10 a.m. They arrived late.", ["The party left at 10 a.m.", "They arrived late."]),
 ])
 def test_english_single_sentences(text, expected):
     assert sentences.split_sentences(text, "en") == (expected or [text])

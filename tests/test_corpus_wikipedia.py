@@ -490,6 +490,13 @@ def test_maxlag_retried_after_reported_lag(server, tmp_path, headers):
     assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
 
 
+def test_503_retry_after_is_honoured(server, tmp_path):
+    server.faults[("extracts", "Tench")] = [(503, {"Retry-After": "1"})]
+    crawl(["tench"], cfg_for(server), tmp_path, retry_wait=0.01)
+    ext = [r for r in server.log if r["kind"] == "extracts"]
+    assert len(ext) == 2 and ext[1]["t"] - ext[0]["t"] >= 0.9
+
+
 def test_maxlag_param_can_be_switched_off(server, tmp_path):
     crawl(["tench"], cfg_for(server, maxlag=0), tmp_path)
     assert all("maxlag" not in r["params"] for r in server.log)
@@ -579,6 +586,7 @@ def test_warns_once_without_contact_on_live_wikipedia(monkeypatch, caplog, serve
         for _ in range(2):  # no request is made by building the fetcher
             wikipedia.WikipediaFetcher(CorpusConfig(language="de"), retry_wait=0.01).close()
         wikipedia.WikipediaFetcher(CorpusConfig(contact="me@example.org"), retry_wait=0.01).close()
+        wikipedia.WikipediaFetcher(CorpusConfig(user_agent="bot/1 (me@example.org)"), retry_wait=0.01).close()
         wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()  # loopback: no warning
     msgs = [r.message for r in caplog.records if "corpus.contact" in r.message]
     assert len(msgs) == 1 and "de.wikipedia.org" in msgs[0]

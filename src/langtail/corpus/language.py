@@ -23,8 +23,10 @@ Shipped for ``en``, ``de``, ``fr``, ``es`` as ``langtail/resources/languages/<co
 
 Abbreviation entries in lower case match any capitalisation; an entry with a capital
 letter (French ``M`` = Monsieur) or of a single letter (English ``c`` = circa) matches
-only that spelling (so ``c. 1850`` is a prefix but ``vitamin C. This`` is an initial). Another language: a warning is logged (once) and only the language-neutral rules
-apply (dotted abbreviations, initials, numbers); add a file to support it.
+only that spelling (so ``c. 1850`` is a prefix but ``vitamin C. This`` is an initial).
+
+Another language: a warning is logged (once) and only the language-neutral rules apply
+(dotted abbreviations, initials, numbers); add a file to support it.
 """
 from __future__ import annotations
 
@@ -110,7 +112,8 @@ def _parse(code: str, text: str, where: str) -> LanguageRules:
     prefix, prefix_exact = split_case(sec["prefix"])
     abbr, abbr_exact = split_case(sec["abbreviations"])
     return LanguageRules(code=code, prefix=prefix, prefix_exact=prefix_exact, abbreviations=abbr,
-                         abbreviations_exact=abbr_exact, units=frozenset(u if len(u) == 1 else u.lower() for u in sec["units"]),
+                         abbreviations_exact=abbr_exact,
+                         units=frozenset(u if len(u) == 1 else u.lower() for u in sec["units"]),
                          starters=frozenset(s.lower() for s in sec["starters"]),
                          drop_sections=tuple(d.lower() for d in sec["drop_sections"]), **settings)
 

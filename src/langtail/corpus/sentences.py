@@ -16,7 +16,7 @@ URLs are never cut. For a candidate after word ``w`` followed by word ``n``:
    ``3. Oktober``) where it needs evidence (below).
 4. ``w`` is a *prefix* abbreviation (``Dr.``, ``St.``, ``c.``, ``ca.``, ``e.g.``, ``z. B.``,
    ``M.``) -> no split.
-5. ``w`` is a *unit* (``t``, ``g``, ``lb``) after a number -> split when ``n`` is
+5. (checked before 4) ``w`` is a *unit* (``t``, ``g``, ``ft``) after a number -> split when ``n`` is
    capitalised and not known as a mid-sentence capitalised word (``2.5 t. Mass ...``,
    ``about 2 g. The ...``); in languages that capitalise nouns (``de``) -> rule 6.
 6. ``w`` is a listed abbreviation (``etc.``, ``U.S.``, ``Jh.``, ``Mio.``), a dotted
@@ -135,11 +135,11 @@ def _is_boundary(prev2: str, word: str, nxt: str, rules: LanguageRules, ctx: Ort
         return True
     if _NUMBER.match(stem):  # rule 3
         return _evidence(nxt, rules, ctx) if rules.ordinal_period and stem.isdigit() else True
+    if rules.is_unit(stem) and _NUMBER.match(_core(prev2).rstrip(".")) and not rules.capitalized_nouns:
+        word_n = _bare(nxt)  # rule 5 (before rule 4: "60 ft. The" is a unit, "Ft. Worth" a prefix)
+        return word_n[:1].isupper() and word_n.lower() not in ctx.mid_upper and not _INITIAL.match(_core(n))
     if rules.is_prefix(stem):  # rule 4
         return False
-    if rules.is_unit(stem) and _NUMBER.match(_core(prev2).rstrip(".")) and not rules.capitalized_nouns:
-        word_n = _bare(nxt)  # rule 5
-        return word_n[:1].isupper() and word_n.lower() not in ctx.mid_upper and not _INITIAL.match(_core(n))
     if rules.is_abbreviation(stem) or _DOTTED.match(stem) or (len(stem) == 1 and stem.isalpha()):
         return _evidence(nxt, rules, ctx)  # rule 6
     return True  # rule 7

@@ -12,7 +12,7 @@ errors raised while connecting, not a connection dropped mid-response.
 :meth:`WikipediaFetcher.api` retries instead, at most ``max_retries`` times per request:
 connection errors (refused, reset, closed mid-body), timeouts (``timeout_s`` per connect
 or read, so a response that stalls counts), HTTP 429 and 5xx, invalid JSON bodies and
-``maxlag`` answers; it waits the ``Retry-After`` seconds (429, maxlag) or the reported
+``maxlag`` answers; it waits the ``Retry-After`` seconds (429, 502-504, maxlag) or the reported
 ``lag`` (maxlag), capped at ``MAX_WAIT_S``, else ``retry_wait * 2**(attempt-1)``. API
 error bodies and other 4xx are raised at once. Every request carries
 ``maxlag=<corpus.maxlag>`` (unless 0) and the User-Agent :func:`build_user_agent`
@@ -292,12 +292,19 @@ _warned_no_contact = False
 _warn_lock = threading.Lock()
 
 
-class MaxLagError(RuntimeError):
-    """A MediaWiki ``maxlag`` answer; ``.wait`` = seconds to wait (Retry-After, else ``lag``)."""
+class RetryLater(RuntimeError):
+    """The server asked to come back later; ``.wait`` = seconds it named (``None``: not said)."""
+
+    def __init__(self, message: str, wait: float | None):
+        self.wait = wait
+        super().__init__(message)
+
+
+class MaxLagError(RetryLater):
+    """A MediaWiki ``maxlag`` answer; ``.wait`` = its ``Retry-After`` seconds, else its ``lag``."""
 
     def __init__(self, url: str, wait: float | None, info: str):
-        self.wait = wait
-        super().__init__(f"{url}: maxlag: {info}")
+        super().__init__(f"{url}: maxlag: {info}", wait)
 
 
 def build_user_agent(cfg: CorpusConfig) -> str:
@@ -327,8 +334,8 @@ def is_wikimedia(api_url: str) -> bool:
 
 def _warn_no_contact(cfg: CorpusConfig, api_url: str) -> None:
     global _warned_no_contact
-    if cfg.contact.strip() or not is_wikimedia(api_url):
-        return
+    if cfg.contact.strip() or "@" in cfg.user_agent or not is_wikimedia(api_url):
+        return  # an email in a custom user_agent is contact information too
     with _warn_lock:
         if _warned_no_contact:
             return
@@ -364,6 +371,9 @@ def _make_client(cfg: CorpusConfig, retry_wait: float):
             return api_url
 
         def _process_response(self, r: Any, url: str) -> dict[str, Any]:  # type: ignore[override]
+            if r.status_code in (502, 503, 504) and _retry_after(r.headers) is not None:
+                raise RetryLater(f"{url}: HTTP {r.status_code} (Retry-After {r.headers.get('Retry-After')})",
+                                 _retry_after(r.headers))
             body = super()._process_response(r, url)
             err = body.get("error") if isinstance(body, dict) else None
             if isinstance(err, dict) and err.get("code") == "maxlag":
@@ -436,7 +446,7 @@ def _is_transient(exc: BaseException) -> bool:
     import httpx
     import wikipediaapi
 
-    if isinstance(exc, (MaxLagError, wikipediaapi.WikiRateLimitError, wikipediaapi.WikiHttpTimeoutError,
+    if isinstance(exc, (RetryLater, wikipediaapi.WikiRateLimitError, wikipediaapi.WikiHttpTimeoutError,
                         wikipediaapi.WikiConnectionError, wikipediaapi.WikiInvalidJsonError, httpx.TransportError)):
         return True
     return isinstance(exc, wikipediaapi.WikiHttpError) and exc.status_code >= 500
@@ -465,7 +475,7 @@ class WikipediaFetcher:
         import wikipediaapi
 
         told = None
-        if isinstance(exc, MaxLagError):
+        if isinstance(exc, RetryLater):
             told = exc.wait
         elif isinstance(exc, wikipediaapi.WikiRateLimitError) and exc.retry_after is not None:
             told = float(exc.retry_after)
