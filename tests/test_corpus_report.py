@@ -35,4 +35,7 @@ def test_table_is_cut_and_empty_without_wiki():
     t = resolution_table(st, max_rows=5)
     assert t.count("| search |") == 5 and "... and 35 more" in t
     assert resolution_table(_stats([["a", "", "", "", "", ""]])) == ""  # wiki not a source
+    assert resolution_table(_stats([["a", "A", "ok", "", "", ""]])) == ""  # built-in pages (demo)
+    mixed = resolution_table(_stats([["a", "A", "ok", "", "", ""], ["b", "B", "ok", "direct", "", ""]]))
+    assert mixed.startswith("Page resolution: 1 of 2 classes") and "1 without a recorded resolution" in mixed
     assert resolution_table(pd.DataFrame({"class_name": ["a"]})) == ""  # corpus without the columns

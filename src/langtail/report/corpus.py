@@ -26,15 +26,20 @@ def resolution_table(stats: pd.DataFrame, max_rows: int = MAX_ROWS) -> str:
     Rows: every class with ``resolved_by`` other than ``direct`` / ``""`` or a page
     status other than ``ok`` (missing pages, unresolved disambiguations), in class
     order; at most ``max_rows``, then a line with the number left out. Returns ``""``
-    when the file has no resolution columns (older corpus) or no page was looked up.
+    when the file has no resolution columns (older corpus) or no class has a recorded
+    resolution (``wiki`` not a source, or only built-in pages as in the demo).
     """
     cols = ("page_status", "resolved_by", "redirect_from", "disambiguation_page")
-    if not set(cols) <= set(stats.columns) or not (stats["page_status"] != "").any():
+    if not set(cols) <= set(stats.columns) or not (stats["resolved_by"] != "").any():
         return ""
     used = stats[stats["page_status"] != ""]
     odd = used[~used["resolved_by"].isin(["direct", ""]) | (used["page_status"] != "ok")]
-    lines = [f"Page resolution: {len(used) - len(odd)} of {len(used)} classes found their page directly "
-             f"(by their name, up to MediaWiki's first-letter normalisation)."]
+    n_direct = int(((used["resolved_by"] == "direct") & (used["page_status"] == "ok")).sum())
+    n_unknown = int(((used["resolved_by"] == "") & (used["page_status"] == "ok")).sum())
+    lines = [f"Page resolution: {n_direct} of {len(used)} classes found their page directly "
+             f"(by their name, up to MediaWiki's first-letter normalisation)"
+             + (f"; {n_unknown} without a recorded resolution (built-in pages or an older cache)."
+                if n_unknown else ".")]
     if len(odd):
         rows = []
         for _, r in odd.head(max_rows).iterrows():
