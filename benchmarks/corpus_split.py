@@ -30,6 +30,7 @@ from pathlib import Path
 
 from langtail.config import CorpusConfig
 from langtail.corpus.clean import clean_extract
+from langtail.corpus.language import drop_sections_for
 from langtail.corpus.sentences import fit_sentence, split_sentences
 from langtail.io import write_json
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         for p in base:
             pages.append(p)
             size += len(p.encode("utf-8"))
-    drop = CorpusConfig().drop_sections
+    drop = drop_sections_for(CorpusConfig().drop_sections, CorpusConfig().language)
     # warm-up (imports, regex compilation, Punkt, BPE vocabulary)
     warm = [s for b in clean_extract(base[0], drop) for s in split_sentences(b.text)]
     for s in warm[:20]:

@@ -9,8 +9,11 @@ its kind (``info`` = ``prop=info...``, ``extracts`` = ``prop=extracts...``, ``se
 (``_`` -> space, first letter upper case); other parameters are ignored. A single
 title with a response file gets that file verbatim; several titles (``a|b|c``) get the
 per-title responses merged; an unknown title gets a ``"missing"`` page, shaped like
-the recorded ``TestVcrPageExistence.test_exists_false_0.json``. Faults (HTTP status +
-headers, or a delay) can be queued per request key; every request is logged.
+the recorded ``TestVcrPageExistence.test_exists_false_0.json``. Faults can be queued per
+request key: an HTTP status + headers, a delay before answering (``("sleep", s)``), half
+the body then a closed connection (``("drop",)``), half the body then silence
+(``("stall", s)``), or a MediaWiki ``maxlag`` error body (``("maxlag", lag, headers)``);
+every request is logged.
 """
 from __future__ import annotations
 
@@ -114,9 +117,18 @@ class FakeMediaWiki:
         if fault is not None:
             if fault[0] == "sleep":
                 time.sleep(fault[1])
+            elif fault[0] in ("drop", "stall"):
+                return 200, {}, self._answer(path, params, kind), fault
+            elif fault[0] == "maxlag":  # shape of a real maxlag answer (HTTP 200, error body)
+                lag, headers = fault[1], fault[2]
+                return 200, headers, {"error": {"code": "maxlag", "info": f"Waiting for 10.64.0.1: {lag} seconds lagged.",
+                                                "host": "10.64.0.1", "lag": lag, "type": "db"}}
             else:
                 status, headers = fault
                 return status, headers, {"error": {"code": "fault", "info": f"HTTP {status}"}}
+        return 200, {}, self._answer(path, params, kind)
+
+    def _answer(self, path: str, params: dict, kind: tuple[str, str]) -> dict:
         k, key = kind
         if (path, k, key) in self.routes:
             body = self.routes[(path, k, key)]
@@ -126,9 +138,9 @@ class FakeMediaWiki:
                 # the recording asked for the normalised title; a real server reports the step
                 body = json.loads(json.dumps(body))
                 body["query"]["normalized"] = [{"from": raw, "to": key}]
-            return 200, {}, body
+            return body
         if k == "search":
-            return 200, {}, {"batchcomplete": "", "query": {"searchinfo": {"totalhits": 0}, "search": []}}
+            return {"batchcomplete": "", "query": {"searchinfo": {"totalhits": 0}, "search": []}}
         # compose several titles / synthesise missing pages (shape of the recorded exists_false)
         raw_titles = str(params["titles"]).split("|")
         out: dict = {"batchcomplete": "", "query": {"pages": {}}}
@@ -143,10 +155,12 @@ class FakeMediaWiki:
             bq = body.get("query", {})
             for n in bq.get("normalized", []):
                 q.setdefault("normalized", []).append(n)
+            if raw != t and not any(n["from"] == raw for n in bq.get("normalized", [])):
+                q.setdefault("normalized", []).append({"from": raw, "to": t})  # as a real server does
             for r in bq.get("redirects", []):
                 q.setdefault("redirects", []).append(r)
             q["pages"].update(bq.get("pages", {}))
-        return 200, {}, out
+        return out
 
     def requests(self, kind: str | None = None) -> list[tuple[str, str]]:
         return [(r["kind"], r["key"]) for r in self.log if kind is None or r["kind"] == kind]
@@ -177,7 +191,7 @@ def server():
             try:
                 if fake.delay:
                     time.sleep(fake.delay)
-                status, headers, body = fake.answer(u.path, params)
+                status, headers, body, *fault = fake.answer(u.path, params)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -185,6 +199,18 @@ def server():
                 for h, v in headers.items():
                     self.send_header(h, v)
                 self.end_headers()
+                if fault and fault[0][0] == "drop":  # half the body, then the connection is closed
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault and fault[0][0] == "stall":  # half the body, then nothing for a while
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(fault[0][1])
+                    self.close_connection = True
+                    return
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass
@@ -372,7 +398,7 @@ def test_interrupted_crawl_resumes(server, tmp_path):
     assert 1 <= len(left) <= 3 and set(seen) == set(names) - set(left)
     server.log.clear()
     crawl(names, cfg, tmp_path)
-    asked = {key for kind, key in server.requests("info")}
+    asked = {t for kind, key in server.requests("info") for t in key.split("|")}  # batched look-ups
     assert asked == {wikipedia.display_name(n)[:1].upper() + wikipedia.display_name(n)[1:] for n in left}
     server.log.clear()
     assert crawl(names, cfg, tmp_path) == {}
@@ -420,3 +446,174 @@ def test_stage_crawls_then_reuses_cache(server, tmp_path):
     run_corpus(names, cfg, tmp_path / "c2.parquet", tmp_path / "s2.parquet", tmp_path / "cache")
     assert len(server.log) == n_first  # second build: cache only
     assert (tmp_path / "c.parquet").read_bytes() == (tmp_path / "c2.parquet").read_bytes()
+
+
+# ----------------------------------------------------------------------------- issue 12
+
+
+def test_connection_dropped_mid_body_is_retried(server, tmp_path):
+    server.faults[("extracts", "Tench")] = [("drop",), ("drop",)]
+    server.faults[("info", "Tench")] = [("drop",)]
+    crawl(["tench"], cfg_for(server, timeout_s=2.0), tmp_path)
+    assert server.requests().count(("info", "Tench")) == 2
+    assert server.requests().count(("extracts", "Tench")) == 3
+    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+
+
+def test_stalled_body_past_timeout_is_retried(server, tmp_path):
+    server.faults[("extracts", "Tench")] = [("stall", 1.0)]
+    server.faults[("info", "Tench")] = [("sleep", 1.0)]
+    t0 = time.monotonic()
+    crawl(["tench"], cfg_for(server, timeout_s=0.3), tmp_path)
+    assert time.monotonic() - t0 < 5
+    assert server.requests().count(("extracts", "Tench")) == 2
+    assert server.requests().count(("info", "Tench")) == 2
+    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+
+
+def test_transient_failures_stop_after_max_retries(server, tmp_path):
+    server.faults[("extracts", "Tench")] = [("drop",)] * 5
+    with pytest.raises(wikipedia.CrawlError) as e:
+        crawl(["tench"], cfg_for(server, max_retries=2, timeout_s=2.0), tmp_path)
+    assert list(e.value.failed) == ["tench"]
+    assert server.requests().count(("extracts", "Tench")) == 3  # 1 + max_retries
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "1", "X-Database-Lag": "1"}, {}])
+def test_maxlag_retried_after_reported_lag(server, tmp_path, headers):
+    server.faults[("info", "Tench")] = [("maxlag", 1, headers)]
+    crawl(["tench"], cfg_for(server), tmp_path, retry_wait=0.01)
+    infos = [r for r in server.log if r["kind"] == "info"]
+    assert len(infos) == 2
+    assert infos[1]["t"] - infos[0]["t"] >= 0.9  # waited the reported lag, not the 0.01 s backoff
+    assert all(r["params"].get("maxlag") == "5" for r in server.log)
+    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+
+
+def test_503_retry_after_is_honoured(server, tmp_path):
+    server.faults[("extracts", "Tench")] = [(503, {"Retry-After": "1"})]
+    crawl(["tench"], cfg_for(server), tmp_path, retry_wait=0.01)
+    ext = [r for r in server.log if r["kind"] == "extracts"]
+    assert len(ext) == 2 and ext[1]["t"] - ext[0]["t"] >= 0.9
+
+
+def test_maxlag_param_can_be_switched_off(server, tmp_path):
+    crawl(["tench"], cfg_for(server, maxlag=0), tmp_path)
+    assert all("maxlag" not in r["params"] for r in server.log)
+
+
+def test_lookups_are_batched_50_titles_per_request(server, tmp_path):
+    names = ["tench", "aeroplane"] + [f"unknown class {i}" for i in range(118)]
+    done = crawl(names, cfg_for(server, max_concurrency=2), tmp_path)
+    assert len(done) == 120
+    infos = [r for r in server.log if r["kind"] == "info"]
+    assert len(infos) == 3  # ceil(120 / 50)
+    assert all(len(r["params"]["titles"].split("|")) <= 50 for r in infos)
+    # 2 pages exist -> 2 extracts; missing pages need no second request
+    assert sorted(k for _, k in server.requests("extracts")) == ["Airplane", "Tench"]
+    tench, aero = wikipedia.read_cached(tmp_path, "tench"), wikipedia.read_cached(tmp_path, "aeroplane")
+    assert (tench["status"], tench["title"], tench["resolved_by"]) == ("ok", "Tench", "direct")
+    assert (aero["title"], aero["resolved_by"], aero["redirect_from"]) == ("Airplane", "redirect", "Aeroplane")
+    assert wikipedia.read_cached(tmp_path, "unknown class 7")["status"] == "missing"
+
+
+def test_batched_lookup_of_1000_classes_needs_20_requests(server, tmp_path):
+    fetcher = wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01)
+    try:
+        infos = fetcher.info_batched([f"class {i}" for i in range(1000)])
+    finally:
+        fetcher.close()
+    assert len(infos) == 1000 and all(i.missing for i in infos.values())
+    assert len(server.requests("info")) == 20
+
+
+def test_resolution_normalized_title(server, tmp_path):
+    # MediaWiki normalises more than the first letter: "Tinca_tinca" style or namespace
+    # changes are reported as "normalized"; first-letter case alone stays "direct"
+    fetcher = wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01)
+    try:
+        assert wikipedia.resolution_of("tench", wikipedia._Info("Tench", 1, 1, False, False, "", "Tench")) == "direct"
+        assert wikipedia.resolution_of("en:tench", wikipedia._Info("Tench", 1, 1, False, False, "", "Tench")) \
+            == "normalized"
+    finally:
+        fetcher.close()
+
+
+@needs_recorded
+def test_resolution_recorded_in_stats_and_report(server, tmp_path):
+    from langtail.report.corpus import resolution_table
+
+    ov = tmp_path / "overrides.tsv"
+    ov.write_text("class\ttitle\nbush\tShrub\n")
+    names = ["tench", "aeroplane", "castor", "bush", "nothing_here"]
+    cfg = cfg_for(server, sources=["wiki", "prompt"], overrides_file=str(ov))
+    run_corpus(names, cfg, tmp_path / "c.parquet", tmp_path / "s.parquet", tmp_path / "cache")
+    st = read_parquet(tmp_path / "s.parquet")
+    assert st["resolved_by"].tolist() == ["direct", "redirect", "search", "override", "direct"]
+    assert st["page_status"].tolist() == ["ok", "ok", "ok", "ok", "missing"]
+    assert st["page_title"].tolist()[:4] == ["Tench", "Airplane", "Castor (star)", "Shrub"]
+    assert st["redirect_from"].tolist()[1] == "Aeroplane"
+    assert st["disambiguation_page"].tolist()[2] == "Castor"
+    table = resolution_table(st)
+    assert "| castor | Castor (star) | search | disambiguation page Castor |" in table
+    assert "| aeroplane | Airplane | redirect | redirect from Aeroplane |" in table
+    assert "| bush | Shrub | override |" in table
+    assert "tench" not in table and "overrides_file" in table
+
+
+def test_contact_in_user_agent_header(server, tmp_path):
+    cfg = cfg_for(server, contact="someone@example.org")
+    crawl(["tench"], cfg, tmp_path)
+    assert server.log and all("someone@example.org" in r["ua"] for r in server.log)
+    assert all(r["ua"].startswith("langtail-tests/0.1 (loopback; tests@example.org; someone@example.org)")
+               for r in server.log)
+
+
+def test_user_agent_and_contact_validation():
+    ua = wikipedia.build_user_agent(CorpusConfig(contact="https://example.org/me"))
+    assert ua == "langtail/0.1 (https://github.com/langtail/langtail; research crawler; https://example.org/me)"
+    assert wikipedia.build_user_agent(CorpusConfig(user_agent="bot/1", contact="a@b.org")) == "bot/1 (a@b.org)"
+    assert wikipedia.build_user_agent(CorpusConfig()) == CorpusConfig().user_agent
+    with pytest.raises(ValueError, match="corpus.contact"):
+        wikipedia.build_user_agent(CorpusConfig(contact="call me"))
+
+
+def test_warns_once_without_contact_on_live_wikipedia(monkeypatch, caplog, server):
+    import logging
+
+    monkeypatch.setattr(wikipedia, "_warned_no_contact", False)
+    with caplog.at_level(logging.WARNING, logger="langtail.corpus.wikipedia"):
+        for _ in range(2):  # no request is made by building the fetcher
+            wikipedia.WikipediaFetcher(CorpusConfig(language="de"), retry_wait=0.01).close()
+        wikipedia.WikipediaFetcher(CorpusConfig(contact="me@example.org"), retry_wait=0.01).close()
+        wikipedia.WikipediaFetcher(CorpusConfig(user_agent="bot/1 (me@example.org)"), retry_wait=0.01).close()
+        wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()  # loopback: no warning
+    msgs = [r.message for r in caplog.records if "corpus.contact" in r.message]
+    assert len(msgs) == 1 and "de.wikipedia.org" in msgs[0]
+    monkeypatch.setattr(wikipedia, "_warned_no_contact", False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="langtail.corpus.wikipedia"):
+        wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()
+    assert not [r for r in caplog.records if "corpus.contact" in r.message]
+
+
+@needs_recorded
+def test_changed_override_refetches_only_that_class(server, tmp_path):
+    cfg = cfg_for(server)
+    crawl(["bush", "tench"], cfg, tmp_path)
+    assert wikipedia.read_cached(tmp_path, "bush")["status"] == "disambiguation_unresolved"
+    ov = tmp_path / "overrides.tsv"
+    ov.write_text("bush\tShrub\n")
+    server.log.clear()
+    pages = wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path,
+                                   retry_wait=0.01, progress=False)
+    assert (pages["bush"]["title"], pages["bush"]["resolved_by"], pages["bush"]["override"]) == \
+        ("Shrub", "override", "Shrub")
+    assert {k for _, k in server.requests()} == {"Shrub"}  # tench comes from the cache
+    server.log.clear()
+    wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path, progress=False)
+    assert server.log == []  # override unchanged: nothing to refetch
+    ov.write_text("# no overrides\n")  # override removed: back to the search resolution
+    wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path,
+                           retry_wait=0.01, progress=False)
+    assert wikipedia.read_cached(tmp_path, "bush")["resolved_by"] == "search"

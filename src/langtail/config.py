@@ -49,20 +49,24 @@ class CorpusConfig:
     api_url: str = "https://en.wikipedia.org/w/api.php"
     language: str = "en"
     user_agent: str = "langtail/0.1 (https://github.com/langtail/langtail; research crawler)"
+    #: your email or URL, added to the User-Agent (Wikimedia policy); warned about if empty
+    contact: str = ""
     offline: bool = False  #: use the page cache only; fail listing uncached classes
     cache_dir: str = ""  #: raw-page cache ("" = results/<dataset>/wiki_cache)
     overrides_file: str = ""  #: TSV/JSON class -> page title for disambiguation
     descriptions_file: str = ""  #: JSON {class name: [sentence, ...]}
-    drop_sections: list[str] = field(default_factory=lambda: [
-        "references", "external links", "further reading", "bibliography", "see also",
-        "notes", "sources", "citations", "gallery"])
+    #: non-content section headings to drop; null = the list of ``language``
+    #: (langtail/resources/languages/<language>.txt: en See also, References, ...;
+    #: de Siehe auch, Literatur, Weblinks, Einzelnachweise; fr Voir aussi, ...; es Véase también, ...)
+    drop_sections: list[str] | None = None
     min_tokens: int = 3
     max_tokens: int = 77  #: CLIP context incl. SOS/EOS; longer sentences are split
     dedup: bool = True
     prompt_templates: Literal["clip80", "none"] = "clip80"
     max_concurrency: int = 2
-    max_retries: int = 5
-    timeout_s: float = 30.0
+    max_retries: int = 5  #: per request: dropped connections, timeouts, 429, 5xx, maxlag
+    timeout_s: float = 30.0  #: per connect / read (a stalled response body counts)
+    maxlag: int = 5  #: MediaWiki maxlag parameter in seconds (0 = not sent)
 
 
 @dataclass

@@ -2,6 +2,7 @@ rule corpus:
     """Class-level text: Wikipedia pages (cached crawl), CLIP prompts, descriptions, captions."""
     input:
         unpack(corpus_inputs),
+        overrides=lambda w: cfg(w.dataset).corpus.overrides_file or [],  # editing it reruns the corpus
     output:
         corpus=ds_path("corpus.parquet"),
         stats=ds_path("corpus_stats.parquet"),

@@ -24,7 +24,9 @@ column            dtype    meaning
 
 ``corpus_stats.parquet`` -- one row per class: ``class_id``, ``class_name``,
 ``page_title``, ``has_page`` (bool: ``wiki`` requested and a page with status ``ok``),
-``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32).
+``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32), and how the
+page was found: ``page_status``, ``resolved_by``, ``redirect_from``, ``disambiguation_page``
+(strings, :func:`langtail.corpus.wikipedia.page_resolution`).
 
 Both files carry the same summary dict under the ``langtail`` metadata key
 (:func:`langtail.io.read_parquet_metadata`); the paper's Table-7 statistics are
@@ -40,8 +42,9 @@ Per source:
 
 * ``wiki`` -- the page of each class from the raw-page cache
   (:mod:`langtail.corpus.wikipedia`; ``builtin_pages`` are seeded into the cache first),
-  cleaned by :func:`langtail.corpus.clean.clean_extract` (``cfg.drop_sections``) and split
-  by :func:`langtail.corpus.sentences.split_sentences`.
+  cleaned by :func:`langtail.corpus.clean.clean_extract` (``cfg.drop_sections``, default
+  the list of ``cfg.language``) and split by :func:`langtail.corpus.sentences.split_blocks`
+  (rules of ``cfg.language``).
 * ``prompt`` -- :func:`langtail.corpus.prompts.prompts_for` (``cfg.prompt_templates``).
 * ``descriptions`` -- ``cfg.descriptions_file`` (:mod:`langtail.corpus.descriptions`).
 * ``caption`` -- ``captions_path``: ``captions.parquet`` of the captions stage, i.e. an
@@ -70,7 +73,9 @@ from langtail.config import CorpusConfig
 from langtail.corpus.clean import clean_extract
 from langtail.corpus.descriptions import DescriptionMatch
 from langtail.corpus.prompts import prompts_for
-from langtail.corpus.sentences import FilterCounts, fit_sentence, split_sentences
+from langtail.corpus.language import drop_sections_for
+from langtail.corpus.sentences import FilterCounts, fit_sentence, split_blocks
+from langtail.corpus.wikipedia import RESOLUTION_COLUMNS, page_resolution
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ STATS_SCHEMA = pa.schema([
     ("class_id", pa.int32()), ("class_name", pa.string()), ("page_title", pa.string()),
     ("has_page", pa.bool_()), ("n_wiki", pa.int32()), ("n_prompt", pa.int32()),
     ("n_descriptions", pa.int32()), ("n_caption", pa.int32()), ("n_total", pa.int32()),
+    *((c, pa.string()) for c in RESOLUTION_COLUMNS),
 ])
 
 
@@ -168,8 +174,9 @@ def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, 
         for source in cfg.sources:
             if source == "wiki":
                 if has_page:
-                    for block in clean_extract(page.get("text", ""), cfg.drop_sections):
-                        emit("wiki", split_sentences(block.text), title, block.section,
+                    blocks = clean_extract(page.get("text", ""), drop_sections_for(cfg.drop_sections, cfg.language))
+                    for block, sents in zip(blocks, split_blocks([b.text for b in blocks], cfg.language)):
+                        emit("wiki", sents, title, block.section,
                              int(page.get("pageid", -1)), int(page.get("revid", -1)))
             elif source == "prompt":
                 emit("prompt", prompts_for(name, cfg.prompt_templates))
@@ -183,7 +190,7 @@ def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, 
             fallback.append(name)
             emit("prompt", prompts_for(name, cfg.prompt_templates))
         stat_rows.append((cid, name, title, has_page, n_by["wiki"], n_by["prompt"], n_by["descriptions"],
-                          n_by["caption"], sum(n_by.values())))
+                          n_by["caption"], sum(n_by.values()), *page_resolution(page, "wiki" in cfg.sources)))
     corpus = pd.DataFrame(rows, columns=["class_id", "class_name", "source", "page_title", "section", "sentence",
                                          "n_tokens", "page_id", "revision_id"])
     corpus.insert(0, "sentence_id", range(len(corpus)))

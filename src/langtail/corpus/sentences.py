@@ -1,13 +1,36 @@
-"""Sentence splitting (NLTK Punkt, no downloaded data) and CLIP token-length filtering.
+"""Sentence splitting (Punkt-style rules, shipped per-language lists) and CLIP token filtering.
 
-Splitting: :class:`nltk.tokenize.punkt.PunktSentenceTokenizer` built from shipped
-:class:`~nltk.tokenize.punkt.PunktParameters` -- the abbreviation list
-``langtail/resources/punkt_abbreviations_en.txt`` (one abbreviation per line, lower
-case, without its final period). No ``punkt``/``punkt_tab`` model is loaded, so nothing
-is downloaded. Punkt never splits inside a number (``3.5``), after a listed abbreviation
-(``e.g.``, ``i.e.``, ``Dr.``, ``St.``, ``approx.``) or after a single-letter initial
-followed by a capitalised word (``J. R. R. Tolkien``). Paragraphs are split separately:
-a sentence never spans a newline.
+Splitting (:func:`split_sentences`, :func:`split_blocks`) follows the Punkt idea (Kiss &
+Strunk 2006): a period ends a sentence unless it belongs to an abbreviation, and after an
+abbreviation it ends one only with *sentence-start evidence* for the next word. NLTK's
+trained ``punkt`` models are not used (they cannot be downloaded here); the lists come
+from ``langtail/resources/languages/<language>.txt`` (:mod:`langtail.corpus.language`,
+``corpus.language`` selects them). Paragraphs are split separately: a sentence never
+spans a newline. Candidate boundaries are only after ``.``, ``!``, ``?`` or an ellipsis
+followed by a space (closing quotes/brackets may sit between), so ``3.5``, ``U.S.A`` and
+URLs are never cut. For a candidate after word ``w`` followed by word ``n``:
+
+1. ``n`` starts with a lower-case letter -> no split (``approx. five``, ``z. B. in``).
+2. ``!``/``?`` -> split.
+3. ``w`` is a number: split, except in languages with ordinal periods (``de``: ``19. Jh.``,
+   ``3. Oktober``) where it needs evidence (below).
+4. ``w`` is a *prefix* abbreviation (``Dr.``, ``St.``, ``c.``, ``ca.``, ``e.g.``, ``z. B.``,
+   ``M.``) -> no split.
+5. (checked before 4) ``w`` is a *unit* (``t``, ``g``, ``ft``) after a number -> split when ``n`` is
+   capitalised and not known as a mid-sentence capitalised word (``2.5 t. Mass ...``,
+   ``about 2 g. The ...``); in languages that capitalise nouns (``de``) -> rule 6.
+6. ``w`` is a listed abbreviation (``etc.``, ``U.S.``, ``Jh.``, ``Mio.``), a dotted
+   abbreviation (letters and periods: ``R.M.S.``, ``U.S.``, ``J.-C.``), a single letter
+   (an initial: ``J.``) or an ellipsis -> split only with **sentence-start evidence**:
+   ``n`` is capitalised, is not itself an initial or abbreviation, and either is a
+   sentence starter of the language (``The``, ``Die``, ``Les``, ``Los``, ``L'...``) or is
+   a word the same page writes in lower case and never capitalises mid-sentence (Punkt's
+   orthographic heuristic: ``... in the U.S. Newspapers ...`` splits when the page says
+   "newspapers" elsewhere; ``R.M.S. Titanic`` and ``2 Mio. Einwohner`` do not split).
+7. any other word -> split.
+
+The orthographic context (:class:`OrthoContext`) is collected from the whole page
+(:func:`split_blocks`) or, for :func:`split_sentences` without one, from the text given.
 
 Token counts: CLIP BPE tokens of open_clip's bundled tokenizer
 (:class:`open_clip.tokenizer.SimpleTokenizer`, vocabulary shipped in the wheel, works
@@ -26,38 +49,137 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import Iterable, Sequence
 
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+from langtail.corpus.language import LanguageRules, language_rules
 
 _WS = re.compile(r"\s+")
+_CLOSERS = "\"')]}\u201d\u2019\u00bb"
+_OPENERS = "\"'([{\u201c\u2018\u00ab\u00bf\u00a1"
+_TRAIL = ".,;:!?\u2026" + _CLOSERS
+_END = re.compile(r"(?:[.!?]|\u2026)$")
+_NUMBER = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*$")
+_DOTTED = re.compile(r"^(?:[^\W\d_]{1,3}\.-?)+[^\W\d_]{1,3}$")
+_INITIAL = re.compile(r"^[^\W\d_]\.$")
 
 
-@functools.lru_cache(maxsize=1)
-def load_abbreviations() -> frozenset[str]:
-    """The shipped Punkt abbreviation list (lower case, no final period)."""
-    text = resources.files("langtail").joinpath("resources").joinpath("punkt_abbreviations_en.txt").read_text("utf-8")
-    return frozenset(ln.strip().lower() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
+def _core(word: str) -> str:
+    """``word`` without trailing closing quotes/brackets (``end.)`` -> ``end.``)."""
+    return word.rstrip(_CLOSERS)
 
 
-@functools.lru_cache(maxsize=1)
-def get_splitter() -> PunktSentenceTokenizer:
-    """A Punkt tokenizer with the shipped abbreviations and no trained statistics."""
-    params = PunktParameters()
-    params.abbrev_types = set(load_abbreviations())
-    return PunktSentenceTokenizer(params)
+def _bare(word: str) -> str:
+    """``word`` without leading openers and trailing punctuation (``("Les,`` -> ``Les``)."""
+    return word.lstrip(_OPENERS).rstrip(_TRAIL)
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``; each paragraph (line) is split on its own; spaces collapsed."""
-    splitter = get_splitter()
+@dataclass
+class OrthoContext:
+    """Where a page writes words in lower case, and which it capitalises mid-sentence.
+
+    ``lower``: lower-cased words seen starting with a lower-case letter; ``mid_upper``:
+    lower-cased words seen capitalised after a word that does not end a clause
+    (``.``/``!``/``?``/``:``/ellipsis), i.e. names and (in German) nouns.
+    """
+
+    lower: set[str] = field(default_factory=set)
+    mid_upper: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "OrthoContext":
+        ctx = cls()
+        for text in texts:
+            for para in text.split("\n"):
+                after_end = True
+                for w in para.split():
+                    b = _bare(w)
+                    if b[:1].isalpha():
+                        if b[0].islower():
+                            ctx.lower.add(b.lower())
+                        elif b[0].isupper() and not after_end:
+                            ctx.mid_upper.add(b.lower())
+                    after_end = bool(re.search(r"[.!?:\u2026]$", _core(w)))
+        return ctx
+
+
+def _evidence(nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
+    """Sentence-start evidence for the word ``nxt`` after an abbreviation (rule 6)."""
+    word = _bare(nxt)
+    if not word[:1].isupper():
+        return False
+    core = _core(nxt.lstrip(_OPENERS))
+    if _INITIAL.match(core) or (core.endswith(".") and (_DOTTED.match(core[:-1]) or rules.is_prefix(core[:-1])
+                                                       or rules.is_abbreviation(core[:-1]))):
+        return False
+    if rules.is_starter(word):
+        return True
+    low = word.lower()
+    return low in ctx.lower and low not in ctx.mid_upper
+
+
+def _is_boundary(prev2: str, word: str, nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
+    """Does a sentence end between ``word`` and ``nxt`` (``prev2`` = the word before ``word``)?"""
+    core = _core(word)
+    if not _END.search(core):
+        return False
+    n = nxt.lstrip(_OPENERS)
+    if n[:1].islower():
+        return False  # rule 1
+    if core.endswith(("!", "?")):
+        return True  # rule 2
+    if core.endswith(("...", "\u2026")):
+        return _evidence(nxt, rules, ctx)
+    stem = core[:-1].lstrip(_OPENERS)
+    if not stem:
+        return True
+    if _NUMBER.match(stem):  # rule 3
+        return _evidence(nxt, rules, ctx) if rules.ordinal_period and stem.isdigit() else True
+    if rules.is_unit(stem) and _NUMBER.match(_core(prev2).rstrip(".")) and not rules.capitalized_nouns:
+        word_n = _bare(nxt)  # rule 5 (before rule 4: "60 ft. The" is a unit, "Ft. Worth" a prefix)
+        return word_n[:1].isupper() and word_n.lower() not in ctx.mid_upper and not _INITIAL.match(_core(n))
+    if rules.is_prefix(stem):  # rule 4
+        return False
+    if rules.is_abbreviation(stem) or _DOTTED.match(stem) or (len(stem) == 1 and stem.isalpha()):
+        return _evidence(nxt, rules, ctx)  # rule 6
+    return True  # rule 7
+
+
+def _split_paragraph(para: str, rules: LanguageRules, ctx: OrthoContext) -> list[str]:
+    words = para.split(" ")
     out: list[str] = []
-    for para in text.split("\n"):
-        para = _WS.sub(" ", para).strip()
-        if para:
-            out.extend(s.strip() for s in splitter.tokenize(para) if s.strip())
+    start = 0
+    for i in range(len(words) - 1):
+        if _is_boundary(words[i - 1] if i else "", words[i], words[i + 1], rules, ctx):
+            out.append(" ".join(words[start:i + 1]))
+            start = i + 1
+    out.append(" ".join(words[start:]))
+    return [s for s in out if s]
+
+
+def split_sentences(text: str, language: str = "en", context: OrthoContext | None = None) -> list[str]:
+    """Sentences of ``text``; each paragraph (line) is split on its own; spaces collapsed.
+
+    ``language`` selects the rules (:func:`langtail.corpus.language.language_rules`);
+    ``context`` is the page's :class:`OrthoContext` (default: built from ``text``).
+    """
+    rules = language_rules(language)
+    paras = [_WS.sub(" ", p).strip() for p in text.split("\n")]
+    paras = [p for p in paras if p]
+    ctx = context if context is not None else OrthoContext.from_texts(paras)
+    out: list[str] = []
+    for para in paras:
+        out.extend(_split_paragraph(para, rules, ctx))
     return out
+
+
+def split_blocks(texts: Sequence[str], language: str = "en") -> list[list[str]]:
+    """Sentences of each text of one page (its cleaned paragraphs), with a page-wide context.
+
+    Returns one list of sentences per input text, in order.
+    """
+    ctx = OrthoContext.from_texts(texts)
+    return [split_sentences(t, language, ctx) for t in texts]
 
 
 # ----------------------------------------------------------------------------- tokens

@@ -18,6 +18,7 @@ import pandas as pd
 
 from langtail import io
 from langtail.config import DatasetConfig
+from langtail.report.corpus import resolution_table
 from langtail.report.plots import plot_per_class
 from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
 from langtail.report.tables import md_table, snakemake_command
@@ -135,6 +136,7 @@ def corpus_section(sources: Sequence[str], stats: pd.DataFrame, smeta: dict[str,
         elif isinstance(v, (int, float)):
             lines.append(f"- {key}: {_num(v)}")
     lines.append("")
+    lines += [t, ""] if (t := resolution_table(stats)) else []
     return lines
 
 

@@ -23,7 +23,7 @@ KEYS = {
     "data": ("name", "root", "seed"),  # the class list (and the demo's generated pages)
     "corpus": ("sources", "api_url", "language", "user_agent", "offline", "cache_dir", "overrides_file",
                "descriptions_file", "drop_sections", "min_tokens", "max_tokens", "dedup", "prompt_templates",
-               "max_concurrency", "max_retries", "timeout_s"),
+               "max_concurrency", "max_retries", "timeout_s", "contact", "maxlag"),
 }
 
 
