@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 from langtail.config import ConfigError, DatasetConfig, from_dict
+from langtail.io import TRUST_ENV, TRUST_FLAG
+
+TRUST_HELP = (f"allow checkpoints that need the unsafe pickle loader (old or foreign files; they can run code): "
+              f"only for files you trust; same as {TRUST_ENV}=1")
 
 
 def _params(text: str) -> DatasetConfig:
@@ -148,10 +152,13 @@ def cmd_validate(a):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(TRUST_FLAG, dest="trust_checkpoint", action="store_true", help=TRUST_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def stage(name, fn, *paths, help=""):
         s = sub.add_parser(name, help=help)
+        s.add_argument(TRUST_FLAG, dest="trust_checkpoint", action="store_true", default=argparse.SUPPRESS,
+                       help=TRUST_HELP)
         s.add_argument("--params", default="{}", help="JSON of the config sections (or @file.json)")
         for path in paths:
             s.add_argument(f"--{path}", required=not path.startswith("captions"), default=None)
@@ -194,11 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from langtail import io
+
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if args.trust_checkpoint:
+        io.set_trust_checkpoints(True)  # every loader (io.torch_load), also in jobs this process starts
     try:
         args.fn(args)
-    except ConfigError as e:
+    except (ConfigError, io.UnsafeCheckpointError) as e:
         logging.getLogger("langtail").error("%s", e)
         return 2
     return 0

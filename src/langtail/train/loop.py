@@ -5,8 +5,11 @@ epoch it atomically writes a resume file (model + optimizer + scheduler + epoch 
 states + history) next to the final output; a rerun after a kill continues from the last
 finished epoch and, on CPU with ``num_workers: 0``, ends with the same weights as an
 uninterrupted run (all randomness is either restored from the checkpoint or derived from
-``(seed, epoch)``). The resume file carries a fingerprint of the run's configuration and
-inputs; a stale one (different config) is discarded with a log line.
+``(seed, epoch)``). The resume file holds only tensors and plain values (RNG states via
+:func:`rng_state`), so it loads with the safe loader (:func:`langtail.io.torch_load`); an
+old resume file that needs the unsafe loader is refused (delete it, or opt in with
+``--trust-checkpoint``). It carries a fingerprint of the run's configuration and inputs;
+a stale one (different config) is discarded with a log line.
 """
 from __future__ import annotations
 
@@ -44,15 +47,36 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """All RNG states in a form the safe checkpoint loader accepts (tensors and plain values):
+
+    ``python``: ``[version, [625 ints], gauss_next]`` (:func:`random.getstate`);
+    ``numpy``: ``{"kind": "MT19937", "key": uint32 values as int64 tensor [624], "pos": int,
+    "has_gauss": int, "cached_gaussian": float}`` (:func:`numpy.random.get_state`);
+    ``torch``: uint8 tensor; ``cuda`` (if available): list of uint8 tensors.
+    :func:`set_rng_state` restores them exactly.
+    """
+    version, internal, gauss_next = random.getstate()
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    st: dict[str, Any] = {
+        "python": [int(version), [int(v) for v in internal], None if gauss_next is None else float(gauss_next)],
+        "numpy": {"kind": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    """Restore :func:`rng_state` output (or the tuples/arrays of older resume files)."""
+    py = st["python"]
+    random.setstate((int(py[0]), tuple(int(v) for v in py[1]), py[2]))
+    npst = st["numpy"]
+    if isinstance(npst, dict):
+        key = npst["key"].numpy() if torch.is_tensor(npst["key"]) else np.asarray(npst["key"])
+        npst = (npst["kind"], key.astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    np.random.set_state(npst)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -113,7 +137,10 @@ def fit(
     res = FitResult()
     start = 0
     if resume_path.exists():
-        st = io.torch_load(resume_path)
+        try:
+            st = io.torch_load(resume_path)
+        except io.UnsafeCheckpointError as e:
+            raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
         if st.get("fingerprint") == fingerprint:
             model.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
