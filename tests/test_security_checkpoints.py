@@ -193,6 +193,22 @@ def test_io_torch_load_trust_argument_overrides_the_environment(tmp_path, monkey
     assert marker.exists()
 
 
+def test_refusal_names_the_offending_global_and_bad_files_name_the_file(tmp_path):
+    torch.save({"acc": np.float32(1.0)}, tmp_path / "old.pt")  # what older code could write
+    with pytest.raises(io.UnsafeCheckpointError, match=r"old\.pt.*references numpy") as e:
+        io.torch_load(tmp_path / "old.pt")
+    assert "add_safe_globals" not in str(e.value)  # one opt-in, the documented one
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")  # a pickle stream the safe loader rejects
+    with pytest.raises(io.UnsafeCheckpointError, match=r"junk\.pt: refusing"):
+        io.torch_load(tmp_path / "junk.pt")
+    io.torch_save(tmp_path / "ok.pt", {"w": torch.zeros(100)})
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:300])  # truncated
+    with pytest.raises(ValueError, match=r"cut\.pt: not a readable checkpoint"):
+        io.torch_load(tmp_path / "cut.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        io.torch_load(tmp_path / "missing.pt")
+
+
 def test_training_resume_refuses_a_code_running_resume_file(tmp_path, monkeypatch):
     resume = tmp_path / "model.pt.resume"
     marker = tmp_path / "marker"

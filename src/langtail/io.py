@@ -236,20 +236,32 @@ def torch_load(path: PathLike, map_location: str = "cpu", trust: bool | None = N
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        why = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler error" in ln),
-                   str(e).splitlines()[0] if str(e) else type(e).__name__)
+        why = _unsafe_reason(str(e))
         if trust is None:
             trust = trust_checkpoints()
         if not trust:
             raise UnsafeCheckpointError(
-                f"{path}: refusing to load this checkpoint: it holds Python objects beyond tensors and plain "
-                f"values ({why}), and unpickling them can run arbitrary code. It is an old or foreign "
-                f"checkpoint; if you trust its source, rerun with `langtail {TRUST_FLAG} ...` or set "
-                f"{TRUST_ENV}=1 (or rewrite it with the current langtail)") from None
+                f"{path}: refusing to load this file: the safe checkpoint loader (tensors and plain values "
+                f"only) rejects it ({why}), and the full pickle loader could run code stored in it. It is an "
+                f"old or foreign checkpoint (or not a checkpoint); if you trust its source, rerun with "
+                f"`langtail {TRUST_FLAG} ...` or set {TRUST_ENV}=1 (or rewrite it with the current "
+                "langtail)") from None
         logging.getLogger(__name__).warning(
             "%s: loading with the UNSAFE pickle loader (%s; trusted via %s / %s=1): "
             "this can run code stored in the file", path, why, TRUST_FLAG, TRUST_ENV)
         return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated / not a torch file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
+                         "rerun the stage that writes it") from e
+
+
+def _unsafe_reason(msg: str) -> str:
+    """The short reason in torch's weights-only error (without its add_safe_globals advice)."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+    if m:
+        return f"it references {m.group(1)}"
+    line = next((ln.strip() for ln in msg.splitlines() if "WeightsUnpickler error" in ln), "")
+    return (line.split(". ")[0] if line else msg.splitlines()[0] if msg else "unpickling error")[:300]
 
 
 def save_safetensors(path: PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
