@@ -378,3 +378,18 @@ def test_wikipedia_cache_uses_the_safe_names(tmp_path):
     # the file names of existing caches are unchanged (slug of the normalised name + sha1)
     assert wikipedia.cache_filename("Great_White  Shark") == io.safe_filename(
         "Great_White  Shark", ".json", label="great white shark")
+
+
+def test_cifar_pickles_cannot_run_code(tmp_path):
+    """CIFAR batches are pickles too: only numpy arrays and bytes are resolved."""
+    import pickle
+
+    from langtail.data import cifar
+
+    spec = cifar.CIFAR10
+    good = pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}, protocol=2)
+    assert cifar._unpickle(good, "data_batch_1", spec)["labels"] == [1, 2]
+    marker = tmp_path / "marker"
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a CIFAR pickle.*builtins.exec"):
+        cifar._unpickle(pickle.dumps({"data": Payload(marker)}), "data_batch_1", spec)
+    assert not marker.exists()

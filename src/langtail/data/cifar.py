@@ -169,8 +169,28 @@ def verify_md5(raw: dict[str, bytes], spec: CifarSpec) -> list[dict[str, str]]:
     return bad
 
 
+# what the official (Python-2) and re-saved CIFAR pickles reference: numpy arrays and bytes
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only :data:`_CIFAR_GLOBALS`: a crafted file (e.g. with
+    ``data.verify_checksums: false``) cannot run code while it is read."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR pickle")
+
+
 def _unpickle(blob: bytes, name: str, spec: CifarSpec) -> dict:
-    d = pickle.loads(blob, encoding="latin1")  # the official files are Python-2 pickles
+    import io as _bytes_io
+
+    try:  # the official files are Python-2 pickles
+        d = _CifarUnpickler(_bytes_io.BytesIO(blob), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{spec.title}: {name} is not a CIFAR pickle ({e})") from e
     if not isinstance(d, dict):
         raise ValueError(f"{spec.title}: {name} is not a CIFAR pickle (got {type(d).__name__})")
     return d
