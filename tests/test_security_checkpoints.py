@@ -37,8 +37,10 @@ class Payload:
 
 @pytest.fixture(autouse=True)
 def _no_trust(monkeypatch):
-    """No test inherits an opt-in (and one set by ``cli.main`` is undone afterwards)."""
-    monkeypatch.delenv(io.TRUST_ENV, raising=False)
+    """No test inherits an opt-in, and one set by ``cli.main`` is undone afterwards (setenv
+    records the original state for teardown; a bare delenv of an absent variable would not)."""
+    monkeypatch.setenv(io.TRUST_ENV, "")
+    monkeypatch.delenv(io.TRUST_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +291,11 @@ def test_cli_trust_flag_loads_an_old_checkpoint(chain, tmp_path, where, caplog):
         assert main(args) == 0
     assert any("UNSAFE" in r.getMessage() for r in caplog.records)
     assert io.read_json(tmp_path / "ev" / "metrics.json")["overall"] == metrics["lgr"]["overall"]
+    assert io.trust_checkpoints()  # main() opted in for this process; the fixture undoes it
+
+
+def test_no_opt_in_leaks_from_the_cli_test():
+    assert not io.trust_checkpoints()
 
 
 # ----------------------------------------------------------------------------- round trip
