@@ -9,7 +9,8 @@ Input (``data.root``, default ``data``), the standard "python version" of CIFAR:
   given directly or found in ``root`` under its official name. Members are read straight
   from the archive (nothing is extracted, so no path in the archive is ever written).
 
-Each pickle (``pickle.load(f, encoding="latin1")``) holds ``data``: uint8 ``[N, 3072]``
+Each pickle (read with a restricted ``pickle.Unpickler(encoding="latin1")`` that resolves
+only numpy arrays and bytes, so a crafted file cannot run code) holds ``data``: uint8 ``[N, 3072]``
 (R plane, G plane, B plane, each 32x32 row-major) and ``labels`` (CIFAR-10) or
 ``fine_labels`` (CIFAR-100). Training data is ``data_batch_1..5`` concatenated in order
 (the torchvision order that LDAM-DRW subsamples).
