@@ -7,7 +7,6 @@ file) is refused by every loader unless the user opts in (``--trust-checkpoint``
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
