@@ -1,6 +1,7 @@
 """CA4LTR model: attention shapes, key-padding masks, fusion, checkpoint round trip."""
 from __future__ import annotations
 
+import dataclasses
 import pytest
 import torch
 
@@ -77,7 +78,7 @@ def test_one_backbone_pass_matches_tower_and_checkpoint_roundtrip(tmp_path):
     assert tok.shape == (2, 16, 128) and torch.allclose(pooled, m.image(x), atol=1e-5)
     path = tmp_path / "model.pt"
     cfg = Ca4ltrConfig(width=32, heads=4, depth=2, ffn_mult=2, dropout=0.0, bidirectional=True)
-    save_ca4ltr(path, m, "label", ModelConfig(image_encoder="demo_cnn", embed_dim=16), cfg, {"epochs": 1})
+    save_ca4ltr(path, m, "label", ModelConfig(image_encoder="demo_cnn", embed_dim=16), dataclasses.asdict(cfg), {"epochs": 1})
     m2, ck = load_ca4ltr(path)
     assert ck["source"] == "label" and ck["kind"] == "ca4ltr"
     assert torch.allclose(m(x), m2(x), atol=1e-6)

@@ -5,8 +5,10 @@ exactly these, built from the stage's declaration, so a change reruns exactly th
 stages), or ``@file.json``. Keys left out take their defaults; a key the stage does not declare
 cannot be read (``langtail.config.restrict``).
 
-Errors end in one message naming the problem and exit non-zero (2 for a configuration error,
-130 for Ctrl-C, 1 otherwise); ``--debug`` shows the traceback instead.
+Errors end in one message naming the problem and exit non-zero (2 for a configuration error or
+a refused checkpoint, 130 for Ctrl-C, 1 otherwise); ``--debug`` shows the traceback instead.
+``--trust-checkpoint`` (before or after the command) lets every loader open old or foreign
+checkpoints that need the unsafe pickle loader.
 """
 from __future__ import annotations
 
@@ -17,9 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from langtail import io
 from langtail.config import ConfigError, DatasetConfig, from_dict, restrict
 
 log = logging.getLogger("langtail")
+
+TRUST_HELP = (f"allow checkpoints that need the unsafe pickle loader (old or foreign files; they can run code): "
+              f"only for files you trust; same as {io.TRUST_ENV}=1")
 
 
 def _config(a: argparse.Namespace, stage: str, **wildcards: Any) -> DatasetConfig:
@@ -152,10 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug-level log lines")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument(io.TRUST_FLAG, dest="trust_checkpoint", action="store_true", help=TRUST_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def stage(name, fn, required=(), optional=(), help=""):
         s = sub.add_parser(name, help=help)
+        s.add_argument(io.TRUST_FLAG, dest="trust_checkpoint", action="store_true", default=argparse.SUPPRESS,
+                       help=TRUST_HELP)
         s.add_argument("--params", default="{}", help="JSON of the config keys the stage reads (or @file.json)")
         for opt in required:
             s.add_argument(f"--{opt}", required=True)
@@ -205,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.trust_checkpoint:
+        io.set_trust_checkpoints(True)  # every loader (io.torch_load), also in jobs this process starts
     try:
         args.fn(args)
     except KeyboardInterrupt:
@@ -213,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one clear line per failure; --debug for the traceback
         if args.debug:
             raise
-        log.error("%s%s", "" if isinstance(e, ConfigError) else f"{type(e).__name__}: ", e)
-        log.error("(rerun with `langtail --debug %s ...` for the traceback)", args.command)
-        return 2 if isinstance(e, ConfigError) else 1
+        expected = isinstance(e, (ConfigError, io.UnsafeCheckpointError))
+        log.error("%s%s", "" if expected else f"{type(e).__name__}: ", e)
+        if not expected:
+            log.error("(rerun with `langtail --debug %s ...` for the traceback)", args.command)
+        return 2 if expected else 1
     return 0
 
 

@@ -44,7 +44,8 @@ the file (other override title, or an override since removed) is refetched
 
 Cache layout (``cache_dir``): one JSON file per class, ``<slug>-<hash>.json`` where slug
 is the lower-cased name with runs of non-alphanumerics replaced by ``_`` (at most 60
-chars) and hash the first 10 hex digits of SHA-1 of the exact class name (UTF-8). Fields:
+chars) and hash the first 10 hex digits of SHA-1 of the exact class name (UTF-8)
+(:func:`langtail.io.safe_filename`: no name can leave ``cache_dir``). Fields:
 ``query`` (class name), ``title``, ``pageid`` (int, -1 if none), ``revid`` (int, -1 if
 none), ``fetched_at`` (ISO-8601 UTC), ``language``, ``api_url``, ``status`` (``ok`` |
 ``missing`` | ``disambiguation_unresolved``), ``text`` (the extract, see
@@ -59,7 +60,6 @@ file to refetch.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import re
@@ -72,13 +72,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 from langtail.config import CorpusConfig
 from langtail.corpus.classes import display_name, normalize_name
-from langtail.io import write_json
+from langtail.io import cache_file, safe_filename, write_json
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "missing", "disambiguation_unresolved")
 CACHE_FIELDS = ("query", "title", "pageid", "revid", "fetched_at", "language", "api_url", "status", "text")
-_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 class OfflineCacheMiss(RuntimeError):
@@ -109,14 +108,13 @@ class MediaWikiApiError(RuntimeError):
 
 
 def cache_filename(class_name: str) -> str:
-    """``<slug>-<sha1[:10]>.json`` for a class name (see the module docstring)."""
-    slug = _SLUG.sub("_", normalize_name(class_name)).strip("_")[:60] or "class"
-    digest = hashlib.sha1(class_name.encode("utf-8")).hexdigest()[:10]
-    return f"{slug}-{digest}.json"
+    """``<slug>-<sha1[:10]>.json`` for a class name (see the module docstring; :func:`langtail.io.safe_filename`)."""
+    return safe_filename(class_name, ".json", label=normalize_name(class_name), fallback="class")
 
 
 def cache_path(cache_dir: str | Path, class_name: str) -> Path:
-    return Path(cache_dir) / cache_filename(class_name)
+    """The cache file of a class; always inside ``cache_dir`` (:func:`langtail.io.cache_file`)."""
+    return cache_file(cache_dir, class_name, ".json", label=normalize_name(class_name), fallback="class")
 
 
 def now_iso() -> str:

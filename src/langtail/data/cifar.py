@@ -9,7 +9,8 @@ Input (``data.root``, default ``data``), the standard "python version" of CIFAR:
   given directly or found in ``root`` under its official name. Members are read straight
   from the archive (nothing is extracted, so no path in the archive is ever written).
 
-Each pickle (``pickle.load(f, encoding="latin1")``) holds ``data``: uint8 ``[N, 3072]``
+Each pickle (read with a restricted ``pickle.Unpickler(encoding="latin1")`` that resolves
+only numpy arrays and bytes, so a crafted file cannot run code) holds ``data``: uint8 ``[N, 3072]``
 (R plane, G plane, B plane, each 32x32 row-major) and ``labels`` (CIFAR-10) or
 ``fine_labels`` (CIFAR-100). Training data is ``data_batch_1..5`` concatenated in order
 (the torchvision order that LDAM-DRW subsamples).
@@ -169,8 +170,28 @@ def verify_md5(raw: dict[str, bytes], spec: CifarSpec) -> list[dict[str, str]]:
     return bad
 
 
+# what the official (Python-2) and re-saved CIFAR pickles reference: numpy arrays and bytes
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only :data:`_CIFAR_GLOBALS`: a crafted file (e.g. with
+    ``data.verify_checksums: false``) cannot run code while it is read."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR pickle")
+
+
 def _unpickle(blob: bytes, name: str, spec: CifarSpec) -> dict:
-    d = pickle.loads(blob, encoding="latin1")  # the official files are Python-2 pickles
+    import io as _bytes_io
+
+    try:  # the official files are Python-2 pickles
+        d = _CifarUnpickler(_bytes_io.BytesIO(blob), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{spec.title}: {name} is not a CIFAR pickle ({e})") from e
     if not isinstance(d, dict):
         raise ValueError(f"{spec.title}: {name} is not a CIFAR pickle (got {type(d).__name__})")
     return d

@@ -5,41 +5,28 @@ epoch it atomically writes a resume file (model + optimizer + scheduler + epoch 
 states + history) next to the final output; a rerun after a kill continues from the last
 finished epoch and, on CPU with ``num_workers: 0``, ends with the same weights as an
 uninterrupted run (all randomness is either restored from the checkpoint or derived from
-``(seed, epoch)``). The resume file carries a fingerprint of the run's configuration and
-inputs; a stale one (different config) is discarded with a log line.
+``(seed, epoch)``). The resume file holds only tensors and plain values (RNG states via
+:func:`langtail.runtime.rng_state`), so it loads with the safe loader (:func:`langtail.io.torch_load`); an
+old resume file that needs the unsafe loader is refused (delete it, or opt in with
+``--trust-checkpoint``). It carries a fingerprint of the run's configuration and inputs;
+a stale one (different config) is discarded with a log line.
 """
 from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from langtail import io
+from langtail.runtime import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
-
-
-def rng_state() -> dict[str, Any]:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def cosine_lambda(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
@@ -97,7 +84,10 @@ def fit(
     res = FitResult()
     start = 0
     if resume_path.exists():
-        st = io.torch_load(resume_path)
+        try:
+            st = io.torch_load(resume_path)
+        except io.UnsafeCheckpointError as e:
+            raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
         if st.get("fingerprint") == fingerprint:
             model.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
