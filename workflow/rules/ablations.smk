@@ -6,7 +6,7 @@ rule ablations:
         ds_path("ablations.md"),
     params:
         cfg=params_json("finetune", "report"),
-        variants=lambda w: json.dumps({v: variant_overrides(config, v) for v in cfg(w.dataset).report.ablations}),
+        variants=lambda w: json.dumps({v: variant_overrides(config, v, w.dataset) for v in cfg(w.dataset).report.ablations}),
     conda:
         "../envs/langtail.yaml"
     log:

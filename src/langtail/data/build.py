@@ -21,10 +21,11 @@ def run_longtail(cfg: DataConfig, out: Path) -> None:
     if n_missing:
         raise FileNotFoundError(f"{n_missing} image file(s) listed by dataset {cfg.name!r} do not exist; "
                                 f"first: {first}")
-    df = make_manifest(build, cfg.many_threshold, cfg.few_threshold)
+    df = make_manifest(build, cfg.many_threshold, cfg.few_threshold, cfg.shot_bounds == "inclusive")
     meta = {"dataset": cfg.name, "class_names": build.class_names, "image_root": build.image_root,
             "seed": cfg.seed, "imbalance_factor": cfg.imbalance_factor, "profile": cfg.profile,
-            "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold, **build.meta}
+            "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold,
+            "shot_bounds": cfg.shot_bounds, **build.meta}
     write_manifest(out, df, meta)
     tr = df[df["split"] == "train"]
     groups = tr.drop_duplicates("label")["group"].value_counts().to_dict()

@@ -27,7 +27,8 @@ from langtail.config import DatasetConfig
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import recognition_loss
-from langtail.models.classifier import create_head, fresh_image_encoder, save_classifier
+from langtail.models.classifier import (create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
+                                         save_classifier)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
@@ -52,7 +53,8 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
         emb, mask = read_text_embeddings(text_emb_path)[:2]
         if emb.shape[0] != C:
             raise ValueError(f"{text_emb_path}: {emb.shape[0]} classes, manifest has {C}; rerun embed_text")
-    head = create_head(head_kind, image.embed_dim, C, emb, mask, fc.tau, fc.knn_k)
+    tau = finetune_tau(fc, pretrain_path)
+    head = create_head(head_kind, image.embed_dim, C, emb, mask, tau, fc.knn_k, fc.lgr_qk_bias, fc.lgr_init, fc.v_detach)
     clf = Classifier(image, head, head_kind).to(device)
     if fc.freeze_visual:
         for p in clf.image.parameters():
@@ -64,11 +66,11 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
                           seed=fc.seed, augment=fc.augment, device=device)
-    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay), lr=fc.lr)
+    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr)), lr=fc.lr)
 
     def step(batch):
         x = batch["image"]
-        if fc.freeze_visual:
+        if fc.freeze_visual or fc.visual_eval_mode:
             clf.image.eval()
         if fc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -83,7 +85,8 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]")
     save_classifier(out, clf.cpu(), cfg.model, {
-        "num_classes": C, "tau": fc.tau, "alpha": fc.alpha, "knn_k": fc.knn_k, "epochs": epochs,
+        "num_classes": C, "tau": tau, "alpha": fc.alpha, "knn_k": fc.knn_k, "epochs": epochs,
+        "lgr_qk_bias": fc.lgr_qk_bias, "lgr_init": fc.lgr_init, "v_detach": fc.v_detach,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"})
     finish(resume)

@@ -118,7 +118,7 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
                 t_img = teacher.encode_image(x).float()
             t_txt = teacher_text[sid]
             if pc.distill == "logits":
-                l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, "paper")
+                l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, pc.distill_mode)
             else:
                 l_dis = feature_distillation_loss(img, txt, t_img, t_txt)
         return pretrain_loss(l_ccl, l_dis, pc.lambda_ccl)
