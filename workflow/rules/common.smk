@@ -5,8 +5,8 @@ import os
 import shlex
 import sys
 
-from langtail.config import (HEAD_NAMES, dataset_config, split_variant, stage_owner, validate_config,
-                             variant_overrides)
+from langtail.config import (EVAL_MODELS, HEAD_NAMES, ZEROSHOT_MODELS, dataset_config, split_variant, stage_owner,
+                             validate_config, variant_overrides)
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
@@ -35,7 +35,7 @@ DATASETS = sorted(config["datasets"])
 wildcard_constraints:
     dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
     head="|".join(HEAD_NAMES),
-    model="|".join(HEAD_NAMES + ("zeroshot",)),
+    model="|".join(EVAL_MODELS),
 
 
 def cfg(ds):
@@ -95,14 +95,14 @@ def corpus_inputs(wildcards):
 
 
 def eval_checkpoint(wildcards):
-    if wildcards.model == "zeroshot":
+    if wildcards.model in ZEROSHOT_MODELS:
         return up("pretrain", "pretrain", "model.pt")(wildcards)
     return up("finetune", "finetune", wildcards.model, "model.pt")(wildcards)
 
 
 def report_inputs(wildcards):
     c = cfg(wildcards.dataset)
-    models = list(c.finetune.heads) + ["zeroshot"]
+    models = list(c.finetune.heads) + list(ZEROSHOT_MODELS)
     return {
         "metrics": [up("evaluate", "eval", m, "metrics.json")(wildcards) for m in models],
         "corpus_stats": up("corpus", "corpus_stats.parquet")(wildcards),
@@ -116,7 +116,7 @@ def ablation_inputs(wildcards):
     """Metrics of the main run's heads and of every variant listed in report.ablations."""
     c = cfg(wildcards.dataset)
     files = [os.path.join(RESULTS, wildcards.dataset, "eval", m, "metrics.json")
-             for m in list(c.finetune.heads) + ["zeroshot"]]
+             for m in list(c.finetune.heads) + list(ZEROSHOT_MODELS)]
     for v in c.report.ablations:
         files.append(artifact(f"{wildcards.dataset}+{v}", "evaluate", "eval", "lgr", "metrics.json"))
         if v == "no_cvlp":  # zero-shot with the initial weights (paper Table 8 for CLIP)

@@ -1,7 +1,7 @@
 """Stage ``ablations``: the paper's Table 4 / Table 10 rows for one dataset.
 
 Reads ``results/<dataset>/eval/<head>/metrics.json`` of the main run (heads ``lgr``, ``fc``,
-``fc_cvlp``, ``knn`` and ``zeroshot`` where present) and the LGR metrics of every variant
+``fc_cvlp``, ``knn``, ``zeroshot`` and ``zeroshot_anchors`` where present) and the LGR metrics of every variant
 listed in ``report.ablations`` (``results/<dataset>+<variant>/eval/lgr/metrics.json``, or the
 base run's file when the variant did not change that stage). Writes ``ablations.md``.
 """
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from langtail import io
-from langtail.config import DatasetConfig, variant_overrides
+from langtail.config import ZEROSHOT_MODELS, DatasetConfig, variant_overrides
 from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,9 @@ ROWS = [  # (paper row, label, variant or None for the main run, evaluated model
     ("#7", "Cut Off instead of AnSS", "cutoff", "lgr"),
     ("T10", "prompt only text", "prompt_only", "lgr"),
     ("base", "vision-only baseline (FC, no CVLP)", None, "fc"),
-    ("T8", "text-only zero-shot after CVLP", None, "zeroshot"),
-    ("T8", "zero-shot with the initial weights (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
+    ("T8", "zero-shot after CVLP, prompt ensemble (no training images)", None, "zeroshot"),
+    ("", "zero-shot after CVLP, mean of the AnSS anchors (chosen with training images)", None, "zeroshot_anchors"),
+    ("T8", "zero-shot with the initial weights, prompt ensemble (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
 ]
 
 
@@ -51,7 +52,7 @@ def run_ablations(cfg: DatasetConfig, dataset: str, results_root: Path, out: Pat
             path = results_root / stage_owner(raw, ds, "evaluate") / "eval" / model / "metrics.json"
             setting = json.dumps(variant_overrides(raw, v), sort_keys=True)
         else:
-            if model not in cfg.finetune.heads and model != "zeroshot":
+            if model not in cfg.finetune.heads and model not in ZEROSHOT_MODELS:
                 continue
             path = results_root / dataset / "eval" / model / "metrics.json"
             setting = f"main run, `{model}`"

@@ -20,7 +20,7 @@ import pandas as pd
 
 from langtail import io
 from langtail.report.plots import plot_per_class
-from langtail.report.tables import fmt_accuracies, fmt_pct, md_table, reproduce_line
+from langtail.report.tables import fmt_accuracies, fmt_pct, md_table, reproduce_line, shot_group_rule
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.schemas import PER_CLASS_COLUMNS
@@ -138,7 +138,7 @@ def run_text_quality_report(cfg: DatasetConfig, dataset: str, results_dir: Path,
              f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, {len(tr)} training "
              f"images ({counts.max()} .. {counts.min()} per class), {int((df['split'] == cfg.evaluate.split).sum())} "
              f"{cfg.evaluate.split} images; many {groups['many']} / medium {groups['medium']} / few {groups['few']} "
-             f"classes (many > {cfg.data.many_threshold}, few < {cfg.data.few_threshold} training images).",
+             f"classes ({shot_group_rule(cfg.data)} training images).",
              f"- Image backbone `{mc.image_encoder}`, initialised from {init}; the **Pure** row is the `fc` "
              f"finetune run (same backbone from `model.pretrained`, linear classifier, "
              f"{cfg.finetune.baseline_epochs or cfg.finetune.epochs} epochs, {cfg.finetune.sampler} sampling).",

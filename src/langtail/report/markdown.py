@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from langtail import io
-from langtail.config import DatasetConfig
+from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.report.plots import plot_per_class
-from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table, reproduce_line, snakemake_command
+from langtail.report.tables import (ACCURACY_KEYS, fmt_accuracies, md_table, reproduce_line, shot_group_rule,
+                                    snakemake_command)
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ MODEL_LABELS = {
     "lgr": "VL-LTR (CVLP + AnSS + LGR)",
     "fc_cvlp": "CVLP + FC head",
     "knn": "CVLP + KNN head",
-    "zeroshot": "Text-only zero-shot (nearest class text embedding)",
+    "zeroshot": "Zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
+    "zeroshot_anchors": "Zero-shot, mean of the AnSS anchors (anchors chosen with training images)",
 }
 
 
@@ -60,7 +62,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
     """``config_files``: snakemake's extra ``--configfile`` files (named in the Reproduce line)."""
     results_dir = Path(results_dir)
     df, meta = read_manifest(results_dir / "manifest.parquet")
-    models = list(cfg.finetune.heads) + ["zeroshot"]
+    models = list(cfg.finetune.heads) + list(ZEROSHOT_MODELS)
     metrics = {m: io.read_json(results_dir / "eval" / m / "metrics.json") for m in models}
     per = {m: io.read_parquet(results_dir / "eval" / m / "per_class.parquet", PER_CLASS_COLUMNS) for m in models}
     fig_dir = results_dir / "figures"
@@ -76,7 +78,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
               f"{len(tr)} training images ({counts.max()} .. {counts.min()} per class, imbalance "
               f"{counts.max() / counts.min():.0f}), {int((df['split'] == cfg.evaluate.split).sum())} "
               f"{cfg.evaluate.split} images.",
-              f"- Shot groups (many > {cfg.data.many_threshold}, few < {cfg.data.few_threshold} training images): "
+              f"- Shot groups ({shot_group_rule(cfg.data)} training images): "
               + ", ".join(f"{g} {metrics[models[0]].get('n_classes_' + g, 0)} classes" for g in ("many", "medium", "few")) + ".",
               f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
               f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
@@ -97,8 +99,10 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
     rows = []
     for m in models:
         r = metrics[m]
-        rows.append([MODEL_LABELS.get(m, m), *fmt_accuracies(r)])
-    lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS]), ""]
+        rows.append([MODEL_LABELS.get(m, m), *fmt_accuracies(r), r.get("recipe", "paper")])
+    lines += ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS, "recipe"]), "",
+              "Recipe: `paper` = the paper's settings; `authors_code` = the authors' released code "
+              "(docs/method.md lists every difference).", ""]
     cost = [[MODEL_LABELS.get(m, m), f"{metrics[m]['params_m']:.2f}", f"{metrics[m]['gflops']:.3f}"]
             for m in models if "params_m" in metrics[m]]
     if cost:

@@ -38,3 +38,9 @@ def reproduce_line(target: str, dataset: str, config_files: Sequence[str] = (), 
     """The markdown "Reproduce" sentence: :func:`snakemake_command` and the config files it reads."""
     configs = " + ".join(f"`{f}`" for f in ("config.yaml", *config_files))
     return f"`{snakemake_command(target, config_files)}` (config: {configs}, dataset `{dataset}`{extra})."
+
+
+def shot_group_rule(data_cfg: Any) -> str:
+    """``"many >= 100, few <= 20"`` (inclusive) or ``"many > 100, few < 20"`` for a ``DataConfig``."""
+    ge, le = (">=", "<=") if data_cfg.shot_bounds == "inclusive" else (">", "<")
+    return f"many {ge} {data_cfg.many_threshold}, few {le} {data_cfg.few_threshold}"
