@@ -104,6 +104,7 @@ def test_authors_code_recipe_per_dataset(name):
     assert not cfg.finetune.lgr_qk_bias and cfg.finetune.lgr_init == "authors" and cfg.finetune.tau_from_pretrain
     assert cfg.pretrain.distill_mode == "code" and cfg.pretrain.ccl_reduction == "code"
     assert cfg.evaluate.amp and cfg.evaluate.group_ranking == "logit_sum"
+    assert cfg.pretrain.eval_mode == (name != "inat2018") and cfg.finetune.lgr_attention_lr == 1e-6
     assert dataset_config(raw, ds).evaluate.recipe == "paper"
 
 

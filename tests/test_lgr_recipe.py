@@ -256,3 +256,18 @@ def test_load_classifier_roundtrip_and_strict(tmp_path):
     io.torch_save(path, ck)
     with pytest.raises(ValueError, match="mlp.0.weight"):
         load_classifier(path)
+
+
+def test_load_classifier_rejects_a_checkpoint_with_unexpected_keys(tmp_path):
+    """Loading was strict=False: an extra or renamed tensor was silently ignored."""
+    mc = ModelConfig(image_encoder="demo_cnn", embed_dim=6)
+    image = fresh_image_encoder(mc)
+    V, mask = _anchors()
+    clf = Classifier(image, create_head("lgr", image.embed_dim, 4, V, mask, 0.1), "lgr")
+    path = tmp_path / "model.pt"
+    save_classifier(path, clf, mc, {"num_classes": 4, "tau": 0.1})
+    ck = io.torch_load(path)
+    ck["state_dict"]["head.q_proj.weight"] = ck["state_dict"].pop("head.q.weight")
+    io.torch_save(path, ck)
+    with pytest.raises(ValueError, match="q_proj.weight"):
+        load_classifier(path)

@@ -114,6 +114,7 @@ class PretrainConfig:
     distill: Literal["none", "logits", "feature"] = "none"
     ccl_reduction: Literal["paper", "code"] = "paper"  #: paper sums L_vis + L_lin; code averages
     distill_mode: Literal["paper", "code"] = "paper"  #: logit L_dis: paper = diagonal terms (Eq. 3); code = full soft CE
+    eval_mode: bool = False  #: keep the model in eval mode while pre-training (BN statistics frozen; authors' ImageNet-LT / Places-LT configs: train_mode=False)
     tau_init: float = 0.07
     sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
     augment: bool = True
@@ -274,13 +275,13 @@ BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
 #: R-50 configs (configs/<dataset>/{pretrain,finetune}/*_r50.py) and engine.py
 #: (alpha 0.7 for iNaturalist, 0.2 otherwise). Documented in docs/method.md.
 AUTHORS_CODE_DATASETS: dict[str, dict[str, Any]] = {
-    "imagenet_lt": {"pretrain": {"epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
+    "imagenet_lt": {"pretrain": {"eval_mode": True, "epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
                     "finetune": {"epochs": 50, "lr": 1e-3, "batch_size": 128, "alpha": 0.2,
                                  "freeze_visual": True, "v_detach": False}},
-    "places_lt": {"pretrain": {"epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
+    "places_lt": {"pretrain": {"eval_mode": True, "epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
                   "finetune": {"epochs": 50, "lr": 1e-4, "batch_size": 128, "alpha": 0.2,
                                "freeze_visual": True, "v_detach": False}},
-    "inat2018": {"pretrain": {"epochs": 100, "lr": 5e-4, "batch_size": 256, "warmup_epochs": 5},
+    "inat2018": {"pretrain": {"eval_mode": False, "epochs": 100, "lr": 5e-4, "batch_size": 256, "warmup_epochs": 5},
                  "finetune": {"epochs": 360, "lr": 2e-5, "batch_size": 128, "alpha": 0.7,
                               "freeze_visual": False, "v_detach": True}},
 }

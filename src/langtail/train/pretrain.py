@@ -100,6 +100,8 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
 
     def step(batch):
         x, y = batch["image"], batch["label"]
+        if pc.eval_mode:
+            model.eval()
         if pc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # a fresh sentence of each image's class (global torch RNG: restored on resume)
