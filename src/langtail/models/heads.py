@@ -21,13 +21,17 @@ def _check_anchors(text_emb: torch.Tensor, mask: torch.Tensor) -> None:
         raise ValueError("every class needs at least one anchor sentence (mask row all False)")
 
 
-def _state_key(*tensors: torch.Tensor | None) -> tuple:
+def _state_key(*tensors: torch.Tensor | None) -> tuple | None:
     """Identity of tensors' current contents: object, storage, in-place version, device, dtype, shape.
 
     ``Tensor._version`` increases on every in-place write (``copy_`` in ``load_state_dict``, optimizer
-    steps), so a cached value keyed on it cannot outlive a change of its inputs."""
-    return tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype, tuple(t.shape)) if t is not None else None
-                 for t in tensors)
+    steps), so a cached value keyed on it cannot outlive a change of its inputs. ``None`` (do not
+    cache) for tensors without a version counter (created under ``torch.inference_mode``)."""
+    try:
+        return tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype, tuple(t.shape)) if t is not None else None
+                     for t in tensors)
+    except RuntimeError:
+        return None
 
 
 class LGRHead(nn.Module):
@@ -134,7 +138,9 @@ class LGRHead(nn.Module):
         self.invalidate()
         return super().train(mode)
 
-    def _cached(self, name: str, key: tuple, fn) -> torch.Tensor:
+    def _cached(self, name: str, key: tuple | None, fn) -> torch.Tensor:
+        if key is None:
+            return fn()
         hit = self._cache.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
