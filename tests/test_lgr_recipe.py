@@ -279,3 +279,20 @@ def test_head_built_under_inference_mode_still_works():
         h = LGRHead(V, mask).eval()
         e = torch.randn(2, 6)
         assert torch.allclose(h(e)["text"], h.forward_reference(e)["text"], atol=1e-5)
+
+
+@pytest.mark.parametrize("freeze,eval_mode", [(True, False), (False, True), (False, False)])
+def test_visual_encoder_mode(freeze, eval_mode):
+    from langtail.models.classifier import set_visual_mode
+
+    image = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.BatchNorm1d(6))
+    V, mask = _anchors()
+    clf = Classifier(image, LGRHead(V, mask), "lgr")
+    clf.train()
+    set_visual_mode(clf, freeze, eval_mode)
+    before = image[1].running_mean.clone()
+    clf(torch.randn(8, 6) + 5)
+    still = torch.equal(before, image[1].running_mean)
+    assert still == (freeze or eval_mode)  # BN statistics frozen in eval mode
+    assert clf.head.training
+    assert all(p.requires_grad != freeze for p in image.parameters())

@@ -148,8 +148,8 @@ class FinetuneConfig:
     warmup_epochs: int = 0
     sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
     augment: bool = True
-    freeze_visual: bool = False  #: no gradients into the visual encoder (authors' R-50 ImageNet-LT / Places-LT configs)
-    visual_eval_mode: bool = False  #: keep the visual encoder in eval mode while training (BN statistics frozen; authors' code)
+    freeze_visual: bool = False  #: no gradients into the CVLP visual encoder under lgr/knn/fc_cvlp (authors' ImageNet-LT / Places-LT configs); the fc baseline is always fine-tuned
+    visual_eval_mode: bool = False  #: keep that visual encoder in eval mode while training (BN statistics frozen; authors' code)
     init_from_pretrain: bool = True  #: false = ablation "no CVLP" (start from model.pretrained)
     tau: float = 0.07  #: text-branch temperature (fixed)
     tau_from_pretrain: bool = False  #: true: the text-branch temperature is the learned CVLP tau of pretrain/model.pt (authors' code)

@@ -92,3 +92,14 @@ def lgr_lr_overrides(clf: Classifier, attention_lr: float) -> dict[str, float]:
     if attention_lr <= 0 or not isinstance(clf.head, LGRHead):
         return {}
     return {f"head.{m}.": attention_lr for m in ("ln_q", "q", "ln_k", "k")}
+
+
+def set_visual_mode(clf: Classifier, freeze: bool, eval_mode: bool) -> None:
+    """Call at every training step (after ``clf.train()``): a frozen visual encoder (``freeze``,
+    no gradients) or ``eval_mode`` (the authors' code) keeps it in eval mode, so BatchNorm
+    statistics do not move; the head stays in training mode."""
+    if freeze:
+        for p in clf.image.parameters():
+            p.requires_grad_(False)
+    if freeze or eval_mode:
+        clf.image.eval()

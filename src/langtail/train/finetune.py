@@ -28,7 +28,7 @@ from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import recognition_loss
 from langtail.models.classifier import (create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
-                                         save_classifier)
+                                         save_classifier, set_visual_mode)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
@@ -56,9 +56,10 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
     tau = finetune_tau(fc, pretrain_path)
     head = create_head(head_kind, image.embed_dim, C, emb, mask, tau, fc.knn_k, fc.lgr_qk_bias, fc.lgr_init, fc.v_detach)
     clf = Classifier(image, head, head_kind).to(device)
-    if fc.freeze_visual:
-        for p in clf.image.parameters():
-            p.requires_grad_(False)
+    # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
+    # freeze / eval-mode switches concern the CVLP encoder under the language-guided heads
+    freeze, visual_eval = (False, False) if head_kind == "fc" else (fc.freeze_visual, fc.visual_eval_mode)
+    set_visual_mode(clf, freeze, visual_eval)
     if fc.channels_last:
         clf.image.to(memory_format=torch.channels_last)
     epochs = fc.baseline_epochs if head_kind == "fc" and fc.baseline_epochs else fc.epochs
@@ -70,8 +71,7 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
 
     def step(batch):
         x = batch["image"]
-        if fc.freeze_visual or fc.visual_eval_mode:
-            clf.image.eval()
+        set_visual_mode(clf, freeze, visual_eval)
         if fc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
