@@ -30,8 +30,8 @@ MODEL_LABELS = {
     "lgr": "VL-LTR (CVLP + AnSS + LGR)",
     "fc_cvlp": "CVLP + FC head",
     "knn": "CVLP + KNN head",
-    "zeroshot": "Zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
-    "zeroshot_anchors": "Zero-shot, mean of the AnSS anchors (anchors chosen with training images)",
+    "zeroshot": "Text-only zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
+    "zeroshot_anchors": "Text-only zero-shot, mean of the AnSS anchors (chosen with training images)",
 }
 
 
