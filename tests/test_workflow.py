@@ -162,7 +162,7 @@ def test_ablations_table_reads_back(tmp_path):
         (path / "metrics.json").write_text(json.dumps(
             {"overall": overall, "many": 1.0, "medium": 2.0, "few": None}))
 
-    for m, v in (("lgr", 50.0), ("fc", 40.0), ("zeroshot", 30.0)):
+    for m, v in (("lgr", 50.0), ("fc", 40.0), ("zeroshot", 30.0), ("zeroshot_anchors", 28.0)):
         metrics(tmp_path / "demo" / "eval" / m, v)
     metrics(tmp_path / "demo+cutoff" / "eval" / "lgr", 45.0)
     cfg = from_dict({"finetune": {"heads": ["lgr", "fc"]}, "report": {"ablations": ["cutoff"]}})

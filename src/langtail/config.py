@@ -34,8 +34,11 @@ class DataConfig:
     test_per_class: int = 0  #: 0 = dataset default
     verify_checksums: bool = True  #: false accepts files whose md5 differs (logged)
     allow_download: bool = False  #: let torchvision download missing files
-    many_threshold: int = 100  #: many-shot: > this many training images
-    few_threshold: int = 20  #: few-shot: < this many training images
+    many_threshold: int = 100  #: many-shot boundary (see shot_bounds)
+    few_threshold: int = 20  #: few-shot boundary (see shot_bounds)
+    #: inclusive (paper, authors' code): many >= many_threshold, few <= few_threshold;
+    #: exclusive (OLTR's usual ImageNet-LT split): many > many_threshold, few < few_threshold
+    shot_bounds: Literal["inclusive", "exclusive"] = "inclusive"
     image_size: int = 32  #: network input size (224 for CLIP backbones)
     normalize: Literal["cifar", "clip", "imagenet", "none"] = "cifar"
     num_workers: int = 0
@@ -113,6 +116,8 @@ class PretrainConfig:
     lambda_ccl: float = 0.5  #: lambda of Eq. 8 (1.0 = no distillation)
     distill: Literal["none", "logits", "feature"] = "none"
     ccl_reduction: Literal["paper", "code"] = "paper"  #: paper sums L_vis + L_lin; code averages
+    distill_mode: Literal["paper", "code"] = "paper"  #: logit L_dis: paper = diagonal terms (Eq. 3); code = full soft CE
+    eval_mode: bool = False  #: keep the model in eval mode while pre-training (BN statistics frozen; authors' ImageNet-LT / Places-LT configs: train_mode=False)
     tau_init: float = 0.07
     sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
     augment: bool = True
@@ -146,9 +151,15 @@ class FinetuneConfig:
     warmup_epochs: int = 0
     sampler: Literal["sqrt", "instance", "balanced"] = "sqrt"
     augment: bool = True
-    freeze_visual: bool = False
+    freeze_visual: bool = False  #: no gradients into the CVLP visual encoder under lgr/knn/fc_cvlp (authors' ImageNet-LT / Places-LT configs); the fc baseline is always fine-tuned
+    visual_eval_mode: bool = False  #: keep that visual encoder in eval mode while training (BN statistics frozen; authors' code)
     init_from_pretrain: bool = True  #: false = ablation "no CVLP" (start from model.pretrained)
     tau: float = 0.07  #: text-branch temperature (fixed)
+    tau_from_pretrain: bool = False  #: true: the text-branch temperature is the learned CVLP tau of pretrain/model.pt (authors' code)
+    lgr_qk_bias: bool = True  #: bias in the LGR query and key projections (authors' code: qkv_bias=False)
+    lgr_init: Literal["pytorch", "authors"] = "pytorch"  #: authors: W_q, W_k identity; other linears trunc_normal(0.02), zero bias
+    v_detach: bool = False  #: LGR text branch: ||G|| detached in the cosine (authors' iNaturalist configs)
+    lgr_attention_lr: float = 0.0  #: lr of the LGR LayerNorms and Q/K projections (0 = finetune.lr; authors' code: text_lr 1e-6)
     alpha: float = 0.5  #: inference: alpha * P_I + (1 - alpha) * P_T (paper Eq. 7: plain sum = 0.5)
     knn_k: int = 0  #: KNN head: 0 = nearest class-mean of anchors
     device: str = "auto"
@@ -195,6 +206,12 @@ class EvaluateConfig:
     batch_size: int = 256
     split: Literal["test", "val"] = "test"
     device: str = "auto"
+    amp: bool = False  #: fp16 autocast at inference on CUDA (authors' code); on CPU: off, with a log line
+    #: which scores rank classes for many/medium/few and per-class accuracy: "combined" = the
+    #: prediction of the overall accuracy (alpha-combined probabilities); "logit_sum" = raw
+    #: P^I + P^T logits (authors' code: overall uses the alpha combination, shot groups the sum)
+    group_ranking: Literal["combined", "logit_sum"] = "combined"
+    recipe: str = "paper"  #: name of the recipe this run follows (written to metrics.json and the report)
 
 
 @dataclass
@@ -224,6 +241,11 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(DatasetConfig)[f.name
 
 
 HEAD_NAMES = ("lgr", "fc", "fc_cvlp", "knn")  #: fine-tuning runs (see langtail.models.classifier)
+#: zero-shot evaluations of the CVLP encoders (no fine-tuning): ``zeroshot`` = standard CLIP
+#: zero-shot (class text = mean of the 80 CLIP prompt embeddings; no training image is used),
+#: ``zeroshot_anchors`` = class text = mean of the AnSS-selected anchors (chosen with training images)
+ZEROSHOT_MODELS = ("zeroshot", "zeroshot_anchors")
+EVAL_MODELS = HEAD_NAMES + ZEROSHOT_MODELS  #: every ``eval/<model>/`` the evaluate stage writes
 
 
 class ConfigError(ValueError):
@@ -235,10 +257,36 @@ class ConfigError(ValueError):
 #: config's top-level ``variants:`` adds more (or replaces these by name).
 BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
     "no_cvlp": {"pretrain": {"enabled": False}},                         # Table 4 #2
-    "no_clip_weights": {"model": {"pretrained": "", "teacher": ""}},      # Table 4 #3
+    # Table 4 #3: "without CLIP weights" and, as the table's row says, pre-trained without L_dis
+    "no_clip_weights": {"model": {"pretrained": "", "teacher": "", "teacher_pretrained": ""},
+                        "pretrain": {"distill": "none", "lambda_ccl": 1.0}},
     "no_distill": {"pretrain": {"distill": "none", "lambda_ccl": 1.0}},   # Table 4 #4
     "cutoff": {"anchors": {"strategy": "cutoff"}},                         # Table 4 #7
     "prompt_only": {"corpus": {"sources": ["prompt"]}},                    # Table 10
+    # the authors' released code (ChangyaoTian/VL-LTR), the parts that hold for every dataset;
+    # per-dataset numbers (alpha, lrs, v_detach, frozen encoder): AUTHORS_CODE_DATASETS
+    "authors_code": {
+        "data": {"shot_bounds": "inclusive", "many_threshold": 100, "few_threshold": 20},
+        "pretrain": {"ccl_reduction": "code", "distill_mode": "code", "lambda_ccl": 0.5},
+        "finetune": {"lgr_qk_bias": False, "lgr_init": "authors", "tau_from_pretrain": True,
+                     "visual_eval_mode": True, "warmup_epochs": 0, "lgr_attention_lr": 1e-6},
+        "evaluate": {"amp": True, "group_ranking": "logit_sum", "recipe": "authors_code"},
+    },
+}
+
+#: ``authors_code`` overrides that depend on the dataset (``data.name``), from the released
+#: R-50 configs (configs/<dataset>/{pretrain,finetune}/*_r50.py) and engine.py
+#: (alpha 0.7 for iNaturalist, 0.2 otherwise). Documented in docs/method.md.
+AUTHORS_CODE_DATASETS: dict[str, dict[str, Any]] = {
+    "imagenet_lt": {"pretrain": {"eval_mode": True, "epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
+                    "finetune": {"epochs": 50, "lr": 1e-3, "batch_size": 128, "alpha": 0.2,
+                                 "freeze_visual": True, "v_detach": False}},
+    "places_lt": {"pretrain": {"eval_mode": True, "epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
+                  "finetune": {"epochs": 50, "lr": 1e-4, "batch_size": 128, "alpha": 0.2,
+                               "freeze_visual": True, "v_detach": False}},
+    "inat2018": {"pretrain": {"eval_mode": False, "epochs": 100, "lr": 5e-4, "batch_size": 256, "warmup_epochs": 5},
+                 "finetune": {"epochs": 360, "lr": 2e-5, "batch_size": 128, "alpha": 0.7,
+                              "freeze_visual": False, "v_detach": True}},
 }
 
 def split_variant(dataset: str) -> tuple[str, str | None]:
@@ -247,12 +295,23 @@ def split_variant(dataset: str) -> tuple[str, str | None]:
     return base, (variant or None)
 
 
-def variant_overrides(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
-    variants = {**BUILTIN_VARIANTS, **(raw.get("variants") or {})}
+def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None = None) -> dict[str, Any]:
+    """A variant's overrides; for the built-in ``authors_code`` and a ``dataset`` (base name or
+    ``<base>+<variant>``) whose ``data.name`` is a paper benchmark, plus that dataset's released
+    settings (:data:`AUTHORS_CODE_DATASETS`)."""
+    user = raw.get("variants") or {}
+    variants = {**BUILTIN_VARIANTS, **user}
     if variant not in variants:
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
-    return variants[variant]
+    over = variants[variant]
+    if variant == "authors_code" and variant not in user and dataset is not None:
+        base = split_variant(dataset)[0]
+        entry = (raw.get("datasets") or {}).get(base) or {}
+        name = deep_merge(raw.get("defaults") or {}, entry).get("data", {}).get("name", base)
+        if name in AUTHORS_CODE_DATASETS:
+            over = deep_merge(over, AUTHORS_CODE_DATASETS[name])
+    return over
 
 
 # ----------------------------------------------------------------------------- schema
@@ -372,8 +431,25 @@ def dataset_config(raw: Mapping[str, Any], dataset: str) -> DatasetConfig:
         raise ConfigError(f"dataset {base!r} is not in the config; known: {', '.join(sorted(datasets))}")
     merged = deep_merge(raw.get("defaults") or {}, datasets[base] or {})
     if variant is not None:
-        merged = deep_merge(merged, variant_overrides(raw, variant))
-    return from_dict(merged)
+        merged = deep_merge(merged, variant_overrides(raw, variant, dataset))
+    cfg = from_dict(merged)
+    try:
+        check_consistency(cfg)
+    except ConfigError as e:
+        where = f"variant {variant!r} of dataset {base!r}" if variant else f"dataset {base!r}"
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def check_consistency(cfg: DatasetConfig) -> None:
+    """Cross-key rules the schema cannot express; raise :class:`ConfigError` naming the keys and the fix."""
+    if cfg.pretrain.enabled and cfg.pretrain.distill != "none" and cfg.pretrain.lambda_ccl < 1 and not cfg.model.teacher:
+        raise ConfigError(f"pretrain.distill={cfg.pretrain.distill!r} with lambda_ccl={cfg.pretrain.lambda_ccl} "
+                          "needs a teacher: set model.teacher (an open_clip name) or pretrain.distill: none "
+                          "with pretrain.lambda_ccl: 1.0")
+    if cfg.data.few_threshold > cfg.data.many_threshold:
+        raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
+                          f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")
 
 
 def from_dict(d: Mapping[str, Any]) -> DatasetConfig:
@@ -404,11 +480,6 @@ Keys = Mapping[str, "tuple[str, ...] | list[str]"]
 def flat_keys(keys: Keys) -> set[str]:
     """``{"finetune": ("lr",)} -> {"finetune.lr"}``."""
     return {f"{sec}.{k}" for sec, ks in keys.items() for k in ks}
-
-
-def flat_overrides(over: Mapping[str, Any]) -> set[str]:
-    """Keys an override block (a variant) sets: ``{"pretrain": {"epochs": 1}} -> {"pretrain.epochs"}``."""
-    return {f"{sec}.{k}" for sec, block in over.items() for k in (block or {})}
 
 
 def merge_keys(*keys: Keys) -> dict[str, tuple[str, ...]]:

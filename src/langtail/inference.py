@@ -1,25 +1,44 @@
 """Batched inference helpers shared by stages (no training)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+log = logging.getLogger(__name__)
+
+
+def inference_autocast(device: torch.device, amp: bool, desc: str = "infer") -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA when ``amp`` (the authors' evaluation); on any other device the
+    request is logged and inference runs in float32 (CPU fp16 matmuls are slow or unsupported)."""
+    if not amp:
+        return contextlib.nullcontext()
+    if device.type != "cuda":
+        log.info("%s: evaluate.amp requested on %s: fp16 autocast needs CUDA, running in float32", desc, device)
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16)
+
 
 @torch.no_grad()
 def run_batches(fn: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
-                desc: str = "infer") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                desc: str = "infer", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Apply ``fn`` to every image batch; returns ``(outputs [N, ...], labels [N], rows [N], skipped)``.
 
     ``rows`` index the manifest frame the loader was built from (skipped images are absent).
+    ``amp``: run ``fn`` under :func:`inference_autocast` (outputs are returned as float32).
     """
     outs, labels, rows, skipped = [], [], [], 0
+    ctx = inference_autocast(device, amp, desc)
     for batch in tqdm(loader, desc=desc, leave=False, mininterval=2.0, disable=None):
         skipped += batch["skipped"]
         if "image" not in batch:
             continue
-        outs.append(fn(batch["image"].to(device, non_blocking=True)).float().cpu())
+        with ctx:
+            out = fn(batch["image"].to(device, non_blocking=True))
+        outs.append(out.float().cpu())
         labels.append(batch["label"])
         rows.append(batch["row"])
     if not outs:

@@ -34,8 +34,15 @@ def fmt_accuracies(metrics: dict[str, Any]) -> list[str]:
 
 
 def accuracy_table(pred: np.ndarray, labels: np.ndarray, class_names: list[str], counts: np.ndarray,
-                   groups: np.ndarray) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Group metrics (per-image top-1 %, within each shot group) and the per-class table."""
+                   groups: np.ndarray, group_pred: np.ndarray | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Group metrics (per-image top-1 %, within each shot group) and the per-class table.
+
+    ``pred``, ``labels``: ``[N]`` class ids. ``overall`` is the accuracy of ``pred``; the shot
+    groups and the per-class table use ``group_pred`` when given (the authors' evaluation ranks
+    classes for the shot groups by the raw logit sum, ``evaluate.group_ranking: logit_sum``)."""
+    overall = float(100.0 * (pred == labels).mean())
+    if group_pred is not None:
+        pred = group_pred
     C = len(class_names)
     correct = np.bincount(labels, weights=(pred == labels).astype(np.float64), minlength=C).astype(np.int64)
     n = np.bincount(labels, minlength=C)
@@ -44,7 +51,7 @@ def accuracy_table(pred: np.ndarray, labels: np.ndarray, class_names: list[str],
     per = pd.DataFrame({"class_id": np.arange(C, dtype=np.int32), "class_name": class_names,
                         "train_count": counts.astype(np.int32), "group": groups.astype(object),
                         "n_test": n.astype(np.int32), "correct": correct.astype(np.int32), "accuracy": acc})
-    m: dict[str, Any] = {"overall": float(100.0 * (pred == labels).mean()), "n_images": int(len(labels))}
+    m: dict[str, Any] = {"overall": overall, "n_images": int(len(labels))}
     for g in GROUPS:
         in_g = groups[labels] == g
         m[g] = float(100.0 * (pred[in_g] == labels[in_g]).mean()) if in_g.any() else None

@@ -7,7 +7,7 @@ rule ablations:
     params:
         cfg=stage_params("ablations"),
         metrics=lambda w, input: " ".join(f"{k.replace('__', ':')}={v}" for k, v in input.items()),
-        variants=lambda w: json.dumps({v: variant_overrides(config, v) for v in cfg(w.dataset).report.ablations}),
+        variants=lambda w: json.dumps({v: variant_overrides(config, v, w.dataset) for v in cfg(w.dataset).report.ablations}),
     conda:
         "../envs/langtail.yaml"
     log:

@@ -5,7 +5,8 @@ import os
 import shlex
 import sys
 
-from langtail.config import HEAD_NAMES, dataset_config, select_keys, split_variant, validate_config, variant_overrides
+from langtail.config import (EVAL_MODELS, HEAD_NAMES, ZEROSHOT_MODELS, dataset_config, select_keys, split_variant,
+                             validate_config, variant_overrides)
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
 from langtail.stages import module as stage_module, stage_keys, stage_owner
 
@@ -36,7 +37,7 @@ DATASETS = sorted(config["datasets"])
 wildcard_constraints:
     dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
     head="|".join(HEAD_NAMES),
-    model="|".join(HEAD_NAMES + ("zeroshot",)),
+    model="|".join(EVAL_MODELS),
 
 
 def cfg(ds):
@@ -111,7 +112,7 @@ def corpus_inputs(wildcards):
 
 
 def eval_checkpoint(wildcards):
-    if wildcards.model == "zeroshot":
+    if wildcards.model in ZEROSHOT_MODELS:
         return up("pretrain", "pretrain", "model.pt")(wildcards)
     return up("finetune", "finetune", wildcards.model, "model.pt")(wildcards)
 
@@ -122,7 +123,7 @@ def eval_dir(ds, model):
 
 
 def report_models(wildcards):
-    return list(cfg(wildcards.dataset).finetune.heads) + ["zeroshot"]
+    return list(cfg(wildcards.dataset).finetune.heads) + list(ZEROSHOT_MODELS)
 
 
 def report_inputs(wildcards):

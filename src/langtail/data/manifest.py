@@ -10,7 +10,7 @@ label      int32   class id in ``[0, C)``
 class_name string  human-readable class name of ``label``
 split      string  ``train`` | ``val`` | ``test``
 class_count int32  number of *training* images of the class
-group      string  ``many`` (> many_threshold) | ``medium`` | ``few`` (< few_threshold)
+group      string  ``many`` | ``medium`` | ``few`` (:func:`shot_group`; data.shot_bounds)
 ========== ======= ==========================================================
 
 Metadata: ``dataset`` (name), ``class_names`` (list, index = label), ``image_root``
@@ -46,17 +46,23 @@ SPLITS = ("train", "val", "test")
 GROUPS = ("many", "medium", "few")
 
 
-def shot_group(count: int, many_threshold: int = 100, few_threshold: int = 20) -> str:
-    """Shot group of a class with ``count`` training images (many > 100, few < 20)."""
-    if count > many_threshold:
+def shot_group(count: int, many_threshold: int = 100, few_threshold: int = 20, inclusive: bool = True) -> str:
+    """Shot group of a class with ``count`` training images.
+
+    ``inclusive`` (the VL-LTR paper and its code, ``data.shot_bounds: inclusive``): many >= 100,
+    medium 21-99, few <= 20. Otherwise (OLTR's usual split, ``exclusive``): many > 100,
+    medium 20-100, few < 20.
+    """
+    if count > many_threshold or (inclusive and count == many_threshold):
         return "many"
-    if count < few_threshold:
+    if count < few_threshold or (inclusive and count == few_threshold):
         return "few"
     return "medium"
 
 
-def shot_groups(counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20) -> list[str]:
-    return [shot_group(int(c), many_threshold, few_threshold) for c in counts]
+def shot_groups(counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20,
+                inclusive: bool = True) -> list[str]:
+    return [shot_group(int(c), many_threshold, few_threshold, inclusive) for c in counts]
 
 
 @dataclass
@@ -71,7 +77,8 @@ class ManifestBuild:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def make_manifest(build: ManifestBuild, many_threshold: int = 100, few_threshold: int = 20) -> pd.DataFrame:
+def make_manifest(build: ManifestBuild, many_threshold: int = 100, few_threshold: int = 20,
+                  inclusive: bool = True) -> pd.DataFrame:
     """Turn a :class:`ManifestBuild` into the manifest frame (adds counts and groups).
 
     Raises ``ValueError`` naming the class if a class has zero training images, and
@@ -90,7 +97,7 @@ def make_manifest(build: ManifestBuild, many_threshold: int = 100, few_threshold
     empty = [build.class_names[c] for c in np.flatnonzero(counts == 0)]
     if empty:
         raise ValueError(f"{len(empty)} class(es) have zero training images: {empty[:10]}")
-    groups = np.asarray(shot_groups(counts, many_threshold, few_threshold))
+    groups = np.asarray(shot_groups(counts, many_threshold, few_threshold, inclusive))
     names = np.asarray(build.class_names, dtype=object)
     return pd.DataFrame({
         "image": pd.Series(build.images, dtype=object),

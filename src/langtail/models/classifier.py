@@ -24,14 +24,21 @@ def image_model_config(cfg: ModelConfig) -> ModelConfig:
     return ModelConfig(**{k: getattr(cfg, k) for k in IMAGE_KEYS})
 
 
+#: LGR switches stored in a fine-tuned checkpoint's ``extra`` (key -> LGRHead argument); a
+#: checkpoint without them was trained with the defaults.
+LGR_OPTIONS = {"lgr_qk_bias": "qk_bias", "lgr_init": "init", "v_detach": "v_detach"}
+
+
 def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
-                tau: float = 0.07, knn_k: int = 0) -> torch.nn.Module:
+                tau: float = 0.07, knn_k: int = 0, lgr_qk_bias: bool = True, lgr_init: str = "pytorch",
+                v_detach: bool = False) -> torch.nn.Module:
+    """Head ``kind`` for ``dim``-d image embeddings; ``text_emb [C, M, D]`` / ``mask [C, M]`` for lgr, knn."""
     if kind in ("fc", "fc_cvlp"):
         return FCHead(dim, num_classes)
     if text_emb is None:
         raise ValueError(f"head {kind!r} needs anchor text embeddings")
     if kind == "lgr":
-        return LGRHead(text_emb, mask, tau)
+        return LGRHead(text_emb, mask, tau, qk_bias=lgr_qk_bias, init=lgr_init, v_detach=v_detach)
     if kind == "knn":
         return KNNHead(text_emb, mask, tau, knn_k)
     raise KeyError(f"unknown head {kind!r}; known: {', '.join(HEAD_NAMES)}")
@@ -57,8 +64,49 @@ def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifie
     ex = ck["extra"]
     emb = sd.get("head.text_emb", sd.get("head.anchors"))
     mask = sd.get("head.mask")
+    lgr = {k: ex[k] for k in LGR_OPTIONS if k in ex}
     head = create_head(ck["kind"], image.embed_dim, ex["num_classes"], emb, mask, ex.get("tau", 0.07),
-                       ex.get("knn_k", 0))
+                       ex.get("knn_k", 0), **lgr)
     clf = Classifier(image, head, ck["kind"])
-    clf.load_state_dict(sd, strict=False)
+    try:
+        clf.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: checkpoint does not match the {ck['kind']!r} classifier it describes "
+                         f"({cfg.image_encoder}): {e}; rerun the finetune stage") from e
     return clf.to(device).eval(), ck
+
+
+def pretrain_tau(pretrain_path) -> float:
+    """The learned CVLP temperature ``tau = 1 / exp(logit_scale)`` of a pretrain checkpoint."""
+    ck = io.torch_load(pretrain_path)
+    ls = ck.get("state_dict", {}).get("logit_scale")
+    if ls is None:
+        raise ValueError(f"{pretrain_path}: no 'logit_scale' in the checkpoint; it is not a CVLP checkpoint "
+                         "(set finetune.tau_from_pretrain: false to use finetune.tau)")
+    return float(torch.exp(-torch.as_tensor(ls, dtype=torch.float64)))
+
+
+def finetune_tau(fc, pretrain_path) -> float:
+    """Text-branch temperature of a fine-tuning run: ``fc.tau`` (fixed, paper default) or, with
+    ``fc.tau_from_pretrain`` (authors' code), the learned tau of ``pretrain_path``."""
+    return pretrain_tau(pretrain_path) if fc.tau_from_pretrain else float(fc.tau)
+
+
+def lgr_lr_overrides(clf: Classifier, attention_lr: float) -> dict[str, float]:
+    """``{param-name prefix: lr}`` for :func:`langtail.train.loop.param_groups`: the LGR head's
+    LayerNorms and Q/K projections at ``attention_lr`` (the authors' ``text_lr``); ``{}`` when 0
+    or for other heads."""
+    if attention_lr <= 0 or not isinstance(clf.head, LGRHead):
+        return {}
+    return {f"head.{m}.": attention_lr for m in ("ln_q", "q", "ln_k", "k")}
+
+
+def set_visual_mode(clf: Classifier, freeze: bool, eval_mode: bool) -> None:
+    """Call at every training step (after ``clf.train()``): a frozen visual encoder (``freeze``,
+    no gradients) or ``eval_mode`` (the authors' code) keeps it in eval mode, so BatchNorm
+    statistics do not move; the head stays in training mode."""
+    if freeze:
+        for p in clf.image.parameters():
+            p.requires_grad_(False)
+    if freeze or eval_mode:
+        clf.image.eval()

@@ -13,11 +13,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def _check_anchors(text_emb: torch.Tensor, mask: torch.Tensor) -> None:
+    if text_emb.ndim != 3 or mask.shape != text_emb.shape[:2]:
+        raise ValueError(f"anchor embeddings must be [C, M, D] with a [C, M] mask; got {tuple(text_emb.shape)} "
+                         f"and {tuple(mask.shape)}")
+    if not bool(mask.any(1).all()):
+        raise ValueError("every class needs at least one anchor sentence (mask row all False)")
+
+
+def _state_key(*tensors: torch.Tensor | None) -> tuple | None:
+    """Identity of tensors' current contents: object, storage, in-place version, device, dtype, shape.
+
+    ``Tensor._version`` increases on every in-place write (``copy_`` in ``load_state_dict``, optimizer
+    steps), so a cached value keyed on it cannot outlive a change of its inputs. ``None`` (do not
+    cache) for tensors without a version counter (created under ``torch.inference_mode``)."""
+    try:
+        return tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype, tuple(t.shape)) if t is not None else None
+                     for t in tensors)
+    except RuntimeError:
+        return None
+
+
 class LGRHead(nn.Module):
     """Language-guided recognition head.
 
-    Inputs fixed at construction: anchor-sentence embeddings ``E^T [C, M, D]`` (frozen,
-    from the text-embedding cache) and ``mask [C, M]`` (False = padding slot).
+    Inputs fixed at construction (replace them with :meth:`set_anchors` or ``load_state_dict``):
+    anchor-sentence embeddings ``E^T [C, M, D]`` (frozen, from the text-embedding cache) and
+    ``mask [C, M]`` (False = padding slot).
 
     - Eq. 4: ``Q = Linear(LayerNorm(E^I))`` ``[B, D]``
     - Eq. 5: ``K = Linear(LayerNorm(E^T))`` ``[C, M, D]``, ``V = E^T``
@@ -26,44 +48,121 @@ class LGRHead(nn.Module):
       -> ReLU -> Linear(hidden, C), hidden = 4D.
 
     ``cos(E^I, G_c)`` is computed without materialising G: ``<E^I, G_c> = sum_m a_bcm <E^I, V_cm>``
-    and ``||G_c||^2 = a_bc^T (V_c V_c^T) a_bc`` with ``V_c V_c^T [C, M, M]`` precomputed, so the
-    peak memory is ``O(B C M)`` instead of ``O(B C D)``. K does not depend on the image: it is
-    computed once per forward in training and cached in eval mode.
-    :meth:`forward_reference` is the literal formula, kept for tests.
+    and ``||G_c||^2 = a_bc^T (V_c V_c^T) a_bc`` with ``V_c V_c^T [C, M, M]``, so the peak memory
+    is ``O(B C M)`` instead of ``O(B C D)``. :meth:`forward_reference` is the literal formula.
+
+    Derived state: ``V V^T`` and, outside training and without grad, ``K`` are cached, keyed by
+    the identity and in-place version of every tensor they are computed from (see
+    :func:`_state_key`), and dropped on ``load_state_dict``, ``set_anchors``, ``train()`` /
+    ``eval()`` and device/dtype moves: new weights or anchors are always used.
+
+    Switches (paper default first; the authors' released code second):
+
+    - ``qk_bias``: bias in the Q and K projections (True; authors ``qkv_bias=False``).
+    - ``init``: ``"pytorch"`` (PyTorch defaults) or ``"authors"`` (``W_q = W_k = I``, every other
+      linear trunc_normal(std 0.02) with zero bias, LayerNorms weight 1 / bias 0).
+    - ``v_detach``: ``||G||`` detached in the cosine (False; authors' iNaturalist configs):
+      forward values unchanged, gradients differ.
     """
 
     def __init__(self, text_emb: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 0.07,
-                 hidden_mult: int = 4):
+                 hidden_mult: int = 4, qk_bias: bool = True, init: str = "pytorch", v_detach: bool = False):
         super().__init__()
         C, M, D = text_emb.shape
         if mask is None:
             mask = torch.ones(C, M, dtype=torch.bool)
-        if not bool(mask.any(1).all()):
-            raise ValueError("every class needs at least one anchor sentence (mask row all False)")
-        self.num_classes, self.num_anchors, self.dim = C, M, D
+        _check_anchors(text_emb, mask)
         self.ln_q = nn.LayerNorm(D)
-        self.q = nn.Linear(D, D)
+        self.q = nn.Linear(D, D, bias=qk_bias)
         self.ln_k = nn.LayerNorm(D)
-        self.k = nn.Linear(D, D)
+        self.k = nn.Linear(D, D, bias=qk_bias)
         self.mlp = nn.Sequential(nn.Linear(D, hidden_mult * D), nn.ReLU(inplace=True), nn.Linear(hidden_mult * D, C))
         self.tau = tau
+        self.v_detach = v_detach
         self.register_buffer("text_emb", text_emb.float().clone(), persistent=True)
         self.register_buffer("mask", mask.bool().clone(), persistent=True)
-        v = self.text_emb * self.mask[..., None]
-        self.register_buffer("vvt", torch.einsum("cmd,cnd->cmn", v, v), persistent=False)
-        self._k_cache: torch.Tensor | None = None
+        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+        if init == "authors":
+            self.init_authors()
+        elif init != "pytorch":
+            raise ValueError(f"unknown LGR init {init!r}; known: pytorch, authors")
 
-    def train(self, mode: bool = True):  # invalidate the key cache when switching modes
-        self._k_cache = None
+    # shapes are read from the anchors, never stored separately
+    num_classes = property(lambda self: self.text_emb.shape[0])
+    num_anchors = property(lambda self: self.text_emb.shape[1])
+    dim = property(lambda self: self.text_emb.shape[2])
+
+    @torch.no_grad()
+    def init_authors(self) -> None:
+        """The authors' initialisation: linears trunc_normal(0.02) + zero bias, W_q = W_k = identity."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.eye_(self.q.weight)
+        nn.init.eye_(self.k.weight)
+
+    def invalidate(self) -> None:
+        """Drop every cached derived tensor."""
+        self._cache = {}
+
+    @torch.no_grad()
+    def set_anchors(self, text_emb: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Replace the anchors ``[C, M, D]`` (same C and D; M may differ) and their mask ``[C, M]``."""
+        if mask is None:
+            mask = torch.ones(text_emb.shape[:2], dtype=torch.bool)
+        _check_anchors(text_emb, mask)
+        if text_emb.shape[0] != self.num_classes or text_emb.shape[2] != self.dim:
+            raise ValueError(f"anchors {tuple(text_emb.shape)} do not fit this head ([{self.num_classes}, M, {self.dim}])")
+        self.text_emb = text_emb.to(self.text_emb).clone()
+        self.mask = mask.to(self.mask.device, torch.bool).clone()
+        self.invalidate()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        m = state_dict.get(prefix + "mask")
+        e = state_dict.get(prefix + "text_emb")
+        if m is not None and e is not None:
+            _check_anchors(e, m.bool())
+        self.invalidate()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.invalidate()
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        self.invalidate()
         return super().train(mode)
 
+    def _cached(self, name: str, key: tuple | None, fn) -> torch.Tensor:
+        if key is None:
+            return fn()
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        val = fn()
+        self._cache[name] = (key, val)
+        return val
+
+    def vvt(self) -> torch.Tensor:
+        """``V_c V_c^T [C, M, M]`` of the masked anchors (cached on the anchors' state)."""
+        def f():
+            v = self.text_emb * self.mask[..., None]
+            return torch.einsum("cmd,cnd->cmn", v, v)
+        if torch.is_grad_enabled() and self.text_emb.requires_grad:
+            return f()
+        return self._cached("vvt", _state_key(self.text_emb, self.mask), f)
+
     def keys(self) -> torch.Tensor:
-        """``K [C, M, D]``; cached outside training (and without grad)."""
+        """``K [C, M, D]``; cached outside training and without grad (keyed on anchors and weights)."""
         if self.training or torch.is_grad_enabled():
             return self.k(self.ln_k(self.text_emb))
-        if self._k_cache is None or self._k_cache.device != self.text_emb.device:
-            self._k_cache = self.k(self.ln_k(self.text_emb))
-        return self._k_cache
+        key = _state_key(self.text_emb, self.ln_k.weight, self.ln_k.bias, self.k.weight, self.k.bias)
+        return self._cached("keys", key, lambda: self.k(self.ln_k(self.text_emb)))
 
     def attention(self, e_img: torch.Tensor) -> torch.Tensor:
         """Attention weights ``a [B, C, M]`` over each class's anchors (rows sum to 1)."""
@@ -75,11 +174,14 @@ class LGRHead(nn.Module):
         return scores.softmax(dim=-1)
 
     def text_logits(self, e_img: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``cos(E^I, G) / tau [B, C]`` from ``E^I [B, D]`` and attention ``a [B, C, M]``."""
         C, M, D = self.text_emb.shape
         ev = (e_img @ self.text_emb.reshape(C * M, D).t()).view(-1, C, M)  # <E^I, V_cm>
         dot = (a * ev).sum(-1)  # [B, C] = <E^I, G_c>
-        gnorm2 = torch.einsum("bcm,cmn,bcn->bc", a, self.vvt, a).clamp_min(1e-12)
-        cos = dot / (e_img.norm(dim=-1, keepdim=True).clamp_min(1e-12) * gnorm2.sqrt())
+        gnorm = torch.einsum("bcm,cmn,bcn->bc", a, self.vvt(), a).clamp_min(1e-12).sqrt()
+        if self.v_detach:
+            gnorm = gnorm.detach()
+        cos = dot / (e_img.norm(dim=-1, keepdim=True).clamp_min(1e-12) * gnorm)
         return cos / self.tau
 
     def forward(self, e_img: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,7 +196,10 @@ class LGRHead(nn.Module):
         scores = torch.einsum("bd,cmd->bcm", q, k) / math.sqrt(self.dim)
         scores = scores.masked_fill(~self.mask, float("-inf"))
         g = torch.einsum("bcm,cmd->bcd", scores.softmax(-1), self.text_emb)  # [B, C, D]
-        cos = F.cosine_similarity(e_img[:, None, :], g, dim=-1)
+        gn = g.norm(dim=-1, keepdim=True)
+        if self.v_detach:
+            gn = gn.detach()
+        cos = (F.normalize(e_img, dim=-1)[:, None, :] * (g / gn)).sum(-1)
         return {"image": self.mlp(e_img), "text": cos / self.tau}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from langtail.metrics import fmt_accuracies, fmt_pct
-from langtail.report.tables import md_table
+from langtail.report.tables import md_table, shot_group_rule
 from langtail.config import DatasetConfig
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def study_setting(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: dict
             f"- Dataset `{meta.get('dataset', dataset)}`: {len(meta['class_names'])} classes, {len(tr)} training "
             f"images ({counts.max()} .. {counts.min()} per class), {int((df['split'] == cfg.evaluate.split).sum())} "
             f"{cfg.evaluate.split} images; many {groups['many']} / medium {groups['medium']} / few {groups['few']} "
-            f"classes (many > {meta.get('many_threshold')}, few < {meta.get('few_threshold')} training images).",
+            f"classes ({shot_group_rule(meta)} training images).",
             f"- Image backbone `{mc.image_encoder}`, initialised from {init}; the **Pure** row is the `fc` "
             f"finetune run (same backbone from `model.pretrained`, linear classifier, "
             f"{cfg.finetune.baseline_epochs or cfg.finetune.epochs} epochs, {cfg.finetune.sampler} sampling).",

@@ -21,7 +21,7 @@ from langtail.config import DatasetConfig
 from langtail.report.corpus import resolution_table
 from langtail.report.plots import plot_per_class
 from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
-from langtail.report.tables import md_table, snakemake_command
+from langtail.report.tables import md_table, shot_group_rule, snakemake_command
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ MODEL_LABELS = {
     "lgr": "VL-LTR (CVLP + AnSS + LGR)",
     "fc_cvlp": "CVLP + FC head",
     "knn": "CVLP + KNN head",
-    "zeroshot": "Text-only zero-shot (nearest class text embedding)",
+    "zeroshot": "Text-only zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
+    "zeroshot_anchors": "Text-only zero-shot, mean of the AnSS anchors (chosen with training images)",
 }
 
 
@@ -69,7 +70,7 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
              f"{len(tr)} training images ({counts.max()} .. {counts.min()} per class, imbalance "
              f"{counts.max() / counts.min():.0f}), {int((df['split'] == cfg.evaluate.split).sum())} "
              f"{cfg.evaluate.split} images.",
-             f"- Shot groups (many > {meta.get('many_threshold')}, few < {meta.get('few_threshold')} training images): "
+             f"- Shot groups ({shot_group_rule(meta)} training images): "
              + ", ".join(f"{g} {metrics[models[0]].get('n_classes_' + g, 0)} classes" for g in ("many", "medium", "few")) + ".",
              f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
              f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
@@ -90,8 +91,10 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
 
 def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> list[str]:
     """Top-1 table, model cost (paper Table 5), LGR branches, skipped images."""
-    rows = [[MODEL_LABELS.get(m, m), *fmt_accuracies(r)] for m, r in metrics.items()]
-    lines = ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS]), ""]
+    rows = [[MODEL_LABELS.get(m, m), *fmt_accuracies(r), r.get("recipe", "paper")] for m, r in metrics.items()]
+    lines = ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS, "recipe"]), "",
+             "Recipe: `paper` = the paper's settings; `authors_code` = the authors' released code "
+             "(docs/method.md lists every difference).", ""]
     cost = [[MODEL_LABELS.get(m, m), f"{r['params_m']:.2f}", f"{r['gflops']:.3f}"]
             for m, r in metrics.items() if "params_m" in r]
     if cost:

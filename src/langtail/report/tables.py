@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 
@@ -24,3 +24,10 @@ def reproduce_line(target: str, dataset: str, config_files: Sequence[str] = (), 
     """The markdown "Reproduce" sentence: :func:`snakemake_command` and the config files it reads."""
     configs = " + ".join(f"`{f}`" for f in ("config.yaml", *config_files))
     return f"`{snakemake_command(target, config_files)}` (config: {configs}, dataset `{dataset}`{extra})."
+
+
+def shot_group_rule(manifest_meta: Mapping[str, Any]) -> str:
+    """``"many >= 100, few <= 20"`` (inclusive) or ``"many > 100, few < 20"``: the shot groups a
+    manifest was built with (its metadata: ``shot_bounds``, ``many_threshold``, ``few_threshold``)."""
+    ge, le = (">=", "<=") if manifest_meta.get("shot_bounds") == "inclusive" else (">", "<")
+    return f"many {ge} {manifest_meta.get('many_threshold')}, few {le} {manifest_meta.get('few_threshold')}"

@@ -31,8 +31,7 @@ import importlib
 from types import ModuleType
 from typing import Any, Mapping
 
-from langtail.config import (DatasetConfig, check_keys, dataset_config, flat_keys, flat_overrides,
-                             merge_keys, split_variant, variant_overrides)
+from langtail.config import DatasetConfig, check_keys, dataset_config, flat_keys, merge_keys, split_variant
 
 #: stage -> the stages whose outputs it reads (directly)
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -82,15 +81,21 @@ def upstream_closure(stage: str) -> list[str]:
 
 def stage_owner(raw: Mapping[str, Any], dataset: str, stage: str) -> str:
     """The results folder whose ``stage`` output a (variant) dataset uses: the base dataset
-    when the variant sets none of the keys that ``stage`` or anything upstream of it reads,
-    else the variant itself (``results/<dataset>+<variant>/``)."""
+    when every key that ``stage`` or anything upstream of it reads has the same value under
+    the variant (so a variant that restates a base value reuses the base run), else the
+    variant itself (``results/<dataset>+<variant>/``)."""
     base, variant = split_variant(dataset)
     if variant is None:
         return dataset
-    touched = flat_overrides(variant_overrides(raw, variant))
-    cfg = dataset_config(raw, dataset)
-    read = set().union(*(flat_keys(stage_keys(s, cfg)) for s in upstream_closure(stage)))
-    return dataset if touched & read else base
+    cfg_base, cfg_var = dataset_config(raw, base), dataset_config(raw, dataset)
+    read = set().union(*(flat_keys(stage_keys(s, c)) for s in upstream_closure(stage) for c in (cfg_base, cfg_var)))
+    changed = [k for k in read if _value(cfg_base, k) != _value(cfg_var, k)]
+    return dataset if changed else base
+
+
+def _value(cfg: DatasetConfig, key: str) -> Any:
+    sec, name = key.split(".")
+    return getattr(getattr(cfg, sec), name)
 
 
 __all__ = ["STAGES", "UPSTREAM", "module", "stage_keys", "stage_owner", "upstream_closure"]

@@ -1,7 +1,7 @@
 """Stage ``ablations`` (rule ``ablations``, ``langtail ablations``): the paper's Table 4 / Table 10 rows.
 
 Reads the ``metrics.json`` files its rule passes: the main run's heads (``lgr``, ``fc``,
-``fc_cvlp``, ``knn`` and ``zeroshot`` where trained) and the LGR metrics of every variant in
+``fc_cvlp``, ``knn`` where trained, ``zeroshot`` and ``zeroshot_anchors``) and the LGR metrics of every variant in
 ``report.ablations`` (``results/<dataset>+<variant>/eval/lgr/metrics.json``, or the base run's
 file when the variant did not change that stage). Writes ``ablations.md``.
 """
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from langtail import io
-from langtail.config import DatasetConfig
+from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
 from langtail.report.tables import md_table
 
@@ -31,8 +31,9 @@ ROWS = [  # (paper row, label, variant or None for the main run, evaluated model
     ("#7", "Cut Off instead of AnSS", "cutoff", "lgr"),
     ("T10", "prompt only text", "prompt_only", "lgr"),
     ("base", "vision-only baseline (FC, no CVLP)", None, "fc"),
-    ("T8", "text-only zero-shot after CVLP", None, "zeroshot"),
-    ("T8", "zero-shot with the initial weights (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
+    ("T8", "zero-shot after CVLP, prompt ensemble (no training images)", None, "zeroshot"),
+    ("", "zero-shot after CVLP, mean of the AnSS anchors (chosen with training images)", None, "zeroshot_anchors"),
+    ("T8", "zero-shot with the initial weights, prompt ensemble (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
 ]
 
 
@@ -47,7 +48,7 @@ def rows_needed(cfg: DatasetConfig) -> list[tuple[str | None, str]]:
     known = {r[2] for r in ROWS}
     out = []
     for _, _, v, model in list(ROWS) + [("", "", v, "lgr") for v in variants if v not in known]:
-        if (v is None and (model in cfg.finetune.heads or model == "zeroshot")) or (v is not None and v in variants):
+        if (v is None and (model in cfg.finetune.heads or model in ZEROSHOT_MODELS)) or (v is not None and v in variants):
             out.append((v, model))
     return out
 

@@ -2,16 +2,20 @@
 
 Models: a fine-tuned classifier (``finetune/<head>/model.pt``; LGR predictions use
 ``alpha * softmax(P^I) + (1 - alpha) * softmax(P^T)``, alpha = 0.5 ranks like the paper's
-plain sum) or ``zeroshot``: the CVLP encoders alone, each image assigned to the class whose
-text embedding (mean of its normalised anchor embeddings) is nearest in cosine.
+plain sum), or the CVLP encoders alone (``langtail.models.zeroshot``): ``zeroshot`` (standard
+CLIP zero-shot: class text = mean of the 80 prompt embeddings; reads ``pretrain/model.pt``
+and the manifest's class names) and ``zeroshot_anchors`` (class text = mean of the selected
+anchor embeddings of ``text_embeddings.safetensors``).
 
 Outputs in ``eval/<model>/``:
 
 - ``metrics.json``: ``model``, ``split``, ``overall``, ``many``, ``medium``, ``few`` (top-1 in
   %, over test images of the classes in each group; ``null`` for an empty group),
   ``n_images``, ``n_classes`` per group, ``skipped_images``, and for LGR the branch
-  accuracies ``image_branch`` / ``text_branch``; ``params_m`` (millions of parameters, anchor
-  buffers excluded) and ``gflops`` (multiply-adds per image, ``torch.utils.flop_counter``).
+  accuracies ``image_branch`` / ``text_branch``, ``alpha`` and ``group_ranking``; for zero-shot
+  ``class_text``; ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
+  (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image,
+  ``torch.utils.flop_counter``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -22,17 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from langtail.config import DatasetConfig
+from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.inference import run_batches
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
-from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import combine_probs
-from langtail.models.text_cache import read_text_embeddings
+from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -41,14 +43,15 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "finetune": ("alpha",),  # inference: alpha * P_I + (1 - alpha) * P_T
-    "evaluate": ("batch_size", "split", "device"),
+    "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe"),
 }
 
 
 def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
-    """Upstream artifacts besides the manifest and the checkpoint: the zero-shot row reads the
-    anchor embeddings (a fine-tuned head carries its own in the checkpoint)."""
-    return ("text_emb",) if model == "zeroshot" else ()
+    """Upstream artifacts besides the manifest and the checkpoint: ``zeroshot_anchors`` reads the
+    anchor embeddings (a fine-tuned head carries its own in the checkpoint; ``zeroshot`` embeds
+    the class-name prompts with the checkpoint's own text encoder)."""
+    return ("text_emb",) if model == "zeroshot_anchors" else ()
 
 
 def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
@@ -77,14 +80,13 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     dc = cfg.data
     loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
                          cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
-    extra: dict[str, Any] = {}
-    if model_name == "zeroshot":
-        image = load_vl_checkpoint(model_path, device, image_only=True)[0].eval()
-        emb, mask, _ = read_text_embeddings(text_emb_path)
-        proto = (F.normalize(emb, dim=-1) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        proto = F.normalize(proto, dim=-1).to(device)
-        scores, labels, _, skipped = run_batches(lambda x: F.normalize(image(x), dim=-1) @ proto.t(),
-                                                 loader, device, desc="eval zeroshot")
+    ec = cfg.evaluate
+    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda")}
+    group_pred = None
+    if model_name in ZEROSHOT_MODELS:
+        image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device)
+        scores, labels, _, skipped = run_batches(zeroshot_scores(image, proto), loader, device,
+                                                 desc=f"eval {model_name}", amp=ec.amp)
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
     else:
@@ -94,21 +96,25 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         def fn(x):
             out = clf(x)
             cols = [combine_probs(out, alpha)]
-            for k in ("image", "text"):
-                if k in out and len(out) > 1:
-                    cols.append(out[k].softmax(-1))
-            return torch.stack(cols, 1)
+            if len(out) > 1:  # image branch, text branch (+ raw logit sum: authors' shot-group ranking)
+                cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
+                if ec.group_ranking == "logit_sum":
+                    cols.append(out["image"].float() + out["text"].float())
+            return torch.stack([c.float() for c in cols], 1)
 
-        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}")
+        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp)
         pred = scores[:, 0].argmax(1).numpy()
-        if scores.shape[1] == 3:
+        if scores.shape[1] >= 3:
             lab = labels.numpy()
             extra["image_branch"] = float(100.0 * (scores[:, 1].argmax(1).numpy() == lab).mean())
             extra["text_branch"] = float(100.0 * (scores[:, 2].argmax(1).numpy() == lab).mean())
+            if scores.shape[1] == 4:
+                group_pred = scores[:, 3].argmax(1).numpy()
         extra["alpha"] = alpha
+        extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
         extra.update(model_cost(clf, dc.image_size, device))
     counts = class_counts(df, C)
-    metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C))
+    metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C), group_pred)
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
     write_eval(out_dir, metrics, per)
     return metrics

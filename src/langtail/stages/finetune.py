@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +27,8 @@ from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import recognition_loss
-from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier
+from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
+                                         save_classifier, set_visual_mode)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
@@ -39,15 +41,17 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS,
-    "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "freeze_visual",
-                 "device", "amp", "channels_last", "seed"),
+    "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
+                 "channels_last", "seed"),
 }
+#: the CVLP-encoder heads' keys: init, and how the visual encoder is held (authors' code: frozen, eval mode)
+_CVLP = ("epochs", "init_from_pretrain", "freeze_visual", "visual_eval_mode")
 #: keys only some heads read (``finetune.heads`` itself only selects jobs: adding a head trains only it)
 HEAD_KEYS = {
-    "lgr": {"finetune": ("epochs", "init_from_pretrain", "tau")},
-    "fc": {"finetune": ("baseline_epochs", "epochs")},
-    "fc_cvlp": {"finetune": ("epochs", "init_from_pretrain")},
-    "knn": {"finetune": ("epochs", "init_from_pretrain", "tau", "knn_k")},
+    "lgr": {"finetune": _CVLP + ("tau", "tau_from_pretrain", "lgr_qk_bias", "lgr_init", "v_detach", "lgr_attention_lr")},
+    "fc": {"finetune": ("baseline_epochs", "epochs")},  # always fine-tuned in train mode (paper Sec. 4.3)
+    "fc_cvlp": {"finetune": _CVLP},
+    "knn": {"finetune": _CVLP + ("tau", "tau_from_pretrain", "knn_k")},
 }
 
 
@@ -62,18 +66,23 @@ def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
     needs: tuple[str, ...] = ()
     if head in ("lgr", "knn"):
         needs += ("text_emb",)
-    if head != "fc" and cfg.finetune.init_from_pretrain:
+    if head != "fc" and (cfg.finetune.init_from_pretrain
+                         or (head in ("lgr", "knn") and cfg.finetune.tau_from_pretrain)):
         needs += ("pretrain",)
     return needs
 
 
-def head_options(cfg: DatasetConfig, head: str) -> dict[str, float | int]:
-    """The head constructor's options that ``head`` uses (stored in the checkpoint)."""
-    opts: dict[str, float | int] = {}
+def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> dict[str, Any]:
+    """The options of :func:`~langtail.models.classifier.create_head` that ``head`` uses (stored
+    in the checkpoint's ``extra``; the text-branch tau may come from the CVLP checkpoint)."""
+    fc = cfg.finetune
+    opts: dict[str, Any] = {}
     if head in ("lgr", "knn"):
-        opts["tau"] = cfg.finetune.tau
+        opts["tau"] = finetune_tau(fc, pretrain_path)
+    if head == "lgr":
+        opts.update(lgr_qk_bias=fc.lgr_qk_bias, lgr_init=fc.lgr_init, v_detach=fc.v_detach)
     if head == "knn":
-        opts["knn_k"] = cfg.finetune.knn_k
+        opts["knn_k"] = fc.knn_k
     return opts
 
 
@@ -95,11 +104,13 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
         emb, mask = read_text_embeddings(text_emb_path)[:2]
         if emb.shape[0] != C:
             raise ValueError(f"{text_emb_path}: {emb.shape[0]} classes, manifest has {C}; rerun embed_text")
-    head = create_head(head_kind, image.embed_dim, C, emb, mask, **head_options(cfg, head_kind))
+    options = head_options(cfg, head_kind, pretrain_path)
+    head = create_head(head_kind, image.embed_dim, C, emb, mask, **options)
     clf = Classifier(image, head, head_kind).to(device)
-    if fc.freeze_visual:
-        for p in clf.image.parameters():
-            p.requires_grad_(False)
+    # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
+    # freeze / eval-mode switches concern the CVLP encoder under the language-guided heads
+    freeze, visual_eval = (False, False) if head_kind == "fc" else (fc.freeze_visual, fc.visual_eval_mode)
+    set_visual_mode(clf, freeze, visual_eval)
     if fc.channels_last:
         clf.image.to(memory_format=torch.channels_last)
     epochs = fc.baseline_epochs if head_kind == "fc" and fc.baseline_epochs else fc.epochs
@@ -107,12 +118,11 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
                           seed=fc.seed, augment=fc.augment, device=device)
-    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay), lr=fc.lr)
+    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr if head_kind == "lgr" else 0.0)), lr=fc.lr)
 
     def step(batch):
         x = batch["image"]
-        if fc.freeze_visual:
-            clf.image.eval()
+        set_visual_mode(clf, freeze, visual_eval)
         if fc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
@@ -126,7 +136,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]")
     save_classifier(out, clf.cpu(), cfg.model, {
-        "num_classes": C, **head_options(cfg, head_kind), "epochs": epochs,
+        "num_classes": C, **options, "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"})
     finish(resume)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {"data": ("name", "root", "imbalance_factor", "profile", "seed", "max_train_per_class", "test_per_class",
-                 "verify_checksums", "allow_download", "many_threshold", "few_threshold", "image_size")}
+                 "verify_checksums", "allow_download", "many_threshold", "few_threshold", "shot_bounds", "image_size")}
 
 
 def run(cfg: DatasetConfig, out: Path) -> None:
@@ -32,10 +32,11 @@ def run(cfg: DatasetConfig, out: Path) -> None:
     if n_missing:
         raise FileNotFoundError(f"{n_missing} image file(s) listed by dataset {cfg.name!r} do not exist; "
                                 f"first: {first}")
-    df = make_manifest(build, cfg.many_threshold, cfg.few_threshold)
+    df = make_manifest(build, cfg.many_threshold, cfg.few_threshold, cfg.shot_bounds == "inclusive")
     meta = {"dataset": cfg.name, "class_names": build.class_names, "image_root": build.image_root,
             "seed": cfg.seed, "imbalance_factor": cfg.imbalance_factor, "profile": cfg.profile,
-            "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold, **build.meta}
+            "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold,
+            "shot_bounds": cfg.shot_bounds, **build.meta}
     write_manifest(out, df, meta)
     tr = df[df["split"] == "train"]
     groups = tr.drop_duplicates("label")["group"].value_counts().to_dict()

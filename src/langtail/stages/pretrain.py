@@ -41,7 +41,8 @@ KEYS = {
     "model": ("method", "image_encoder", "text_encoder", "pretrained", "text_model_path", "embed_dim",
               "train_text_encoder", "teacher", "teacher_pretrained"),
     "pretrain": ("enabled", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "lambda_ccl", "distill",
-                 "ccl_reduction", "tau_init", "sampler", "augment", "device", "amp", "channels_last", "seed"),
+                 "ccl_reduction", "distill_mode", "eval_mode", "tau_init", "sampler", "augment", "device", "amp",
+                 "channels_last", "seed"),
 }
 
 
@@ -109,6 +110,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
 
     def step(batch):
         x, y = batch["image"], batch["label"]
+        if pc.eval_mode:
+            model.eval()
         if pc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # a fresh sentence of each image's class (global torch RNG: restored on resume)
@@ -127,7 +130,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
                 t_img = teacher.encode_image(x).float()
             t_txt = teacher_text[sid]
             if pc.distill == "logits":
-                l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, "paper")
+                l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, pc.distill_mode)
             else:
                 l_dis = feature_distillation_loss(img, txt, t_img, t_txt)
         return pretrain_loss(l_ccl, l_dis, pc.lambda_ccl)

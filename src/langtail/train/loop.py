@@ -41,14 +41,30 @@ def cosine_lambda(total_steps: int, warmup_steps: int = 0) -> Callable[[int], fl
     return f
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on 1-d params (norms, biases) and the temperature."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 lr_by_prefix: dict[str, float] | None = None) -> list[dict]:
+    """AdamW groups: no decay on 1-d params (norms, biases) and the temperature.
+
+    ``lr_by_prefix``: parameters whose name starts with a key get that learning rate (their own
+    decay / no-decay groups); the rest use the optimizer's lr. Empty groups are dropped."""
+    lr_by_prefix = lr_by_prefix or {}
+    groups: dict[tuple[str | None, bool], list] = {}
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or "logit_scale" in n else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        pre = next((k for k in lr_by_prefix if n.startswith(k)), None)
+        groups.setdefault((pre, p.ndim <= 1 or "logit_scale" in n), []).append(p)
+    out = []
+    for pre in [None, *lr_by_prefix]:
+        for nd in (False, True):
+            ps = groups.get((pre, nd), [])
+            if not ps and pre is not None:
+                continue
+            g: dict[str, Any] = {"params": ps, "weight_decay": 0.0 if nd else weight_decay}
+            if pre is not None:
+                g["lr"] = lr_by_prefix[pre]
+            out.append(g)
+    return out
 
 
 @dataclass
