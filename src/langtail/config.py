@@ -35,6 +35,8 @@ class DataConfig:
     test_per_class: int = 0  #: 0 = dataset default
     verify_checksums: bool = True  #: false accepts files whose md5 differs (logged)
     allow_download: bool = False  #: let torchvision download missing files
+    classes: list[str | int] = field(default_factory=list)  #: imagenet_lt / places_lt: run on these classes only (names or label ids; re-indexed 0..K-1); [] = every class of the split files
+    allow_symlinks_outside_root: bool = False  #: accept image paths whose symlinks resolve outside data.root
     many_threshold: int = 100  #: many-shot: > this many training images
     few_threshold: int = 20  #: few-shot: < this many training images
     image_size: int = 32  #: network input size (224 for CLIP backbones)
@@ -54,6 +56,7 @@ class CorpusConfig:
     cache_dir: str = ""  #: raw-page cache ("" = results/<dataset>/wiki_cache)
     overrides_file: str = ""  #: TSV/JSON class -> page title for disambiguation
     descriptions_file: str = ""  #: JSON {class name: [sentence, ...]}
+    description_aliases: dict[str, str] = field(default_factory=dict)  #: descriptions-file key -> class name (e.g. {car: automobile}); added to the built-in synonyms
     drop_sections: list[str] = field(default_factory=lambda: [
         "references", "external links", "further reading", "bibliography", "see also",
         "notes", "sources", "citations", "gallery"])
@@ -293,6 +296,9 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     if origin in (list, typing.List):
         (item,) = typing.get_args(tp)
         return {"type": "array", "items": _type_schema(item)}
+    if origin in (dict, typing.Dict):
+        _, value = typing.get_args(tp)
+        return {"type": "object", "additionalProperties": _type_schema(value)}
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_type_schema(a) for a in typing.get_args(tp)]}
     if tp is type(None):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -58,14 +59,54 @@ def is_image_file(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: Path, relative_to: Path) -> list[str]:
+def list_images(folder: Path, relative_to: Path, allow_symlinks_outside: bool = False,
+                bad: list[BadLine] | None = None) -> list[str]:
     """Image files under ``folder`` (recursive, symlinks followed), as sorted POSIX paths
-    relative to ``relative_to``."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(relative_to)
-        out.extend((rel_dir / f).as_posix() for f in filenames if is_image_file(f))
+    relative to ``relative_to`` (the data root).
+
+    Unless ``allow_symlinks_outside``, a symlinked folder or file that resolves outside
+    ``realpath(relative_to)`` is neither entered nor listed: it is appended to ``bad``
+    (reason names the target), or, when ``bad`` is None, raised as :class:`BadLinesError`.
+    """
+    real_root = os.path.realpath(relative_to)
+    found: list[BadLine] = []
+    out: list[str] = []
+
+    def escapes(path: str, is_link: bool) -> bool:
+        if allow_symlinks_outside or not is_link:
+            return False
+        target = os.path.realpath(path)
+        if _inside(target, real_root):
+            return False
+        found.append(BadLine(os.path.dirname(path), 0, os.path.basename(path),
+                             f"symlink to {target}, {OUTSIDE} {real_root} (not listed; set "
+                             "data.allow_symlinks_outside_root: true if your layout needs it)"))
+        return True
+
+    def walk(d: str, rel: str) -> None:  # scandir: is_dir / is_symlink come with the listing
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            is_dir = e.is_dir()  # follows symlinks
+            if is_dir or is_image_file(e.name):
+                if escapes(e.path, e.is_symlink()):
+                    continue
+                r = f"{rel}/{e.name}" if rel else e.name
+                if is_dir:
+                    walk(e.path, r)
+                else:
+                    out.append(r)
+
+    folder = Path(folder)
+    if not escapes(str(folder), folder.is_symlink()):
+        rel0 = Path(os.path.relpath(folder, relative_to)).as_posix()
+        walk(str(folder), "" if rel0 == "." else rel0)
+    if found:
+        if bad is None:
+            raise BadLinesError("folder scan", found)
+        bad.extend(found)
     return sorted(out)
 
 
@@ -97,6 +138,140 @@ def find_missing(root: Path, refs: Iterable[str], limit: int = 10) -> tuple[int,
             if len(first) < limit:
                 first.append(str(p))
     return n, first
+
+
+# ----------------------------------------------------------------------------- containment, bad lines
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """One rejected input line: ``file:line: text: reason`` (``line`` 0 = no line number)."""
+
+    file: str
+    line: int
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.text}: {self.reason}"
+
+
+#: at most this many bad lines are spelled out in one error message (the count is always exact)
+MAX_LISTED_BAD_LINES = 1000
+
+
+class BadLinesError(ValueError):
+    """Every bad line of a dataset's input files, reported in one error."""
+
+    def __init__(self, dataset: str, bad: Sequence[BadLine], hint: str = ""):
+        self.bad = list(bad)
+        listed = "\n  ".join(str(b) for b in self.bad[:MAX_LISTED_BAD_LINES])
+        more = len(self.bad) - MAX_LISTED_BAD_LINES
+        tail = f"\n  ... and {more} more bad line(s)" if more > 0 else ""
+        super().__init__(f"{dataset}: {len(self.bad)} bad line(s) in the input files "
+                         f"(file:line: text: reason):\n  {listed}{tail}\n{hint}".rstrip())
+
+
+class MissingImagesError(BadLinesError, FileNotFoundError):
+    """Only missing image files (a :class:`BadLinesError` that is also a ``FileNotFoundError``)."""
+
+
+def raise_bad_lines(dataset: str, bad: Sequence[BadLine], hint: str = "") -> None:
+    """Raise :class:`MissingImagesError` if every problem is a missing file, else :class:`BadLinesError`."""
+    if not bad:
+        return
+    if all(b.reason.startswith(MISSING) for b in bad):
+        raise MissingImagesError(dataset, bad, hint)
+    raise BadLinesError(dataset, bad, hint)
+
+
+MISSING = "file not found"
+OUTSIDE = "outside the data root"
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class PathChecker:
+    """Checks image references against a data root without opening any file.
+
+    A reference is a path relative to ``root`` (POSIX or native separators). It is
+    rejected when it is absolute, when ``..`` components lead out of ``root``, or, unless
+    ``allow_symlinks_outside`` is set, when it resolves (``os.path.realpath``: symlinked
+    folders or files) to a place outside ``realpath(root)``. Existence is checked by
+    listing each parent folder once (no ``stat`` per file), and only for references that
+    stay inside the root. Nothing outside the root is ever listed or opened.
+    """
+
+    def __init__(self, root: str | Path, allow_symlinks_outside: bool = False):
+        self.root = os.path.abspath(os.fspath(root))
+        self.real_root = os.path.realpath(self.root)
+        self.allow = allow_symlinks_outside
+        self._dirs: dict[str, tuple[str, dict[str, bool] | None]] = {}  # parent -> (realpath, {name: is_link})
+
+    def _dir(self, parent: str) -> tuple[str, dict[str, bool] | None]:
+        got = self._dirs.get(parent)
+        if got is None:
+            real = parent if self.allow else os.path.realpath(parent)
+            entries: dict[str, bool] | None = None
+            if self.allow or _inside(real, self.real_root):
+                try:
+                    with os.scandir(parent) as it:
+                        entries = {e.name: e.is_symlink() for e in it}
+                except (FileNotFoundError, NotADirectoryError, PermissionError):
+                    entries = {}
+            got = (real, entries)
+            self._dirs[parent] = got
+        return got
+
+    def problem(self, ref: str) -> str | None:
+        """Why ``ref`` cannot be used (a reason string starting with :data:`MISSING` or naming
+        the escape), or None if it is a file inside the root."""
+        if not ref or os.path.isabs(ref) or ref.startswith("~"):
+            return f"absolute path: image paths must be relative to the data root {self.root}"
+        full = os.path.normpath(os.path.join(self.root, ref))
+        if not _inside(full, self.root):
+            return f"'..' leads {OUTSIDE} {self.root}"
+        parent, name = os.path.split(full)
+        real_parent, entries = self._dir(parent)
+        if entries is None:
+            return (f"folder resolves to {real_parent}, {OUTSIDE} {self.real_root} (a symlink; set "
+                    "data.allow_symlinks_outside_root: true if your layout needs it)")
+        if name not in entries:
+            return f"{MISSING}: {full}"
+        if entries[name] and not self.allow:
+            target = os.path.realpath(full)
+            if not _inside(target, self.real_root):
+                return (f"symlink to {target}, {OUTSIDE} {self.real_root} (set "
+                        "data.allow_symlinks_outside_root: true if your layout needs it)")
+            if not os.path.exists(target):
+                return f"{MISSING}: {full} (broken symlink)"
+        return None
+
+    def check(self, refs: Sequence[str]) -> list[tuple[int, str]]:
+        """``[(index, reason)]`` for every bad reference (see :meth:`problem`)."""
+        out = []
+        for i, r in enumerate(refs):
+            why = self.problem(r)
+            if why is not None:
+                out.append((i, why))
+        return out
+
+
+def check_refs(dataset: str, root: Path, refs: Sequence[str], sources: Sequence[tuple[str, int, str]] | None = None,
+               allow_symlinks_outside: bool = False, hint: str = "") -> None:
+    """Raise one error listing every ref that is missing or leaves ``root``.
+
+    ``sources[i] = (file, line, text)`` says where ``refs[i]`` came from (split file and
+    line); without it the ref itself is reported (``file`` = ``root``).
+    """
+    bad = []
+    for i, why in PathChecker(root, allow_symlinks_outside).check(refs):
+        f, ln, text = sources[i] if sources is not None else (str(root), 0, refs[i])
+        bad.append(BadLine(f, ln, text, why))
+    raise_bad_lines(dataset, bad, hint)
 
 
 def check_files_exist(dataset: str, root: Path, refs: Sequence[str], hint: str = "") -> None:
