@@ -109,7 +109,7 @@ def test_missing_images_listed(small_imagenet, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         get_dataset("imagenet_lt").build(DataConfig(name="imagenet_lt", root=str(root)), tmp_path)
     msg = str(e.value)
-    assert msg.startswith("imagenet_lt: 7 bad line(s)") and paths["test"][5] in msg
+    assert msg.startswith("imagenet_lt: 7 of 2040 image files are missing") and paths["test"][5] in msg
     # every missing file is named with its split file and line (test file line k+1 = class k)
     for k in range(5, 12):
         assert f"ImageNet_LT_test.txt:{k + 1}: {paths['test'][k]} {k}: file not found" in msg

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from langtail import io
 from langtail.config import CaptionsConfig
+from langtail.data.dataset import store_for
 from langtail.data.manifest import SPLITS, ImageStore, UnreadableImage, read_manifest
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def run_captions(manifest_path: Path, cfg: CaptionsConfig, out: Path, shard_dir:
     if todo:
         captioner = Blip2Captioner(model=cfg.model, prompt=cfg.prompt, max_new_tokens=cfg.max_new_tokens,
                                    device=str(device), dtype=dtype_name)
-        store = ImageStore(manifest_path.parent, mmeta.get("image_root", ""))
+        store = store_for(manifest_path, mmeta)
         done = sum(len(sel.iloc[k * S:(k + 1) * S]) for k in shard_meta)
         # in a log file (Snakemake's `log:`), one progress line per 30 s instead of a redraw per batch
         interactive = sys.stderr.isatty()

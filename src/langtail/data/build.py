@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 from langtail.config import DataConfig
-from langtail.data.manifest import ImageStore, make_manifest, write_manifest
-from langtail.data.registry import get_dataset
+from langtail.data.manifest import ImageStore, check_image_refs, make_manifest, write_manifest
+from langtail.data.registry import check_class_subset, get_dataset
 
 log = logging.getLogger(__name__)
 
@@ -15,16 +15,15 @@ def run_longtail(cfg: DataConfig, out: Path) -> None:
     """Build, check and write ``manifest.parquet`` (plus ``images_<split>.npy`` if array-backed)."""
     out = Path(out)
     builder = get_dataset(cfg.name)
+    check_class_subset(builder, cfg)
     build = builder.build(cfg, out.parent)
-    store = ImageStore(out.parent, build.image_root)
-    n_missing, first = store.missing(build.images)
-    if n_missing:
-        raise FileNotFoundError(f"{n_missing} image file(s) listed by dataset {cfg.name!r} do not exist; "
-                                f"first: {first}")
+    store = ImageStore(out.parent, build.image_root, cfg.allow_symlinks_outside_root)
+    check_image_refs(store, build.images, f"dataset {cfg.name!r}")
     df = make_manifest(build, cfg.many_threshold, cfg.few_threshold)
     meta = {"dataset": cfg.name, "class_names": build.class_names, "image_root": build.image_root,
             "seed": cfg.seed, "imbalance_factor": cfg.imbalance_factor, "profile": cfg.profile,
-            "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold, **build.meta}
+            "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold,
+            "allow_symlinks_outside_root": cfg.allow_symlinks_outside_root, **build.meta}
     write_manifest(out, df, meta)
     tr = df[df["split"] == "train"]
     groups = tr.drop_duplicates("label")["group"].value_counts().to_dict()

@@ -164,26 +164,31 @@ MAX_LISTED_BAD_LINES = 1000
 class BadLinesError(ValueError):
     """Every bad line of a dataset's input files, reported in one error."""
 
-    def __init__(self, dataset: str, bad: Sequence[BadLine], hint: str = ""):
+    headline = "{n} bad line(s) in the input files"
+
+    def __init__(self, dataset: str, bad: Sequence[BadLine], hint: str = "", total: int = 0):
         self.bad = list(bad)
         listed = "\n  ".join(str(b) for b in self.bad[:MAX_LISTED_BAD_LINES])
         more = len(self.bad) - MAX_LISTED_BAD_LINES
         tail = f"\n  ... and {more} more bad line(s)" if more > 0 else ""
-        super().__init__(f"{dataset}: {len(self.bad)} bad line(s) in the input files "
-                         f"(file:line: text: reason):\n  {listed}{tail}\n{hint}".rstrip())
+        head = self.headline.format(n=len(self.bad), total=total)
+        super().__init__(f"{dataset}: {head} (file:line: text: reason):\n  {listed}{tail}\n{hint}".rstrip())
 
 
 class MissingImagesError(BadLinesError, FileNotFoundError):
     """Only missing image files (a :class:`BadLinesError` that is also a ``FileNotFoundError``)."""
 
+    headline = "{n} of {total} image files are missing"
 
-def raise_bad_lines(dataset: str, bad: Sequence[BadLine], hint: str = "") -> None:
-    """Raise :class:`MissingImagesError` if every problem is a missing file, else :class:`BadLinesError`."""
+
+def raise_bad_lines(dataset: str, bad: Sequence[BadLine], hint: str = "", total: int = 0) -> None:
+    """Raise :class:`MissingImagesError` if every problem is a missing file (``total``: the
+    number of image references checked), else :class:`BadLinesError`; nothing if ``bad`` is empty."""
     if not bad:
         return
     if all(b.reason.startswith(MISSING) for b in bad):
-        raise MissingImagesError(dataset, bad, hint)
-    raise BadLinesError(dataset, bad, hint)
+        raise MissingImagesError(dataset, bad, hint, total or len(bad))
+    raise BadLinesError(dataset, bad, hint, total)
 
 
 MISSING = "file not found"
@@ -210,6 +215,7 @@ class PathChecker:
         self.real_root = os.path.realpath(self.root)
         self.allow = allow_symlinks_outside
         self._dirs: dict[str, tuple[str, dict[str, bool] | None]] = {}  # parent -> (realpath, {name: is_link})
+        self._real: dict[str, str] = {}  # parent -> realpath (for escape())
 
     def _dir(self, parent: str) -> tuple[str, dict[str, bool] | None]:
         got = self._dirs.get(parent)
@@ -250,6 +256,28 @@ class PathChecker:
                 return f"{MISSING}: {full} (broken symlink)"
         return None
 
+    def escape(self, ref: str) -> str | None:
+        """Why ``ref`` leaves the root, or None; no folder listing (one ``lstat`` of the file,
+        one ``realpath`` per parent folder, cached): the check before each image read."""
+        if not ref or os.path.isabs(ref) or ref.startswith("~"):
+            return f"absolute path: image paths must be relative to the data root {self.root}"
+        full = os.path.normpath(os.path.join(self.root, ref))
+        if not _inside(full, self.root):
+            return f"'..' leads {OUTSIDE} {self.root}"
+        if self.allow:
+            return None
+        parent = os.path.dirname(full)
+        real_parent = self._real.get(parent)
+        if real_parent is None:
+            real_parent = self._real[parent] = os.path.realpath(parent)
+        if not _inside(real_parent, self.real_root):
+            return f"folder resolves to {real_parent}, {OUTSIDE} {self.real_root}"
+        if os.path.islink(full):
+            target = os.path.realpath(full)
+            if not _inside(target, self.real_root):
+                return f"symlink to {target}, {OUTSIDE} {self.real_root}"
+        return None
+
     def check(self, refs: Sequence[str]) -> list[tuple[int, str]]:
         """``[(index, reason)]`` for every bad reference (see :meth:`problem`)."""
         out = []
@@ -271,7 +299,7 @@ def check_refs(dataset: str, root: Path, refs: Sequence[str], sources: Sequence[
     for i, why in PathChecker(root, allow_symlinks_outside).check(refs):
         f, ln, text = sources[i] if sources is not None else (str(root), 0, refs[i])
         bad.append(BadLine(f, ln, text, why))
-    raise_bad_lines(dataset, bad, hint)
+    raise_bad_lines(dataset, bad, hint, len(refs))
 
 
 def check_files_exist(dataset: str, root: Path, refs: Sequence[str], hint: str = "") -> None:
@@ -373,9 +401,11 @@ class FolderLT:
         names = self.class_names(cfg)
         index = {n: i for i, n in enumerate(names)}
 
+        allow = cfg.allow_symlinks_outside_root
+        escaped: list[BadLine] = []
         pool, pool_labels = [], []
         for c, n in enumerate(names):
-            imgs = list_images(root / "train" / n, root)
+            imgs = list_images(root / "train" / n, root, allow, escaped)
             if not imgs:
                 raise ValueError(f"folder: class {n!r} has no images in {root / 'train' / n}")
             pool += imgs
@@ -397,7 +427,7 @@ class FolderLT:
             for n in subdirs(root / d):
                 if n not in index:
                     raise ValueError(f"folder: class folder {root / d / n} is not a class of {root / 'train'}")
-                imgs = list_images(root / d / n, root)
+                imgs = list_images(root / d / n, root, allow, escaped)
                 ev_imgs += imgs
                 ev_labels += [index[n]] * len(imgs)
             sel = cap_per_class(np.asarray(ev_labels), cfg.test_per_class)
@@ -405,6 +435,7 @@ class FolderLT:
             labels += [ev_labels[i] for i in sel]
             splits += [split] * len(sel)
 
+        raise_bad_lines(self.name, escaped)
         meta = {"dataset": self.name, "source": str(root), "split_dirs": split_dirs,
                 "test_per_class": int(cfg.test_per_class), **lt_meta}
         log.info("folder: %d classes, %d train images (n_max %d, n_min %d), eval splits %s",

@@ -294,6 +294,7 @@ def _places_categories(path: Path) -> list[str]:
 
 class _PublishedSplitLT:
     name = ""
+    supports_class_subset = True  #: honours data.classes (see registry.check_class_subset)
     spec: PublishedSplit
 
     def _root(self, cfg: DataConfig) -> Path:
@@ -369,7 +370,7 @@ class _PublishedSplitLT:
             bad.append(BadLine(*sources[i], why))
         bad.sort(key=lambda b: (b.file, b.line))
         raise_bad_lines(self.name, bad, hint=f"Fix or remove these lines; the images must lie under {root} "
-                                             f"({spec.source}).")
+                                             f"({spec.source}).", total=len(images))
 
         names = [all_names[i] for i in ids]
         counts = np.bincount(np.asarray([y for y, s in zip(labels, splits) if s == "train"], dtype=np.int64),

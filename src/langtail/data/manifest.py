@@ -129,17 +129,33 @@ def class_groups(df: pd.DataFrame, num_classes: int) -> np.ndarray:
 class ImageStore:
     """Resolves manifest image references to ``uint8 [H, W, 3]`` arrays.
 
-    ``.npy#row`` references are memory-mapped once per file; file references are
-    decoded with PIL (RGB). Unreadable files raise :class:`UnreadableImage`, which the
-    dataset layer turns into a counted skip.
+    ``.npy#row`` references are memory-mapped once per file (the file name must be a plain
+    name in the manifest's folder); file references are decoded with PIL (RGB). Unreadable
+    files raise :class:`UnreadableImage`, which the dataset layer turns into a counted skip.
+    A file reference that is absolute or resolves outside ``image_root`` (``..``, or a
+    symlink unless ``allow_symlinks_outside_root``) raises :class:`UnsafeImagePath` before
+    anything is opened (the check is :class:`langtail.data.folder.PathChecker`).
     """
 
-    def __init__(self, manifest_dir: str | Path, image_root: str | Path = ""):
+    def __init__(self, manifest_dir: str | Path, image_root: str | Path = "",
+                 allow_symlinks_outside_root: bool = False):
         self.manifest_dir = Path(manifest_dir)
         self.image_root = Path(image_root) if image_root else self.manifest_dir
+        self.allow_symlinks_outside_root = allow_symlinks_outside_root
         self._arrays: dict[str, np.ndarray] = {}
+        self._checker = None
+
+    @property
+    def checker(self):
+        if self._checker is None:
+            from langtail.data.folder import PathChecker
+
+            self._checker = PathChecker(self.image_root, self.allow_symlinks_outside_root)
+        return self._checker
 
     def array(self, name: str) -> np.ndarray:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise UnsafeImagePath(f"array reference {name!r} must be a file name in {self.manifest_dir}")
         arr = self._arrays.get(name)
         if arr is None:
             arr = np.load(self.manifest_dir / name, mmap_mode="r")
@@ -147,15 +163,27 @@ class ImageStore:
         return arr
 
     def path(self, ref: str) -> Path:
+        """The file of a reference (relative to ``image_root``); no containment check."""
         p = Path(ref)
         return p if p.is_absolute() else self.image_root / p
 
+    def problem(self, ref: str) -> str | None:
+        """Why a reference cannot be read (escapes the root, missing), or None; opens nothing."""
+        if is_array_ref(ref):
+            name = ref.rsplit("#", 1)[0]
+            return None if Path(name).name == name and name not in ("", ".", "..") else \
+                f"array reference {name!r} must be a file name in {self.manifest_dir}"
+        return self.checker.problem(ref)
+
     def load(self, ref: str) -> np.ndarray:
-        if "#" in ref and ref.split("#", 1)[0].endswith(".npy"):
+        if is_array_ref(ref):
             name, row = ref.rsplit("#", 1)
             return np.array(self.array(name)[int(row)])  # copy: writable, detached from the mmap
         from PIL import Image
 
+        why = self.checker.escape(ref)
+        if why is not None:
+            raise UnsafeImagePath(f"{ref}: {why}")
         p = self.path(ref)
         try:
             with Image.open(p) as im:
@@ -167,7 +195,7 @@ class ImageStore:
         """Count file references that do not exist; return (count, first ``limit``)."""
         n, first = 0, []
         for r in refs:
-            if "#" in r and r.split("#", 1)[0].endswith(".npy"):
+            if is_array_ref(r):
                 continue
             if not self.path(r).exists():
                 n += 1
@@ -176,5 +204,27 @@ class ImageStore:
         return n, first
 
 
+def is_array_ref(ref: str) -> bool:
+    """``"<file>.npy#<row>"``?"""
+    return "#" in ref and ref.split("#", 1)[0].endswith(".npy")
+
+
+def check_image_refs(store: ImageStore, refs: Sequence[str], where: str) -> None:
+    """Raise one error listing every reference of a manifest that is missing or leaves the
+    image root (row index and reason); nothing is opened."""
+    from langtail.data.folder import BadLine, raise_bad_lines
+
+    bad = []
+    for i, r in enumerate(refs):
+        why = store.problem(r)
+        if why is not None:
+            bad.append(BadLine(f"{where} row {i}", 0, r, why))
+    raise_bad_lines(where, bad, total=len(refs))
+
+
 class UnreadableImage(OSError):
     """An image file exists but cannot be decoded."""
+
+
+class UnsafeImagePath(ValueError):
+    """An image reference points outside its data root (never opened; not a skip)."""
