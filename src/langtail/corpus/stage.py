@@ -209,6 +209,7 @@ def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, 
         "n_duplicates_removed": counts.duplicates_removed + (dsc.duplicates_removed if dsc else 0),
         "filter_per_source": {k: dict(sorted(v.items())) for k, v in sorted(counts.per_source.items())},
         "descriptions_unmatched_keys": list(dsc.unmatched_keys) if dsc else [],
+        "descriptions_mapped_keys": dict(dsc.mapped_keys) if dsc else {},
         "n_descriptions_unmatched_keys": len(dsc.unmatched_keys) if dsc else 0,
         "classes_without_description": list(dsc.classes_without_entry) if dsc else [],
         "n_classes_without_description": len(dsc.classes_without_entry) if dsc else 0,
@@ -243,7 +244,8 @@ def run_corpus(class_names: list[str], cfg: CorpusConfig, out: Path, stats_out: 
     if "descriptions" in cfg.sources:
         if not cfg.descriptions_file:
             raise ValueError("corpus.sources has 'descriptions' but corpus.descriptions_file is empty")
-        descriptions = descriptions_for(cfg.descriptions_file, class_names, dedup=cfg.dedup)
+        descriptions = descriptions_for(cfg.descriptions_file, class_names, dedup=cfg.dedup,
+                                        aliases=cfg.description_aliases)
     captions = None
     if "caption" in cfg.sources:
         if captions_path is None:
