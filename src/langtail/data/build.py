@@ -5,25 +5,28 @@ import logging
 from pathlib import Path
 
 from langtail.config import DataConfig
-from langtail.data.manifest import ImageStore, check_image_refs, make_manifest, write_manifest
+from langtail.data.manifest import ARRAYS_DIR, ImageStore, check_image_refs, make_manifest, write_manifest
 from langtail.data.registry import check_class_subset, get_dataset
 
 log = logging.getLogger(__name__)
 
 
 def run_longtail(cfg: DataConfig, out: Path) -> None:
-    """Build, check and write ``manifest.parquet`` (plus ``images_<split>.npy`` if array-backed)."""
+    """Build, check and write ``manifest.parquet`` and the folder ``arrays/`` beside it (always
+    created; holds ``images_<split>.npy`` for array-backed datasets)."""
     out = Path(out)
     builder = get_dataset(cfg.name)
     check_class_subset(builder, cfg)
-    build = builder.build(cfg, out.parent)
-    store = ImageStore(out.parent, build.image_root, cfg.allow_symlinks_outside_root)
+    (out.parent / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
+    build = builder.build(cfg, out.parent / ARRAYS_DIR)
+    store = ImageStore(out.parent, build.image_root, cfg.allow_symlinks_outside_root, ARRAYS_DIR)
     check_image_refs(store, build.images, f"dataset {cfg.name!r}")
     df = make_manifest(build, cfg.many_threshold, cfg.few_threshold)
     meta = {"dataset": cfg.name, "class_names": build.class_names, "image_root": build.image_root,
             "seed": cfg.seed, "imbalance_factor": cfg.imbalance_factor, "profile": cfg.profile,
             "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold,
-            "allow_symlinks_outside_root": cfg.allow_symlinks_outside_root, **build.meta}
+            "allow_symlinks_outside_root": cfg.allow_symlinks_outside_root, "arrays_dir": ARRAYS_DIR,
+            **build.meta}
     write_manifest(out, df, meta)
     tr = df[df["split"] == "train"]
     groups = tr.drop_duplicates("label")["group"].value_counts().to_dict()

@@ -166,4 +166,5 @@ def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[s
 def store_for(manifest_path: str | Path, meta: dict[str, Any]) -> ImageStore:
     """The :class:`ImageStore` of a manifest (its ``image_root`` and symlink policy from ``meta``)."""
     return ImageStore(Path(manifest_path).parent, meta.get("image_root", ""),
-                      allow_symlinks_outside_root=bool(meta.get("allow_symlinks_outside_root", False)))
+                      allow_symlinks_outside_root=bool(meta.get("allow_symlinks_outside_root", False)),
+                      array_dir=str(meta.get("arrays_dir", "")))

@@ -14,13 +14,16 @@ group      string  ``many`` (> many_threshold) | ``medium`` | ``few`` (< few_thr
 ========== ======= ==========================================================
 
 Metadata: ``dataset`` (name), ``class_names`` (list, index = label), ``image_root``
-(folder that relative file refs are resolved against), ``seed``, ``profile``,
+(folder that relative file refs are resolved against), ``arrays_dir`` (folder of the
+``.npy`` arrays, relative to the manifest's folder), ``allow_symlinks_outside_root``, ``seed``, ``profile``,
 ``imbalance_factor``, ``skipped`` (counted, reported skips) and anything the builder
 adds (e.g. ``checksums_verified``).
 
-Image references are either a file path (absolute, or relative to ``image_root``) or
-``"<file>.npy#<row>"``: row ``row`` of a uint8 ``[N, H, W, 3]`` array stored next to
-the manifest (array-backed datasets: CIFAR, the demo). The many/medium/few split is
+Image references are either a file path relative to ``image_root`` (it must stay inside
+it: see :class:`ImageStore`) or ``"<file>.npy#<row>"``: row ``row`` of a uint8
+``[N, H, W, 3]`` array in the folder ``arrays_dir`` (metadata; :data:`ARRAYS_DIR` =
+``arrays/`` next to the manifest when written by the longtail stage; array-backed datasets:
+CIFAR, the demo). The many/medium/few split is
 computed here, once, by :func:`shot_groups`.
 """
 from __future__ import annotations
@@ -43,6 +46,9 @@ MANIFEST_COLUMNS = {
     "group": "string",
 }
 SPLITS = ("train", "val", "test")
+#: folder next to the manifest holding array-backed images (``images_<split>.npy``); the
+#: longtail stage always creates it (empty for file-backed datasets), so the rule declares it
+ARRAYS_DIR = "arrays"
 GROUPS = ("many", "medium", "few")
 
 
@@ -138,8 +144,9 @@ class ImageStore:
     """
 
     def __init__(self, manifest_dir: str | Path, image_root: str | Path = "",
-                 allow_symlinks_outside_root: bool = False):
+                 allow_symlinks_outside_root: bool = False, array_dir: str = ""):
         self.manifest_dir = Path(manifest_dir)
+        self.array_dir = self.manifest_dir / array_dir  #: where ``<file>.npy`` refs live (meta ``arrays_dir``)
         self.image_root = Path(image_root) if image_root else self.manifest_dir
         self.allow_symlinks_outside_root = allow_symlinks_outside_root
         self._arrays: dict[str, np.ndarray] = {}
@@ -155,10 +162,10 @@ class ImageStore:
 
     def array(self, name: str) -> np.ndarray:
         if Path(name).name != name or name in ("", ".", ".."):
-            raise UnsafeImagePath(f"array reference {name!r} must be a file name in {self.manifest_dir}")
+            raise UnsafeImagePath(f"array reference {name!r} must be a file name in {self.array_dir}")
         arr = self._arrays.get(name)
         if arr is None:
-            arr = np.load(self.manifest_dir / name, mmap_mode="r")
+            arr = np.load(self.array_dir / name, mmap_mode="r")
             self._arrays[name] = arr
         return arr
 
@@ -172,7 +179,7 @@ class ImageStore:
         if is_array_ref(ref):
             name = ref.rsplit("#", 1)[0]
             return None if Path(name).name == name and name not in ("", ".", "..") else \
-                f"array reference {name!r} must be a file name in {self.manifest_dir}"
+                f"array reference {name!r} must be a file name in {self.array_dir}"
         return self.checker.problem(ref)
 
     def load(self, ref: str) -> np.ndarray:
