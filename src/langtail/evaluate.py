@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from langtail.config import DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import class_counts, class_groups, read_manifest
+from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import run_batches
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
@@ -65,13 +66,14 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
     loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
                          cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
     extra: dict[str, Any] = {}
+    skips = SkipLog()
     if model_name == "zeroshot":
         image = load_vl_checkpoint(model_path, device, image_only=True)[0].eval()
         emb, mask, _ = read_text_embeddings(text_emb_path)
         proto = (F.normalize(emb, dim=-1) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         proto = F.normalize(proto, dim=-1).to(device)
         scores, labels, _, skipped = run_batches(lambda x: F.normalize(image(x), dim=-1) @ proto.t(),
-                                                 loader, device, desc="eval zeroshot")
+                                                 loader, device, desc="eval zeroshot", skips=skips)
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
     else:
@@ -86,7 +88,7 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
                     cols.append(out[k].softmax(-1))
             return torch.stack(cols, 1)
 
-        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}")
+        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", skips=skips)
         pred = scores[:, 0].argmax(1).numpy()
         if scores.shape[1] == 3:
             lab = labels.numpy()
@@ -98,4 +100,5 @@ def run_evaluate(cfg: DatasetConfig, model_name: str, manifest_path: Path, model
     metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C))
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
     write_eval(out_dir, metrics, per)
+    write_skipped(Path(out_dir) / SKIPPED_FILE, skips, f"evaluate/{model_name}")
     return metrics

@@ -108,6 +108,9 @@ def report_inputs(wildcards):
         "corpus_stats": up("corpus", "corpus_stats.parquet")(wildcards),
         "anchors": up("anchors", "anchors.parquet")(wildcards),
         "manifest": up("longtail", "manifest.parquet")(wildcards),
+        "skipped": [up("pretrain", "pretrain", "skipped_images.parquet")(wildcards)]
+        + [up("finetune", "finetune", h, "skipped_images.parquet")(wildcards) for h in c.finetune.heads]
+        + [up("evaluate", "eval", m, "skipped_images.parquet")(wildcards) for m in models],
         **corpus_inputs(wildcards),
     }
 

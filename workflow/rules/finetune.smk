@@ -5,7 +5,8 @@ rule finetune:
         text_emb=up("embed_text", "text_embeddings.safetensors"),
         pretrain=up("pretrain", "pretrain", "model.pt"),
     output:
-        ds_path("finetune", "{head}", "model.pt"),
+        model=ds_path("finetune", "{head}", "model.pt"),
+        skipped=ds_path("finetune", "{head}", "skipped_images.parquet"),
     params:
         cfg=params_json("data", "model", "finetune"),
     conda:
@@ -18,4 +19,4 @@ rule finetune:
         gpu=gpu_count("finetune"),
     shell:
         "langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
-        " --text-emb {input.text_emb} --pretrain {input.pretrain} --out {output} 2> {log}"
+        " --text-emb {input.text_emb} --pretrain {input.pretrain} --out {output.model} 2> {log}"

@@ -19,6 +19,7 @@ from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.report.plots import plot_per_class
+from langtail.report.skipped import skipped_files, skipped_images_section
 from langtail.report.tables import ACCURACY_KEYS, fmt_accuracies, md_table, reproduce_line, snakemake_command
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
 
@@ -108,9 +109,7 @@ def run_report(cfg: DatasetConfig, dataset: str, results_dir: Path, out: Path,
     if "lgr" in metrics and "image_branch" in metrics["lgr"]:
         lines += [f"LGR branches alone: image (MLP) {metrics['lgr']['image_branch']:.1f}, "
                   f"text (anchors) {metrics['lgr']['text_branch']:.1f}.", ""]
-    skipped = {m: r.get("skipped_images", 0) for m, r in metrics.items() if r.get("skipped_images")}
-    if skipped:
-        lines += [f"Unreadable images skipped during evaluation: {skipped}.", ""]
+    lines += skipped_images_section(skipped_files(results_dir, list(cfg.finetune.heads), models))
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     plot_per_class(per, MODEL_LABELS, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")

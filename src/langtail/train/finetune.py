@@ -28,6 +28,7 @@ from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.losses import recognition_loss
 from langtail.models.classifier import create_head, fresh_image_encoder, save_classifier
+from langtail.data.skipped import skipped_path, write_skipped
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
@@ -86,4 +87,5 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
         "num_classes": C, "tau": fc.tau, "alpha": fc.alpha, "knn_k": fc.knn_k, "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"})
+    write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)
