@@ -98,7 +98,7 @@ def test_label_in_val_or_test_but_not_in_train_names_the_class(tmp_path):
     msg = str(e.value)
     assert f"ImageNet_LT_val.txt:3: train/{wnid}/{wnid}_2.JPEG 2: class 2 ({name!r}) has 1 val line(s) but " \
            "no training image in ImageNet_LT_train.txt" in msg
-    assert f"ImageNet_LT_test.txt:3: " in msg and "has 1 test line(s)" in msg
+    assert "ImageNet_LT_test.txt:3: " in msg and "has 1 test line(s)" in msg
 
 
 def test_every_bad_line_in_one_error(tmp_path):

@@ -28,6 +28,12 @@ Input layout (``data.root``)::
 Manifest image refs are POSIX paths relative to ``root`` (``train/cat/001.jpg``);
 ``image_root`` is ``root`` resolved to an absolute path. Files are listed, never decoded:
 unreadable images surface later as :class:`~langtail.data.manifest.UnreadableImage`.
+Symlinked files or folders that resolve outside ``realpath(root)`` are not entered and are
+reported together in one error, unless ``data.allow_symlinks_outside_root``.
+
+Shared helpers for every file-backed dataset: :class:`PathChecker` (image paths stay
+inside their data root, exist), :class:`BadLine` / :class:`BadLinesError` /
+:func:`raise_bad_lines` (every bad input line in one error), :func:`check_refs`.
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -113,31 +119,6 @@ def list_images(folder: Path, relative_to: Path, allow_symlinks_outside: bool = 
 def subdirs(folder: Path) -> list[str]:
     """Sorted names of the non-hidden sub-folders of ``folder``."""
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-
-
-def find_missing(root: Path, refs: Iterable[str], limit: int = 10) -> tuple[int, list[str]]:
-    """Count ``refs`` (paths relative to ``root``) that do not exist; return (count, first ``limit``).
-
-    Each parent folder is listed once (``os.listdir``) instead of one ``stat`` per file,
-    which keeps this fast at ImageNet / iNaturalist scale and on network file systems.
-    Existence only: files are not opened.
-    """
-    listing: dict[Path, frozenset[str]] = {}
-    n, first = 0, []
-    for ref in refs:
-        p = root / ref
-        names = listing.get(p.parent)
-        if names is None:
-            try:
-                names = frozenset(os.listdir(p.parent))
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                names = frozenset()
-            listing[p.parent] = names
-        if p.name not in names:
-            n += 1
-            if len(first) < limit:
-                first.append(str(p))
-    return n, first
 
 
 # ----------------------------------------------------------------------------- containment, bad lines
@@ -300,16 +281,6 @@ def check_refs(dataset: str, root: Path, refs: Sequence[str], sources: Sequence[
         f, ln, text = sources[i] if sources is not None else (str(root), 0, refs[i])
         bad.append(BadLine(f, ln, text, why))
     raise_bad_lines(dataset, bad, hint, len(refs))
-
-
-def check_files_exist(dataset: str, root: Path, refs: Sequence[str], hint: str = "") -> None:
-    """Raise ``FileNotFoundError`` with the count and the first missing paths, if any."""
-    n, first = find_missing(root, refs)
-    if n:
-        listing = "\n  ".join(first)
-        raise FileNotFoundError(
-            f"{dataset}: {n} of {len(refs)} image files are missing under {root}; first {len(first)}:\n  "
-            f"{listing}\n{hint}".rstrip())
 
 
 def cap_per_class(labels: np.ndarray, cap: int) -> np.ndarray:

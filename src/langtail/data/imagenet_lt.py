@@ -5,7 +5,8 @@ Input (``data.root``, default ``data/imagenet_lt`` / ``data/places_lt``):
 * split files ``ImageNet_LT_{train,val,test}.txt`` (``Places_LT_{train,val,test}.txt``) in
   ``root``, ``root/ImageNet_LT/`` or ``root/ImageNet_LT_v2/`` (``Places_LT``, ``Places_LT_v2``);
   one image per line: ``<relative/path> <label>`` (path and integer label separated by
-  whitespace; a leading ``/`` on the path is dropped; blank lines are ignored);
+  whitespace; a leading ``/`` on the path is dropped, i.e. read relative to ``root``;
+  blank lines are ignored);
 * the images, so that ``root/<relative/path>`` exists for every line.
 
 Splits: ``train`` (ImageNet-LT 115,846 images, 1,000 classes with 1,280..5 images;
@@ -23,9 +24,20 @@ Class names (index = label), first found of:
 3. Places-LT only: ``categories_places365.txt`` (``/a/airfield 0``) next to the split files;
 4. ``class_<i>``.
 
-Bad input fails fast: a malformed line or a label outside ``[0, C)`` raises
-``ValueError`` naming ``file:line``; missing image files raise ``FileNotFoundError``
-with the count and the first paths. Files are only checked for existence, not decoded.
+Classes: the labels that occur in the train split file (optionally restricted by
+``data.classes``: names or label ids), re-indexed ``0..K-1`` in label order; names are the
+standard names of those labels; metadata ``source_labels`` holds the original ids
+(``"label"`` when all C occur). A label in val / test but not in train is an error.
+
+Bad input: every bad line of the three files is reported in ONE error
+(:class:`~langtail.data.folder.BadLinesError`, ``file:line: text: reason``): malformed
+lines, labels outside ``[0, C)``, lines whose class folder (the wnid component, else the
+parent folder) disagrees with the majority label of that folder over all split files,
+val/test labels absent from train, missing image files (a
+:class:`~langtail.data.folder.MissingImagesError` when those are the only problems) and
+paths that leave the root (``..``, symlinks out unless
+``data.allow_symlinks_outside_root``; see :class:`~langtail.data.folder.PathChecker`).
+Files are only checked for existence, not decoded, and nothing outside the root is opened.
 The manifest's ``image_root`` is ``root`` (absolute); refs are the split-file paths.
 """
 from __future__ import annotations

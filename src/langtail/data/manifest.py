@@ -198,18 +198,6 @@ class ImageStore:
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises these on bad files
             raise UnreadableImage(f"{p}: {e}") from e
 
-    def missing(self, refs: Sequence[str], limit: int = 10) -> tuple[int, list[str]]:
-        """Count file references that do not exist; return (count, first ``limit``)."""
-        n, first = 0, []
-        for r in refs:
-            if is_array_ref(r):
-                continue
-            if not self.path(r).exists():
-                n += 1
-                if len(first) < limit:
-                    first.append(str(self.path(r)))
-        return n, first
-
 
 def is_array_ref(ref: str) -> bool:
     """``"<file>.npy#<row>"``?"""
