@@ -165,33 +165,56 @@ CUPL = TEXT / "susx_cupl"
 
 @pytest.mark.shared_data
 @pytest.mark.skipif(not CUPL.exists(), reason=f"shared CuPL files not found at {CUPL}")
-def test_cifar10_cupl_descriptions_car_key_reported(tmp_path, caplog):
-    cfg = CorpusConfig(sources=["prompt", "descriptions"], descriptions_file=str(CUPL / "CuPL_prompts_cifar10.json"))
+def test_shipped_cifar10_lt_config_gives_descriptions_to_all_classes(tmp_path, caplog):
+    """CuPL's CIFAR-10 file says ``car``; the class is ``automobile`` (built-in synonym).
+    The corpus section of the shipped config, with the real file put where it points."""
+    import yaml
+
+    from langtail.config import dataset_config
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg = dataset_config(raw, "cifar10_lt").corpus
+    assert "descriptions" in cfg.sources and not cfg.descriptions_file.startswith("..")
+    cfg.descriptions_file = str(CUPL / "CuPL_prompts_cifar10.json")
     with caplog.at_level("WARNING"):
         out, stats = _run(tmp_path, get_class_list("cifar10"), cfg)
     meta = read_parquet_metadata(stats)
-    assert meta["descriptions_unmatched_keys"] == ["car"] and meta["n_descriptions_unmatched_keys"] == 1
-    assert meta["classes_without_description"] == ["automobile"]
-    assert "car" in caplog.text and "automobile" in caplog.text
+    assert meta["descriptions_unmatched_keys"] == [] and meta["classes_without_description"] == []
+    assert meta["descriptions_mapped_keys"] == {"car": "automobile"}
     st = read_parquet(stats).set_index("class_name")
-    assert st.loc["automobile", "n_descriptions"] == 0 and st.loc["automobile", "n_prompt"] == 80
-    assert (st.drop(index="automobile")["n_descriptions"] > 30).all()
+    assert (st["n_descriptions"] > 30).all() and st.loc["automobile", "n_prompt"] == 80
+    assert "match no class" not in caplog.text
     df = read_parquet(out)
     d = df[df.source == "descriptions"]["sentence"]
     assert (d == d.str.strip()).all() and not d.str.contains("\n").any()
-    # 500 sentences, 462 unique within class; 50 belong to "car"
+    assert d[df.class_name == "automobile"].str.contains("car", case=False).any()
+    # 500 sentences, 462 unique within class
     assert meta["descriptions_duplicates_removed"] + meta["descriptions_empty_dropped"] >= 1
 
 
 @pytest.mark.shared_data
 @pytest.mark.skipif(not CUPL.exists(), reason=f"shared CuPL files not found at {CUPL}")
-def test_cifar100_cupl_descriptions_cra_key_reported(tmp_path):
+def test_cifar100_cupl_descriptions_cra_key_mapped(tmp_path):
     cfg = CorpusConfig(sources=["descriptions"], descriptions_file=str(CUPL / "CuPL_prompts_cifar100.json"),
                        prompt_templates="none")
     out, stats = _run(tmp_path, get_class_list("cifar100"), cfg)
     meta = read_parquet_metadata(stats)
-    assert meta["descriptions_unmatched_keys"] == ["cra"]
-    assert meta["classes_without_description"] == ["crab"]
+    assert meta["descriptions_unmatched_keys"] == [] and meta["descriptions_mapped_keys"] == {"cra": "crab"}
     st = read_parquet(stats).set_index("class_name")
-    assert st.loc["crab", "n_total"] == 0 and st.loc["aquarium_fish", "n_descriptions"] > 0
-    assert meta["M_min"] == 0 and meta["n_sentences"] == int(st["n_total"].sum())
+    assert st.loc["crab", "n_descriptions"] > 30 and st.loc["aquarium_fish", "n_descriptions"] > 0
+    assert meta["M_min"] > 0 and meta["n_sentences"] == int(st["n_total"].sum())
+
+
+def test_description_aliases_and_loose_keys():
+    from langtail.corpus.descriptions import match_descriptions
+
+    raw = {"car": ["a car."], "apartment_building-outdoor": ["tall."], "arcade (passageway)": ["arches."],
+           "crane": ["a bird."], "zzz": ["nothing."]}
+    names = ["automobile", "apartment building, outdoor", "arcade", "crane (bird)"]
+    m = match_descriptions(raw, names, aliases={"crane": "crane (bird)", "car": "automobile"})
+    assert m.per_class == [["a car."], ["tall."], ["arches."], ["a bird."]]
+    assert m.unmatched_keys == ["zzz"] and m.classes_without_entry == []
+    assert m.mapped_keys == {"car": "automobile", "apartment_building-outdoor": "apartment building, outdoor",
+                             "arcade (passageway)": "arcade", "crane": "crane (bird)"}
+    with pytest.raises(ValueError, match="description_aliases: target"):
+        match_descriptions(raw, names, aliases={"car": "truck"})

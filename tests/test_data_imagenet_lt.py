@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,19 +110,22 @@ def test_missing_images_listed(small_imagenet, tmp_path):
         get_dataset("imagenet_lt").build(DataConfig(name="imagenet_lt", root=str(root)), tmp_path)
     msg = str(e.value)
     assert msg.startswith("imagenet_lt: 7 of 2040 image files are missing") and paths["test"][5] in msg
+    # every missing file is named with its split file and line (test file line k+1 = class k)
+    for k in range(5, 12):
+        assert f"ImageNet_LT_test.txt:{k + 1}: {paths['test'][k]} {k}: file not found" in msg
 
 
 @pytest.mark.parametrize("line,err", [
-    ("train/c0001/x.JPEG 1000", r"ImageNet_LT_train.txt:4: label 1000 out of range \[0, 1000\)"),
-    ("train/c0001/x.JPEG -1", r"ImageNet_LT_train.txt:4: label -1 out of range"),
-    ("train/c0001/x.JPEG", r"ImageNet_LT_train.txt:4: malformed line"),
-    ("train/c0001/x.JPEG one", r"ImageNet_LT_train.txt:4: malformed line"),
+    ("train/c0001/x.JPEG 1000", r"label 1000 out of range \[0, 1000\)"),
+    ("train/c0001/x.JPEG -1", r"label -1 out of range"),
+    ("train/c0001/x.JPEG", r"malformed line"),
+    ("train/c0001/x.JPEG one", r"malformed line"),
 ])
 def test_bad_split_lines_name_file_and_line(tmp_path, line, err):
     root = tmp_path / "r"
     root.mkdir()
     (root / "ImageNet_LT_train.txt").write_text("a.JPEG 0\nb.JPEG 1\n\n" + line + "\n")
-    with pytest.raises(ValueError, match=err):
+    with pytest.raises(ValueError, match=re.escape(f"ImageNet_LT_train.txt:4: {line}: ") + err):
         get_dataset("imagenet_lt").build(DataConfig(name="imagenet_lt", root=str(root)), tmp_path / "o")
 
 
@@ -173,7 +177,7 @@ def test_published_sizes(tmp_path, monkeypatch, name, spec, n_max, test_per_clas
     C = spec.num_classes
     tr = profile_with_total(C, n_max, 5, spec.sizes["train"])
     write_split_files(tmp_path, spec.prefix, {"train": tr, "val": [20] * C, "test": [test_per_class] * C})
-    monkeypatch.setattr(imagenet_lt, "check_files_exist", lambda *a, **k: None)
+    monkeypatch.setattr(imagenet_lt.PathChecker, "check", lambda self, refs: [])
     b = get_dataset(name).build(DataConfig(name=name, root=str(tmp_path)), tmp_path / "out")
     df = make_manifest(b)
     assert df.groupby("split").size().to_dict() == spec.sizes

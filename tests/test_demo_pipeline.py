@@ -28,8 +28,14 @@ def test_demo_profile_and_groups(tmp_path):
     groups = tr.drop_duplicates("label")["group"].value_counts().to_dict()
     assert groups == {"many": 7, "medium": 9, "few": 8}
     assert (df[df.split == "test"].groupby("label").size() == 2).all()
-    imgs = np.load(tmp_path / "images_train.npy")
+    # arrays live in the declared folder arrays/ (never undeclared files beside the manifest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays", "m.parquet"]
+    imgs = np.load(tmp_path / "arrays" / "images_train.npy")
     assert imgs.shape == (len(tr), 32, 32, 3) and imgs.dtype == np.uint8
+    from langtail.data.dataset import store_for
+
+    assert meta["arrays_dir"] == "arrays"
+    assert np.array_equal(store_for(tmp_path / "m.parquet", meta).load(tr["image"].iloc[5]), imgs[5])
     assert meta["class_names"] == class_names()
 
 

@@ -98,11 +98,23 @@ def cmd_evaluate(a):
                  _opt(a.text_emb))
 
 
+def _pairs(items: list[str], option: str) -> dict[str, Path]:
+    """``["KEY=PATH", ...] -> {KEY: Path}`` (``--metrics``, ``--skipped``)."""
+    out = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{option} {item!r}: expected KEY=PATH")
+        out[key] = Path(path)
+    return out
+
+
 def cmd_report(a):
     from langtail.stages import report
 
     report.run(_config(a, "report"), a.dataset, Path(a.out), Path(a.manifest), [Path(d) for d in a.eval],
-               Path(a.corpus_stats), Path(a.anchors), _opt(a.captions), a.config_file)
+               Path(a.corpus_stats), Path(a.anchors), _pairs(a.skipped, "--skipped"), _opt(a.captions),
+               a.config_file)
 
 
 def cmd_ca4ltr_finetune(a):
@@ -129,13 +141,8 @@ def cmd_text_quality(a):
 def cmd_ablations(a):
     from langtail.stages import ablations
 
-    metrics = {}
-    for item in a.metrics:
-        key, sep, path = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--metrics {item!r}: expected KEY=PATH (KEY = model or variant:model)")
-        metrics[key] = Path(path)
-    ablations.run(_config(a, "ablations"), a.dataset, Path(a.out), metrics, json.loads(a.variants))
+    ablations.run(_config(a, "ablations"), a.dataset, Path(a.out), _pairs(a.metrics, "--metrics"),
+                  json.loads(a.variants))
 
 
 def cmd_schema(a):
@@ -187,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     reports = [stage("report", cmd_report, ["dataset", "out", "manifest", "corpus-stats", "anchors"], ["captions"],
                      help="markdown report + figures")]
     reports[0].add_argument("--eval", nargs="+", required=True, help="eval/<model> directories to show")
+    reports[0].add_argument("--skipped", nargs="*", default=[],
+                            help="STAGE=skipped_images.parquet of the training / evaluation stages shown")
     stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
           ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],

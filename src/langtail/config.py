@@ -34,6 +34,8 @@ class DataConfig:
     test_per_class: int = 0  #: 0 = dataset default
     verify_checksums: bool = True  #: false accepts files whose md5 differs (logged)
     allow_download: bool = False  #: let torchvision download missing files
+    classes: list[str | int] = field(default_factory=list)  #: imagenet_lt / places_lt: run on these classes only (names or label ids; re-indexed 0..K-1); [] = every class of the split files
+    allow_symlinks_outside_root: bool = False  #: accept image paths whose symlinks resolve outside data.root
     many_threshold: int = 100  #: many-shot boundary (see shot_bounds)
     few_threshold: int = 20  #: few-shot boundary (see shot_bounds)
     #: inclusive (paper, authors' code): many >= many_threshold, few <= few_threshold;
@@ -58,6 +60,7 @@ class CorpusConfig:
     cache_dir: str = ""  #: raw-page cache ("" = results/<dataset>/wiki_cache)
     overrides_file: str = ""  #: TSV/JSON class -> page title for disambiguation
     descriptions_file: str = ""  #: JSON {class name: [sentence, ...]}
+    description_aliases: dict[str, str] = field(default_factory=dict)  #: descriptions-file key -> class name (e.g. {car: automobile}); added to the built-in synonyms
     #: non-content section headings to drop; null = the list of ``language``
     #: (langtail/resources/languages/<language>.txt: en See also, References, ...;
     #: de Siehe auch, Literatur, Weblinks, Einzelnachweise; fr Voir aussi, ...; es Véase también, ...)
@@ -172,7 +175,7 @@ class FinetuneConfig:
 class Ca4ltrConfig:
     """CA4LTR: image tokens attend to text tokens (cross-modal attention), text-quality study.
 
-    Architecture and text sources: ``langtail.models.ca4ltr``, ``langtail.text_sources``,
+    Architecture and text sources: ``langtail.models.ca4ltr``, ``langtail.corpus.ca4ltr_text``,
     ``docs/ca4ltr.md``. The "Pure" baseline of the study is the ``fc`` finetune run.
     """
 
@@ -332,6 +335,9 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     if origin in (list, typing.List):
         (item,) = typing.get_args(tp)
         return {"type": "array", "items": _type_schema(item)}
+    if origin in (dict, typing.Dict):
+        _, value = typing.get_args(tp)
+        return {"type": "object", "additionalProperties": _type_schema(value)}
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_type_schema(a) for a in typing.get_args(tp)]}
     if tp is type(None):

@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from langtail.data.skipped import SkipLog
+
 log = logging.getLogger(__name__)
 
 
@@ -24,16 +26,20 @@ def inference_autocast(device: torch.device, amp: bool, desc: str = "infer") -> 
 
 @torch.no_grad()
 def run_batches(fn: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
-                desc: str = "infer", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                desc: str = "infer", amp: bool = False, skips: SkipLog | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Apply ``fn`` to every image batch; returns ``(outputs [N, ...], labels [N], rows [N], skipped)``.
 
-    ``rows`` index the manifest frame the loader was built from (skipped images are absent).
+    ``rows`` index the manifest frame the loader was built from (skipped images are absent);
+    ``skips`` (if given) records which images were skipped and why.
     ``amp``: run ``fn`` under :func:`inference_autocast` (outputs are returned as float32).
     """
     outs, labels, rows, skipped = [], [], [], 0
     ctx = inference_autocast(device, amp, desc)
     for batch in tqdm(loader, desc=desc, leave=False, mininterval=2.0, disable=None):
         skipped += batch["skipped"]
+        if skips is not None:
+            skips.add_batch(batch)
         if "image" not in batch:
             continue
         with ctx:

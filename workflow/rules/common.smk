@@ -126,6 +126,12 @@ def report_models(wildcards):
     return list(cfg(wildcards.dataset).finetune.heads) + list(ZEROSHOT_MODELS)
 
 
+def skip_labels(wildcards):
+    """Stage labels of report_inputs' ``skipped`` files, in the same order."""
+    return (["pretrain"] + [f"finetune/{h}" for h in cfg(wildcards.dataset).finetune.heads]
+            + [f"evaluate/{m}" for m in report_models(wildcards)])
+
+
 def report_inputs(wildcards):
     c = cfg(wildcards.dataset)
     ds = wildcards.dataset
@@ -135,6 +141,9 @@ def report_inputs(wildcards):
         "corpus_stats": artifact(ds, "corpus", "corpus_stats.parquet"),
         "anchors": artifact(ds, "anchors", "anchors.parquet"),
         "manifest": artifact(ds, "longtail", "manifest.parquet"),
+        "skipped": [artifact(ds, "pretrain", "pretrain", "skipped_images.parquet")]
+        + [artifact(ds, "finetune", "finetune", h, "skipped_images.parquet") for h in c.finetune.heads]
+        + [os.path.join(eval_dir(ds, m), "skipped_images.parquet") for m in report_models(wildcards)],
     }
     if "caption" in c.corpus.sources:
         d["captions"] = artifact(ds, "captions", "captions.parquet")

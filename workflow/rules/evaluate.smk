@@ -7,6 +7,7 @@ rule evaluate:
     output:
         metrics=ds_path("eval", "{model}", "metrics.json"),
         per_class=ds_path("eval", "{model}", "per_class.parquet"),
+        skipped=ds_path("eval", "{model}", "skipped_images.parquet"),
     params:
         cfg=stage_params("evaluate"),
         out_dir=ds_path("eval", "{model}"),

@@ -6,7 +6,8 @@ rule finetune:
                             pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
     output:
-        ds_path("finetune", "{head}", "model.pt"),
+        model=ds_path("finetune", "{head}", "model.pt"),
+        skipped=ds_path("finetune", "{head}", "skipped_images.parquet"),
     params:
         cfg=stage_params("finetune", "head"),
         opts=input_opts("text_emb", "pretrain"),
@@ -20,4 +21,4 @@ rule finetune:
         gpu=gpu_count("finetune"),
     shell:
         "langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
-        " {params.opts} --out {output} 2> {log}"
+        " {params.opts} --out {output.model} 2> {log}"

@@ -1,7 +1,8 @@
 rule longtail:
-    """Long-tailed subset: manifest.parquet (+ images_<split>.npy for array datasets)."""
+    """Long-tailed subset: manifest.parquet + arrays/ (images_<split>.npy for array datasets, else empty)."""
     output:
-        ds_path("manifest.parquet"),
+        manifest=ds_path("manifest.parquet"),
+        arrays=directory(ds_path("arrays")),
     params:
         cfg=stage_params("longtail"),
     conda:
@@ -11,4 +12,4 @@ rule longtail:
     resources:
         mem_mb=4000,
     shell:
-        "langtail longtail --params {params.cfg:q} --out {output} 2> {log}"
+        "langtail longtail --params {params.cfg:q} --out {output.manifest} 2> {log}"

@@ -4,7 +4,8 @@ rule pretrain:
         manifest=up("longtail", "manifest.parquet"),
         corpus=up("corpus", "corpus.parquet"),
     output:
-        ds_path("pretrain", "model.pt"),
+        model=ds_path("pretrain", "model.pt"),
+        skipped=ds_path("pretrain", "skipped_images.parquet"),
     params:
         cfg=stage_params("pretrain"),
         cache=base_path("cache"),
@@ -18,4 +19,4 @@ rule pretrain:
         gpu=gpu_count("pretrain"),
     shell:
         "langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
-        " --out {output} --cache-dir {params.cache} 2> {log}"
+        " --out {output.model} --cache-dir {params.cache} 2> {log}"

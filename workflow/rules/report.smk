@@ -9,6 +9,7 @@ rule report:
         cfg=stage_params("report"),
         evals=lambda w, input: " ".join(os.path.dirname(f) for f in input.metrics),
         captions=input_opts("captions"),
+        skipped=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(skip_labels(w), input.skipped)),
         configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
@@ -16,5 +17,5 @@ rule report:
         ds_path("logs", "report.log"),
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
-        " --eval {params.evals} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
+        " --eval {params.evals} --skipped {params.skipped} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
         " --out {output.report} {params.configs} 2> {log}"

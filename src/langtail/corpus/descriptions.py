@@ -6,6 +6,18 @@ strings (e.g. the CuPL / SuS-X ``CuPL_prompts_*.json`` or the "classify by descr
 list. Keys are matched to the class list by :func:`~langtail.corpus.classes.normalize_name`
 (lower case, ``_`` -> space), so ``aquarium_fish`` matches ``"aquarium fish"``.
 
+Keys that differ from the class names are mapped, in this order, for keys that match no
+class by name: (1) ``corpus.description_aliases`` (``{file key: class name}``, e.g.
+``{car: automobile}``; an alias is applied even when the key is itself a class name, and an
+alias whose target is not a class is an error); (2) a *loose* match that also ignores
+punctuation and parenthesised qualifiers (``apartment_building-outdoor`` ->
+``apartment building, outdoor``, ``arcade (passageway)`` -> ``arcade``), used when exactly
+one class has that loose key; (3) the built-in synonyms :data:`BUILTIN_SYNONYMS` (known
+mismatches between published description files and the standard class lists: CuPL's
+CIFAR-10 ``car`` = ``automobile``, CIFAR-100 ``cra`` = ``crab``, ImageNet ``eft`` =
+``newt``), used only when the target is a class. Every mapped key is recorded in
+:attr:`DescriptionMatch.mapped_keys` (and the corpus metadata).
+
 Cleaning: each string is stripped and its inner whitespace (including newlines)
 collapsed to single spaces; empty strings are dropped; exact repeats within one class
 are dropped (first kept, counted). Nothing is silently lost: keys that match no class
@@ -27,6 +39,23 @@ from langtail.corpus.classes import normalize_name
 
 log = logging.getLogger(__name__)
 _WS = re.compile(r"\s+")
+_PAREN = re.compile(r"\([^)]*\)")
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+#: description-file key -> class name, for keys of published files that differ from the
+#: standard class lists (normalised names; see the module docstring for when they apply)
+BUILTIN_SYNONYMS: dict[str, str] = {
+    "car": "automobile",  # CuPL / SuS-X CuPL_prompts_cifar10.json (CIFAR-10 class "automobile")
+    "cra": "crab",  # CuPL_prompts_cifar100.json (a truncated key)
+    "eft": "newt",  # descriptors_imagenet.json (ImageNet class n01631663 "eft"; CLIP list: "newt")
+    "aeroplane": "airplane",
+    "plane": "airplane",
+}
+
+
+def loose_name(s: str) -> str:
+    """Looser matching key: :func:`normalize_name` without parenthesised parts and punctuation."""
+    return " ".join(_NON_ALNUM.sub(" ", _PAREN.sub(" ", normalize_name(s))).split())
 
 
 @dataclass
@@ -39,11 +68,18 @@ class DescriptionMatch:
     empty_dropped: int = 0  #: empty / whitespace-only strings dropped
     duplicates_removed: int = 0  #: repeated strings within a class dropped
     whitespace_fixed: int = 0  #: strings whose leading/trailing/inner whitespace was changed
+    mapped_keys: dict[str, str] = field(default_factory=dict)  #: file key -> class name it was mapped to (alias, loose, synonym)
 
 
 def load_descriptions(path: str | Path) -> dict[str, list[str]]:
     """Read a descriptions JSON file (see the module docstring); validate its shape."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"corpus.descriptions_file {path} not found. Put a JSON {{class name: [sentence, ...]}} file there "
+            "(e.g. the CuPL sentences of SuS-X, https://github.com/vishaal27/SuS-X gpt3_prompts/"
+            "CuPL_prompts_<dataset>.json), point corpus.descriptions_file at yours, or drop 'descriptions' "
+            "from corpus.sources.")
     raw: Any = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object {{class name: [sentence, ...]}}, got {type(raw).__name__}")
@@ -58,21 +94,42 @@ def load_descriptions(path: str | Path) -> dict[str, list[str]]:
 
 
 def match_descriptions(raw: Mapping[str, list[str]], class_names: list[str], source: str = "",
-                       dedup: bool = True) -> DescriptionMatch:
-    """Match description keys to ``class_names`` by normalised name and clean the strings.
+                       dedup: bool = True, aliases: Mapping[str, str] | None = None) -> DescriptionMatch:
+    """Match description keys to ``class_names`` and clean the strings.
 
-    ``dedup=False`` keeps repeated strings within a class.
+    Keys match by normalised name, else through ``aliases`` / the loose key / the built-in
+    synonyms (module docstring). ``dedup=False`` keeps repeated strings within a class.
+    Raises ``ValueError`` for an alias whose target is not a class.
     """
     where = f"{source}: " if source else ""
     by_norm: dict[str, list[int]] = {}
+    by_loose: dict[str, list[int]] = {}
     for i, n in enumerate(class_names):
         by_norm.setdefault(normalize_name(n), []).append(i)
+        by_loose.setdefault(loose_name(n), []).append(i)
+    user = {normalize_name(k): v for k, v in (aliases or {}).items()}
+    bad_alias = {k: v for k, v in (aliases or {}).items() if normalize_name(v) not in by_norm}
+    if bad_alias:
+        raise ValueError(f"{where}corpus.description_aliases: target(s) that are not class names: {bad_alias} "
+                         f"(class names look like {class_names[:5]})")
     per_class: list[list[str]] = [[] for _ in class_names]
     seen: list[set[str]] = [set() for _ in class_names]
     has_key = [False] * len(class_names)
     res = DescriptionMatch(per_class=per_class)
     for key, sentences in raw.items():
-        ids = by_norm.get(normalize_name(key))
+        nk = normalize_name(key)
+        ids = None
+        if nk in user:
+            ids = by_norm[normalize_name(user[nk])]
+            res.mapped_keys[key] = user[nk]
+        else:
+            ids = by_norm.get(nk)
+            if not ids and len(by_loose.get(loose_name(key), [])) == 1:
+                ids = by_loose[loose_name(key)]
+                res.mapped_keys[key] = class_names[ids[0]]
+            if not ids and BUILTIN_SYNONYMS.get(nk, "") in by_norm:
+                ids = by_norm[BUILTIN_SYNONYMS[nk]]
+                res.mapped_keys[key] = class_names[ids[0]]
         if not ids:
             res.unmatched_keys.append(key)
             continue
@@ -94,6 +151,8 @@ def match_descriptions(raw: Mapping[str, list[str]], class_names: list[str], sou
                 seen[i].add(c)
                 per_class[i].append(c)
     res.classes_without_entry = [n for n, h in zip(class_names, has_key) if not h]
+    if res.mapped_keys:
+        log.info("%sdescription keys mapped to class names: %s", where, res.mapped_keys)
     if res.unmatched_keys:
         log.warning("%s%d description key(s) match no class and are ignored: %s",
                     where, len(res.unmatched_keys), res.unmatched_keys)
@@ -103,6 +162,7 @@ def match_descriptions(raw: Mapping[str, list[str]], class_names: list[str], sou
     return res
 
 
-def descriptions_for(path: str | Path, class_names: list[str], dedup: bool = True) -> DescriptionMatch:
+def descriptions_for(path: str | Path, class_names: list[str], dedup: bool = True,
+                     aliases: Mapping[str, str] | None = None) -> DescriptionMatch:
     """:func:`load_descriptions` + :func:`match_descriptions`."""
-    return match_descriptions(load_descriptions(path), class_names, source=str(path), dedup=dedup)
+    return match_descriptions(load_descriptions(path), class_names, source=str(path), dedup=dedup, aliases=aliases)

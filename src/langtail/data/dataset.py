@@ -1,8 +1,9 @@
 """Torch datasets, transforms and samplers over a manifest.
 
 - :class:`ManifestDataset` yields ``(image [3, H, W] float, label, row)``; an unreadable
-  image yields ``None`` and :func:`collate_skip` drops it while counting it, so a corrupt
-  file is a counted, logged skip (never a crash mid-epoch, never a silent drop).
+  image yields a :class:`~langtail.data.skipped.Skip` and :func:`collate_skip` drops it while
+  listing it, so a corrupt file is a recorded skip (``skipped_images.parquet``, see
+  :mod:`langtail.data.skipped`), never a crash mid-epoch, never a silent drop.
 - :func:`build_transform`: 32 px CIFAR-style augmentation (random crop with 4 px padding +
   horizontal flip) or CLIP preprocessing (224 px bicubic resize + centre crop, CLIP
   mean/std; random-resized-crop + flip when training).
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from langtail.data.manifest import ImageStore, UnreadableImage
+from langtail.data.skipped import Skip
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class ManifestDataset(Dataset):
     def __init__(self, df: pd.DataFrame, store: ImageStore, transform=None):
         self.refs = df["image"].tolist()
         self.labels = df["label"].to_numpy().astype(np.int64)
+        self.splits = df["split"].tolist() if "split" in df.columns else [""] * len(self.refs)
         self.store = store
         self.transform = transform
 
@@ -72,7 +75,7 @@ class ManifestDataset(Dataset):
             img = self.store.load(self.refs[i])
         except UnreadableImage as e:
             log.warning("skipping unreadable image: %s", e)
-            return None
+            return Skip(i, self.refs[i], self.splits[i], str(e))
         x = self.transform(img) if self.transform is not None else torch.from_numpy(np.ascontiguousarray(img))
         return x, int(self.labels[i]), i
 
@@ -93,9 +96,13 @@ class ManifestDataset(Dataset):
 
 
 def collate_skip(batch: list) -> dict[str, Any]:
-    """Stack a batch, dropping ``None`` items (unreadable images) and counting them."""
-    good = [b for b in batch if b is not None]
-    out: dict[str, Any] = {"skipped": len(batch) - len(good)}
+    """Stack a batch, dropping :class:`~langtail.data.skipped.Skip` items (unreadable images):
+    ``skipped`` counts them, ``skipped_images`` lists ``(image, split, reason)`` for a
+    :class:`~langtail.data.skipped.SkipLog`."""
+    good = [b for b in batch if b is not None and not isinstance(b, Skip)]
+    skips = [b for b in batch if isinstance(b, Skip)]
+    out: dict[str, Any] = {"skipped": len(batch) - len(good),
+                           "skipped_images": [(s.image, s.split, s.reason) for s in skips]}
     if good:
         out["image"] = torch.stack([b[0] for b in good])
         out["label"] = torch.tensor([b[1] for b in good], dtype=torch.long)
@@ -164,4 +171,7 @@ def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[s
 
 
 def store_for(manifest_path: str | Path, meta: dict[str, Any]) -> ImageStore:
-    return ImageStore(Path(manifest_path).parent, meta.get("image_root", ""))
+    """The :class:`ImageStore` of a manifest (its ``image_root`` and symlink policy from ``meta``)."""
+    return ImageStore(Path(manifest_path).parent, meta.get("image_root", ""),
+                      allow_symlinks_outside_root=bool(meta.get("allow_symlinks_outside_root", False)),
+                      array_dir=str(meta.get("arrays_dir", "")))

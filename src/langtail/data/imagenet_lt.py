@@ -5,7 +5,8 @@ Input (``data.root``, default ``data/imagenet_lt`` / ``data/places_lt``):
 * split files ``ImageNet_LT_{train,val,test}.txt`` (``Places_LT_{train,val,test}.txt``) in
   ``root``, ``root/ImageNet_LT/`` or ``root/ImageNet_LT_v2/`` (``Places_LT``, ``Places_LT_v2``);
   one image per line: ``<relative/path> <label>`` (path and integer label separated by
-  whitespace; a leading ``/`` on the path is dropped; blank lines are ignored);
+  whitespace; a leading ``/`` on the path is dropped, i.e. read relative to ``root``;
+  blank lines are ignored);
 * the images, so that ``root/<relative/path>`` exists for every line.
 
 Splits: ``train`` (ImageNet-LT 115,846 images, 1,000 classes with 1,280..5 images;
@@ -23,9 +24,20 @@ Class names (index = label), first found of:
 3. Places-LT only: ``categories_places365.txt`` (``/a/airfield 0``) next to the split files;
 4. ``class_<i>``.
 
-Bad input fails fast: a malformed line or a label outside ``[0, C)`` raises
-``ValueError`` naming ``file:line``; missing image files raise ``FileNotFoundError``
-with the count and the first paths. Files are only checked for existence, not decoded.
+Classes: the labels that occur in the train split file (optionally restricted by
+``data.classes``: names or label ids), re-indexed ``0..K-1`` in label order; names are the
+standard names of those labels; metadata ``source_labels`` holds the original ids
+(``"label"`` when all C occur). A label in val / test but not in train is an error.
+
+Bad input: every bad line of the three files is reported in ONE error
+(:class:`~langtail.data.folder.BadLinesError`, ``file:line: text: reason``): malformed
+lines, labels outside ``[0, C)``, lines whose class folder (the wnid component, else the
+parent folder) disagrees with the majority label of that folder over all split files,
+val/test labels absent from train, missing image files (a
+:class:`~langtail.data.folder.MissingImagesError` when those are the only problems) and
+paths that leave the root (``..``, symlinks out unless
+``data.allow_symlinks_outside_root``; see :class:`~langtail.data.folder.PathChecker`).
+Files are only checked for existence, not decoded, and nothing outside the root is opened.
 The manifest's ``image_root`` is ``root`` (absolute); refs are the split-file paths.
 """
 from __future__ import annotations
@@ -38,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from langtail.config import DataConfig
-from langtail.data.folder import cap_per_class, check_files_exist, resolve_root
+from langtail.data.folder import (BadLine, BadLinesError, PathChecker, cap_per_class, raise_bad_lines,
+                                  resolve_root)
 from langtail.data.longtail import profile_summary
 from langtail.data.manifest import ManifestBuild
 from langtail.data.registry import register
@@ -74,13 +87,26 @@ PLACES_LT = PublishedSplit(
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def read_split_file(path: Path, num_classes: int) -> tuple[list[str], list[int]]:
-    """Parse a ``<relative/path> <label>`` file; return (paths, labels).
+@dataclass
+class SplitFile:
+    """The lines of one split file: ``paths[i]``, ``labels[i]`` came from line ``linenos[i]``."""
 
-    Raises ``ValueError`` naming ``path:line`` for a malformed line or a label outside
-    ``[0, num_classes)``.
+    file: Path
+    paths: list[str]
+    labels: list[int]
+    linenos: list[int]
+    texts: list[str]
+
+
+def read_split_file(path: Path, num_classes: int, bad: list[BadLine] | None = None) -> SplitFile:
+    """Parse a ``<relative/path> <label>`` file (a leading ``/`` on the path is dropped).
+
+    Bad lines (malformed, label outside ``[0, num_classes)``) are appended to ``bad`` and
+    left out; with ``bad=None`` they are raised at once as one :class:`BadLinesError`.
     """
-    paths, labels = [], []
+    own = bad is None
+    bad = [] if bad is None else bad
+    out = SplitFile(Path(path), [], [], [], [])
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             s = line.strip()
@@ -88,13 +114,66 @@ def read_split_file(path: Path, num_classes: int) -> tuple[list[str], list[int]]
                 continue
             parts = s.rsplit(None, 1)
             if len(parts) != 2 or not re.fullmatch(r"[+-]?\d+", parts[1]):
-                raise ValueError(f"{path}:{lineno}: malformed line {s!r}; expected '<relative/path> <label>'")
+                bad.append(BadLine(str(path), lineno, s, "malformed line; expected '<relative/path> <label>'"))
+                continue
             y = int(parts[1])
             if not 0 <= y < num_classes:
-                raise ValueError(f"{path}:{lineno}: label {y} out of range [0, {num_classes})")
-            paths.append(parts[0].strip().lstrip("/"))
-            labels.append(y)
-    return paths, labels
+                bad.append(BadLine(str(path), lineno, s, f"label {y} out of range [0, {num_classes})"))
+                continue
+            out.paths.append(parts[0].strip().lstrip("/"))
+            out.labels.append(y)
+            out.linenos.append(lineno)
+            out.texts.append(s)
+    if own and bad:
+        raise BadLinesError(str(path), bad)
+    return out
+
+
+_WNID = re.compile(r"n\d{8}")
+
+
+def class_folder(ref: str) -> str:
+    """The folder that names a line's class: the WordNet-id component (``n01440764``) if the
+    path has one (ImageNet: ``train/<wnid>/...`` and ``val/<wnid>/...`` agree), else the
+    parent folder (Places: ``a/airfield``)."""
+    parts = ref.split("/")
+    for p in parts[:-1]:
+        if _WNID.fullmatch(p):
+            return p
+    return "/".join(parts[:-1])
+
+
+def folder_label_conflicts(files: list[SplitFile]) -> list[BadLine]:
+    """Lines whose class folder disagrees with their label.
+
+    A folder's label is the label of the majority of its lines over all split files (no
+    wnid -> label list is shipped; the OLTR files label every wnid consistently). Folders
+    whose majority label holds at most half of their lines are mixed folders (Places365
+    ``val_256/`` is flat) and are not checked.
+    """
+    counts: dict[str, dict[int, int]] = {}
+    for sf in files:
+        for ref, y in zip(sf.paths, sf.labels):
+            d = counts.setdefault(class_folder(ref), {})
+            d[y] = d.get(y, 0) + 1
+    majority: dict[str, tuple[int, int, int]] = {}  # folder -> (label, its lines, all lines)
+    for folder, d in counts.items():
+        y, n = max(d.items(), key=lambda kv: (kv[1], -kv[0]))
+        total = sum(d.values())
+        if len(d) > 1 and 2 * n > total:
+            majority[folder] = (y, n, total)
+    bad = []
+    if not majority:
+        return bad
+    for sf in files:
+        for ref, y, ln, text in zip(sf.paths, sf.labels, sf.linenos, sf.texts):
+            m = majority.get(class_folder(ref))
+            if m is not None and y != m[0]:
+                bad.append(BadLine(str(sf.file), ln, text,
+                                   f"label {y} disagrees with its folder {class_folder(ref)!r}, which holds "
+                                   f"label {m[0]} on {m[1]} of its {m[2]} lines in the split files "
+                                   "(the majority defines the folder's label)"))
+    return bad
 
 
 def find_split_dir(root: Path, spec: PublishedSplit) -> Path:
@@ -109,16 +188,79 @@ def find_split_dir(root: Path, spec: PublishedSplit) -> Path:
         f"Where to get them: {spec.source}.")
 
 
-def read_splits(split_dir: Path, spec: PublishedSplit) -> dict[str, tuple[list[str], list[int]]]:
-    """All present split files: {split: (paths, labels)}; ``train`` is required."""
+def read_splits(split_dir: Path, spec: PublishedSplit, bad: list[BadLine]) -> dict[str, SplitFile]:
+    """All present split files: {split: SplitFile}; ``train`` is required. Bad lines go to ``bad``."""
     out = {}
     for split in SPLIT_NAMES:
         p = split_dir / f"{spec.prefix}_{split}.txt"
         if p.is_file():
-            out[split] = read_split_file(p, spec.num_classes)
+            out[split] = read_split_file(p, spec.num_classes, bad)
         elif split == "train":
             raise FileNotFoundError(f"{spec.title}: {p} not found")
     return out
+
+
+def select_classes(names: list[str], wanted: list[str | int], where: str = "data.classes") -> list[int]:
+    """Label ids of ``wanted`` (class names, matched by normalised name, or label ids), sorted.
+
+    Raises ``ValueError`` naming every entry that is not a class (with close names).
+    """
+    import difflib
+
+    from langtail.corpus.classes import normalize_name
+
+    by_norm: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        by_norm.setdefault(normalize_name(n), []).append(i)
+    ids, errors = set(), []
+    for w in wanted:
+        if isinstance(w, int) or (isinstance(w, str) and re.fullmatch(r"\d+", w.strip())):
+            i = int(w)
+            if not 0 <= i < len(names):
+                errors.append(f"{w!r}: label id out of range [0, {len(names)})")
+            else:
+                ids.add(i)
+            continue
+        hit = by_norm.get(normalize_name(str(w)))
+        if hit is None:
+            close = difflib.get_close_matches(normalize_name(str(w)), list(by_norm), n=3)
+            errors.append(f"{w!r}: no such class" + (f" (did you mean {close}?)" if close else ""))
+        elif len(hit) > 1:
+            errors.append(f"{w!r}: {len(hit)} classes share this name (ids {hit}); give the id instead")
+        else:
+            ids.add(hit[0])
+    if errors:
+        raise ValueError(f"{where}: " + "; ".join(errors))
+    return sorted(ids)
+
+
+def class_set(files: dict[str, SplitFile], names: list[str], wanted: list[str | int],
+              bad: list[BadLine]) -> list[int]:
+    """Original label ids of the run's classes, ascending: the labels of the train split (or the
+    ``wanted`` ones, which must all have training images). A label that occurs in val / test
+    but not in train is appended to ``bad`` (one entry per file and label, naming the class)."""
+    train = set(files["train"].labels) if "train" in files else set()
+    ids = sorted(train)
+    if wanted:
+        ids = select_classes(names, wanted)
+        absent = [i for i in ids if i not in train]
+        if absent:
+            raise ValueError("data.classes: class(es) without training images in the split files: "
+                             + ", ".join(f"{i} ({names[i]!r})" for i in absent))
+    keep = set(ids)
+    for split, sf in files.items():
+        if split == "train":
+            continue
+        first: dict[int, tuple[int, str, int]] = {}
+        for y, ln, text in zip(sf.labels, sf.linenos, sf.texts):
+            if y not in train and (not wanted or y in keep):
+                ln0, t0, n = first.get(y, (ln, text, 0))
+                first[y] = (ln0, t0, n + 1)
+        for y, (ln, text, n) in sorted(first.items()):
+            bad.append(BadLine(str(sf.file), ln, text,
+                               f"class {y} ({names[y]!r}) has {n} {split} line(s) but no training image in "
+                               f"{files['train'].file.name}"))
+    return ids
 
 
 def published_size_mismatches(sizes: dict[str, int], spec: PublishedSplit) -> dict[str, list[int]]:
@@ -164,6 +306,7 @@ def _places_categories(path: Path) -> list[str]:
 
 class _PublishedSplitLT:
     name = ""
+    supports_class_subset = True  #: honours data.classes (see registry.check_class_subset)
     spec: PublishedSplit
 
     def _root(self, cfg: DataConfig) -> Path:
@@ -187,47 +330,75 @@ class _PublishedSplitLT:
         log.warning("%s: no class names found (classnames.txt, shipped list); using class_<i>", self.name)
         return [f"class_{i}" for i in range(n)], "generic"
 
+    def _read(self, cfg: DataConfig) -> tuple[Path, dict[str, SplitFile], list[str], str, list[int], list[BadLine]]:
+        """(split_dir, split files, all C names, names source, the run's original label ids, bad lines)."""
+        split_dir = find_split_dir(self._root(cfg), self.spec)
+        names, names_source = self._class_names(split_dir)
+        bad: list[BadLine] = []
+        files = read_splits(split_dir, self.spec, bad)
+        bad += folder_label_conflicts(list(files.values()))
+        ids = class_set(files, names, list(cfg.classes), bad)
+        return split_dir, files, names, names_source, ids, bad
+
     def class_names(self, cfg: DataConfig) -> list[str]:
+        """The run's class names (index = manifest label): the classes of the train split
+        file (restricted to ``data.classes``); without split files, the standard list."""
         try:
-            split_dir = find_split_dir(self._root(cfg), self.spec)
+            split_dir, files, names, _, ids, bad = self._read(cfg)
         except FileNotFoundError:
-            split_dir = None
-        return self._class_names(split_dir)[0]
+            names = self._class_names(None)[0]
+            return [names[i] for i in select_classes(names, list(cfg.classes))] if cfg.classes else names
+        raise_bad_lines(self.name, bad)
+        return [names[i] for i in ids]
 
     def build(self, cfg: DataConfig, out_dir: Path) -> ManifestBuild:
         spec = self.spec
         root = self._root(cfg)
-        split_dir = find_split_dir(root, spec)
-        names, names_source = self._class_names(split_dir)
+        split_dir, files, all_names, names_source, ids, bad = self._read(cfg)
         if cfg.profile == "pareto":
             log.warning("%s: uses the published split; data.profile %r is ignored", self.name, cfg.profile)
-
-        data = read_splits(split_dir, spec)
-        sizes = {s: len(p) for s, (p, _) in data.items()}
+        sizes = {s: len(sf.paths) for s, sf in files.items()}
         mismatches = published_size_mismatches(sizes, spec)
+        subset = len(ids) != spec.num_classes
         if mismatches:
-            log.warning("%s: split sizes differ from the published ones ({split: [found, published]}): %s",
-                        self.name, mismatches)
+            log.log(logging.INFO if subset else logging.WARNING,
+                    "%s: split sizes differ from the published ones ({split: [found, published]}): %s",
+                    self.name, mismatches)
 
-        images, labels, splits = [], [], []
-        for split, (paths, labs) in data.items():
+        lut = np.full(spec.num_classes, -1, dtype=np.int64)
+        lut[ids] = np.arange(len(ids))
+        images, labels, splits, sources = [], [], [], []
+        for split, sf in files.items():
+            y = lut[np.asarray(sf.labels, dtype=np.int64)] if sf.labels else np.zeros(0, np.int64)
+            rows = np.flatnonzero(y >= 0)
             cap = cfg.max_train_per_class if split == "train" else cfg.test_per_class
-            sel = cap_per_class(np.asarray(labs), cap)
-            images += [paths[i] for i in sel]
-            labels += [labs[i] for i in sel]
+            sel = rows[cap_per_class(y[rows], cap)]
+            images += [sf.paths[i] for i in sel]
+            labels += y[sel].tolist()
             splits += [split] * len(sel)
+            sources += [(str(sf.file), sf.linenos[i], sf.texts[i]) for i in sel]
 
-        check_files_exist(self.name, root, images,
-                          hint=f"Put the images so that {root}/<path in the split file> exists ({spec.source}).")
-        counts = np.bincount(np.asarray([y for y, s in zip(labels, splits) if s == "train"]),
-                             minlength=spec.num_classes)
+        for i, why in PathChecker(root, cfg.allow_symlinks_outside_root).check(images):
+            bad.append(BadLine(*sources[i], why))
+        bad.sort(key=lambda b: (b.file, b.line))
+        raise_bad_lines(self.name, bad, hint=f"Fix or remove these lines; the images must lie under {root} "
+                                             f"({spec.source}).", total=len(images))
+
+        names = [all_names[i] for i in ids]
+        counts = np.bincount(np.asarray([y for y, s in zip(labels, splits) if s == "train"], dtype=np.int64),
+                             minlength=len(ids))
         meta = {"dataset": self.name, "source": str(split_dir), "profile": "file", "seed": int(cfg.seed),
                 "split_sizes": sizes, "published_sizes": dict(spec.sizes),
                 "matches_published_sizes": not mismatches, "class_names_source": names_source,
+                "num_classes_published": spec.num_classes,
+                "source_labels": "label" if not subset else [int(i) for i in ids],
+                "classes_selected": list(cfg.classes),
+                "allow_symlinks_outside_root": bool(cfg.allow_symlinks_outside_root),
                 "max_train_per_class": int(cfg.max_train_per_class), "test_per_class": int(cfg.test_per_class)}
-        if counts.min() > 0:
+        if len(counts) and counts.min() > 0:
             meta.update(profile_summary(counts))
-        log.info("%s: %s images per split, class names from %s", self.name, sizes, names_source)
+        log.info("%s: %d of %d classes, %s images per split file, class names from %s", self.name, len(ids),
+                 spec.num_classes, sizes, names_source)
         return ManifestBuild(images=images, labels=labels, splits=splits, class_names=names,
                              image_root=str(root.resolve()), meta=meta)
 

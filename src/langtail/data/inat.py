@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from langtail.config import DataConfig
-from langtail.data.folder import cap_per_class, check_files_exist, dedupe_names, resolve_root
+from langtail.data.folder import cap_per_class, check_refs, dedupe_names, resolve_root
 from langtail.data.longtail import profile_summary
 from langtail.data.manifest import ManifestBuild
 from langtail.data.registry import register
@@ -102,6 +102,7 @@ class INat2018:
         index = {cid: i for i, cid in enumerate(ids)}
 
         images, labels, splits = [], [], []
+        where: list[tuple[str, int]] = []  # (json file, annotation index) per image
         sizes = {}
         for split, files, cats, cap, src in (("train", tr_files, tr_cats, cfg.max_train_per_class, "train2018.json"),
                                              ("test", te_files, te_cats, cfg.test_per_class, "val2018.json")):
@@ -112,6 +113,7 @@ class INat2018:
             labs = np.asarray([index[c] for c in cats], dtype=np.int64)
             sel = cap_per_class(labs, cap)
             images += [files[i] for i in sel]
+            where += [(src, int(i)) for i in sel]
             labels += labs[sel].tolist()
             splits += [split] * len(sel)
             sizes[split] = len(files)
@@ -120,8 +122,10 @@ class INat2018:
         if mismatches or len(ids) != NUM_CLASSES:
             log.warning("inat2018: sizes differ from the 2018 release ({split: [found, published]}): %s; "
                         "%d classes (published %d)", mismatches, len(ids), NUM_CLASSES)
-        check_files_exist(self.name, root, images,
-                          hint=f"Put the images so that {root}/<file_name in the json> exists ({SOURCE}).")
+        check_refs(self.name, root, images, [(str(root / src), 0, f"annotations[{i}]: {ref}")
+                                             for (src, i), ref in zip(where, images)],
+                   cfg.allow_symlinks_outside_root,
+                   hint=f"Put the images so that {root}/<file_name in the json> exists ({SOURCE}).")
         counts = np.bincount(np.asarray([y for y, s in zip(labels, splits) if s == "train"]), minlength=len(ids))
         meta = {"dataset": self.name, "source": str(root), "profile": "file", "seed": int(cfg.seed),
                 "split_sizes": sizes, "published_sizes": PUBLISHED_SIZES,

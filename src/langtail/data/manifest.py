@@ -14,13 +14,16 @@ group      string  ``many`` | ``medium`` | ``few`` (:func:`shot_group`; data.sho
 ========== ======= ==========================================================
 
 Metadata: ``dataset`` (name), ``class_names`` (list, index = label), ``image_root``
-(folder that relative file refs are resolved against), ``seed``, ``profile``,
+(folder that relative file refs are resolved against), ``arrays_dir`` (folder of the
+``.npy`` arrays, relative to the manifest's folder), ``allow_symlinks_outside_root``, ``seed``, ``profile``,
 ``imbalance_factor``, ``skipped`` (counted, reported skips) and anything the builder
 adds (e.g. ``checksums_verified``).
 
-Image references are either a file path (absolute, or relative to ``image_root``) or
-``"<file>.npy#<row>"``: row ``row`` of a uint8 ``[N, H, W, 3]`` array stored next to
-the manifest (array-backed datasets: CIFAR, the demo). The many/medium/few split is
+Image references are either a file path relative to ``image_root`` (it must stay inside
+it: see :class:`ImageStore`) or ``"<file>.npy#<row>"``: row ``row`` of a uint8
+``[N, H, W, 3]`` array in the folder ``arrays_dir`` (metadata; :data:`ARRAYS_DIR` =
+``arrays/`` next to the manifest when written by the longtail stage; array-backed datasets:
+CIFAR, the demo). The many/medium/few split is
 computed here, once, by :func:`shot_groups`.
 """
 from __future__ import annotations
@@ -43,6 +46,9 @@ MANIFEST_COLUMNS = {
     "group": "string",
 }
 SPLITS = ("train", "val", "test")
+#: folder next to the manifest holding array-backed images (``images_<split>.npy``); the
+#: longtail stage always creates it (empty for file-backed datasets), so the rule declares it
+ARRAYS_DIR = "arrays"
 GROUPS = ("many", "medium", "few")
 
 
@@ -136,33 +142,62 @@ def class_groups(df: pd.DataFrame, num_classes: int) -> np.ndarray:
 class ImageStore:
     """Resolves manifest image references to ``uint8 [H, W, 3]`` arrays.
 
-    ``.npy#row`` references are memory-mapped once per file; file references are
-    decoded with PIL (RGB). Unreadable files raise :class:`UnreadableImage`, which the
-    dataset layer turns into a counted skip.
+    ``.npy#row`` references are memory-mapped once per file (the file name must be a plain
+    name in the manifest's folder); file references are decoded with PIL (RGB). Unreadable
+    files raise :class:`UnreadableImage`, which the dataset layer turns into a counted skip.
+    A file reference that is absolute or resolves outside ``image_root`` (``..``, or a
+    symlink unless ``allow_symlinks_outside_root``) raises :class:`UnsafeImagePath` before
+    anything is opened (the check is :class:`langtail.data.folder.PathChecker`).
     """
 
-    def __init__(self, manifest_dir: str | Path, image_root: str | Path = ""):
+    def __init__(self, manifest_dir: str | Path, image_root: str | Path = "",
+                 allow_symlinks_outside_root: bool = False, array_dir: str = ""):
         self.manifest_dir = Path(manifest_dir)
+        self.array_dir = self.manifest_dir / array_dir  #: where ``<file>.npy`` refs live (meta ``arrays_dir``)
         self.image_root = Path(image_root) if image_root else self.manifest_dir
+        self.allow_symlinks_outside_root = allow_symlinks_outside_root
         self._arrays: dict[str, np.ndarray] = {}
+        self._checker = None
+
+    @property
+    def checker(self):
+        if self._checker is None:
+            from langtail.data.folder import PathChecker
+
+            self._checker = PathChecker(self.image_root, self.allow_symlinks_outside_root)
+        return self._checker
 
     def array(self, name: str) -> np.ndarray:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise UnsafeImagePath(f"array reference {name!r} must be a file name in {self.array_dir}")
         arr = self._arrays.get(name)
         if arr is None:
-            arr = np.load(self.manifest_dir / name, mmap_mode="r")
+            arr = np.load(self.array_dir / name, mmap_mode="r")
             self._arrays[name] = arr
         return arr
 
     def path(self, ref: str) -> Path:
+        """The file of a reference (relative to ``image_root``); no containment check."""
         p = Path(ref)
         return p if p.is_absolute() else self.image_root / p
 
+    def problem(self, ref: str) -> str | None:
+        """Why a reference cannot be read (escapes the root, missing), or None; opens nothing."""
+        if is_array_ref(ref):
+            name = ref.rsplit("#", 1)[0]
+            return None if Path(name).name == name and name not in ("", ".", "..") else \
+                f"array reference {name!r} must be a file name in {self.array_dir}"
+        return self.checker.problem(ref)
+
     def load(self, ref: str) -> np.ndarray:
-        if "#" in ref and ref.split("#", 1)[0].endswith(".npy"):
+        if is_array_ref(ref):
             name, row = ref.rsplit("#", 1)
             return np.array(self.array(name)[int(row)])  # copy: writable, detached from the mmap
         from PIL import Image
 
+        why = self.checker.escape(ref)
+        if why is not None:
+            raise UnsafeImagePath(f"{ref}: {why}")
         p = self.path(ref)
         try:
             with Image.open(p) as im:
@@ -170,18 +205,28 @@ class ImageStore:
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises these on bad files
             raise UnreadableImage(f"{p}: {e}") from e
 
-    def missing(self, refs: Sequence[str], limit: int = 10) -> tuple[int, list[str]]:
-        """Count file references that do not exist; return (count, first ``limit``)."""
-        n, first = 0, []
-        for r in refs:
-            if "#" in r and r.split("#", 1)[0].endswith(".npy"):
-                continue
-            if not self.path(r).exists():
-                n += 1
-                if len(first) < limit:
-                    first.append(str(self.path(r)))
-        return n, first
+
+def is_array_ref(ref: str) -> bool:
+    """``"<file>.npy#<row>"``?"""
+    return "#" in ref and ref.split("#", 1)[0].endswith(".npy")
+
+
+def check_image_refs(store: ImageStore, refs: Sequence[str], where: str) -> None:
+    """Raise one error listing every reference of a manifest that is missing or leaves the
+    image root (row index and reason); nothing is opened."""
+    from langtail.data.folder import BadLine, raise_bad_lines
+
+    bad = []
+    for i, r in enumerate(refs):
+        why = store.problem(r)
+        if why is not None:
+            bad.append(BadLine(f"{where} row {i}", 0, r, why))
+    raise_bad_lines(where, bad, total=len(refs))
 
 
 class UnreadableImage(OSError):
     """An image file exists but cannot be decoded."""
+
+
+class UnsafeImagePath(ValueError):
+    """An image reference points outside its data root (never opened; not a skip)."""

@@ -60,3 +60,11 @@ def get_dataset(name: str) -> DatasetBuilder:
     if name not in _REGISTRY:
         raise KeyError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]()
+
+
+def check_class_subset(builder: DatasetBuilder, cfg: DataConfig) -> None:
+    """``data.classes`` is honoured only by builders with ``supports_class_subset = True``
+    (imagenet_lt, places_lt); for any other dataset it is an error, never ignored."""
+    if cfg.classes and not getattr(builder, "supports_class_subset", False):
+        raise ValueError(f"data.classes is set but dataset {builder.name!r} cannot be restricted to a class "
+                         "subset (supported: imagenet_lt, places_lt); remove data.classes")

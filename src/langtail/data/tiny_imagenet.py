@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from langtail.config import DataConfig
-from langtail.data.folder import (cap_per_class, check_files_exist, dedupe_names, generated_longtail,
+from langtail.data.folder import (cap_per_class, check_refs, dedupe_names, generated_longtail,
                                   is_image_file, resolve_root)
 from langtail.data.manifest import ManifestBuild
 from langtail.data.registry import register
@@ -85,8 +85,9 @@ def read_words(tiny: Path, wnids: list[str]) -> list[str]:
     return dedupe_names([words.get(w, w) for w in wnids], wnids)
 
 
-def read_val(tiny: Path, index: dict[str, int]) -> tuple[list[str], list[int]]:
-    """(refs ``val/images/<file>``, labels) in ``val_annotations.txt`` order."""
+def read_val(tiny: Path, index: dict[str, int], sources: list | None = None) -> tuple[list[str], list[int]]:
+    """(refs ``val/images/<file>``, labels) in ``val_annotations.txt`` order; ``sources``
+    (if given) receives ``(file, line, text)`` per ref."""
     p = tiny / "val" / "val_annotations.txt"
     if not p.is_file():
         raise FileNotFoundError(f"tiny_imagenet_lt: {p} not found (the test split); re-unzip {SOURCE}")
@@ -102,6 +103,8 @@ def read_val(tiny: Path, index: dict[str, int]) -> tuple[list[str], list[int]]:
                 raise ValueError(f"{p}:{lineno}: wnid {parts[1]!r} is not in wnids.txt")
             refs.append(f"val/images/{parts[0].strip()}")
             labels.append(index[parts[1]])
+            if sources is not None:
+                sources.append((str(p), lineno, ln.strip()))
     return refs, labels
 
 
@@ -141,10 +144,12 @@ class TinyImageNetLT:
         images = [pool[i] for i in keep]
         labels = [pool_labels[i] for i in keep]
         splits = ["train"] * len(images)
-        v_refs, v_labels = read_val(tiny, index)
+        v_sources: list = []
+        v_refs, v_labels = read_val(tiny, index, v_sources)
         sel = cap_per_class(np.asarray(v_labels), cfg.test_per_class)
         v_refs = [v_refs[i] for i in sel]
-        check_files_exist(self.name, tiny, v_refs, hint=f"Re-unzip {SOURCE}.")
+        check_refs(self.name, tiny, v_refs, [v_sources[i] for i in sel], cfg.allow_symlinks_outside_root,
+                   hint=f"Re-unzip {SOURCE}.")
         images += v_refs
         labels += [v_labels[i] for i in sel]
         splits += ["test"] * len(sel)

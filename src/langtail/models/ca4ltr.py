@@ -16,7 +16,7 @@ heads h, classes C.
    **Pooled image feature** ``p = ImageTower(x)`` ``[B, D]``; for mean-pooled CNN backbones
    it is computed from the same feature map (``proj(mean_L(tokens))``: one backbone pass).
 2. **Text tokens** ``Y0 = W_t E``: ``[B|1, T, F_t] -> [B|1, T, d]``, ``E`` = frozen MiniLM
-   sentence features (one token per sentence, cached once, :mod:`langtail.text_sources`).
+   sentence features (one token per sentence, cached once, :mod:`langtail.corpus.ca4ltr_text`).
    Class-level sources (label, description) use one bank ``[1, T, F_t]`` stored in the
    model (buffer ``text_bank``, ``T = C x k``) and shared by every image; per-image sources
    (caption, nonsense) pass ``[B, T, F_t]`` with the forward call. ``text_mask [B|1, T]``

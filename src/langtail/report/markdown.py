@@ -90,7 +90,7 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
 
 
 def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> list[str]:
-    """Top-1 table, model cost (paper Table 5), LGR branches, skipped images."""
+    """Top-1 table, model cost (paper Table 5), LGR branches."""
     rows = [[MODEL_LABELS.get(m, m), *fmt_accuracies(r), r.get("recipe", "paper")] for m, r in metrics.items()]
     lines = ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS, "recipe"]), "",
              "Recipe: `paper` = the paper's settings; `authors_code` = the authors' released code "
@@ -104,9 +104,6 @@ def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> lis
     if "lgr" in metrics and "image_branch" in metrics["lgr"]:
         lines += [f"LGR branches alone: image (MLP) {metrics['lgr']['image_branch']:.1f}, "
                   f"text (anchors) {metrics['lgr']['text_branch']:.1f}.", ""]
-    skipped = {m: r.get("skipped_images", 0) for m, r in metrics.items() if r.get("skipped_images")}
-    if skipped:
-        lines += [f"Unreadable images skipped during evaluation: {skipped}.", ""]
     return lines
 
 

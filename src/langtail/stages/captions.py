@@ -16,7 +16,8 @@ from langtail.captions.shards import (CAPTIONS_COLUMNS, CAPTIONS_SCHEMA, caption
                                       check_prompt, empty_captions, generation_settings, merge_shards, plan_shards,
                                       select_images)
 from langtail.config import DatasetConfig
-from langtail.data.manifest import ImageStore, read_manifest
+from langtail.data.dataset import store_for
+from langtail.data.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, out: Path, shard_dir: Path) -> 
     if todo:
         captioner = Blip2Captioner(model=model, prompt=cfg.prompt, max_new_tokens=cfg.max_new_tokens,
                                    device=str(device), dtype=dtype_name)
-        store = ImageStore(manifest_path.parent, mmeta.get("image_root", ""))
+        store = store_for(manifest_path, mmeta)
         caption_shards(captioner, store, sel, todo, shard_meta, cfg, shard_dir, fp, settings, model)
     elapsed_run = time.perf_counter() - t_run
 

@@ -23,7 +23,7 @@ KEYS = {
     "data": ("name", "root", "seed"),  # the class list (and the demo's generated pages)
     "corpus": ("sources", "api_url", "language", "user_agent", "offline", "cache_dir", "overrides_file",
                "descriptions_file", "drop_sections", "min_tokens", "max_tokens", "dedup", "prompt_templates",
-               "max_concurrency", "max_retries", "timeout_s", "contact", "maxlag"),
+               "max_concurrency", "max_retries", "timeout_s", "contact", "maxlag", "description_aliases"),
 }
 
 
@@ -59,7 +59,8 @@ def write_corpus(class_names: list[str], cfg: CorpusConfig, out: Path, stats_out
     if "descriptions" in cfg.sources:
         if not cfg.descriptions_file:
             raise ValueError("corpus.sources has 'descriptions' but corpus.descriptions_file is empty")
-        descriptions = descriptions_for(cfg.descriptions_file, class_names, dedup=cfg.dedup)
+        descriptions = descriptions_for(cfg.descriptions_file, class_names, dedup=cfg.dedup,
+                                        aliases=cfg.description_aliases)
     captions = None
     if "caption" in cfg.sources:
         if captions_path is None:

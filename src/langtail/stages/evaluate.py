@@ -30,6 +30,7 @@ import torch
 from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import class_counts, class_groups, read_manifest
+from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import run_batches
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
@@ -83,10 +84,11 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     ec = cfg.evaluate
     extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda")}
     group_pred = None
+    skips = SkipLog()
     if model_name in ZEROSHOT_MODELS:
         image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device)
         scores, labels, _, skipped = run_batches(zeroshot_scores(image, proto), loader, device,
-                                                 desc=f"eval {model_name}", amp=ec.amp)
+                                                 desc=f"eval {model_name}", amp=ec.amp, skips=skips)
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
     else:
@@ -102,7 +104,8 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
                     cols.append(out["image"].float() + out["text"].float())
             return torch.stack([c.float() for c in cols], 1)
 
-        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp)
+        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp,
+                                                 skips=skips)
         pred = scores[:, 0].argmax(1).numpy()
         if scores.shape[1] >= 3:
             lab = labels.numpy()
@@ -117,4 +120,5 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C), group_pred)
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
     write_eval(out_dir, metrics, per)
+    write_skipped(Path(out_dir) / SKIPPED_FILE, skips, f"evaluate/{model_name}")
     return metrics

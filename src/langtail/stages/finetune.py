@@ -26,6 +26,7 @@ from langtail import io
 from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
+from langtail.data.skipped import skipped_path, write_skipped
 from langtail.losses import recognition_loss
 from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
                                          save_classifier, set_visual_mode)
@@ -139,4 +140,5 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
         "num_classes": C, **options, "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"})
+    write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)

@@ -10,33 +10,35 @@ import logging
 from pathlib import Path
 
 from langtail.config import DatasetConfig
-from langtail.data.manifest import ImageStore, make_manifest, write_manifest
-from langtail.data.registry import get_dataset
+from langtail.data.manifest import ARRAYS_DIR, ImageStore, check_image_refs, make_manifest, write_manifest
+from langtail.data.registry import check_class_subset, get_dataset
 
 log = logging.getLogger(__name__)
 
 
 #: config keys this stage reads (its rule's params are built from them)
-KEYS = {"data": ("name", "root", "imbalance_factor", "profile", "seed", "max_train_per_class", "test_per_class",
-                 "verify_checksums", "allow_download", "many_threshold", "few_threshold", "shot_bounds", "image_size")}
+KEYS = {"data": ("name", "root", "classes", "allow_symlinks_outside_root", "imbalance_factor", "profile", "seed",
+                 "max_train_per_class", "test_per_class", "verify_checksums", "allow_download", "many_threshold",
+                 "few_threshold", "shot_bounds", "image_size")}
 
 
 def run(cfg: DatasetConfig, out: Path) -> None:
-    """Build, check and write ``manifest.parquet`` (plus ``images_<split>.npy`` if array-backed)."""
+    """Build, check and write ``manifest.parquet`` and the folder ``arrays/`` beside it (always
+    created; holds ``images_<split>.npy`` for array-backed datasets)."""
     out = Path(out)
     cfg = cfg.data
     builder = get_dataset(cfg.name)
-    build = builder.build(cfg, out.parent)
-    store = ImageStore(out.parent, build.image_root)
-    n_missing, first = store.missing(build.images)
-    if n_missing:
-        raise FileNotFoundError(f"{n_missing} image file(s) listed by dataset {cfg.name!r} do not exist; "
-                                f"first: {first}")
+    check_class_subset(builder, cfg)
+    (out.parent / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
+    build = builder.build(cfg, out.parent / ARRAYS_DIR)
+    store = ImageStore(out.parent, build.image_root, cfg.allow_symlinks_outside_root, ARRAYS_DIR)
+    check_image_refs(store, build.images, f"dataset {cfg.name!r}")
     df = make_manifest(build, cfg.many_threshold, cfg.few_threshold, cfg.shot_bounds == "inclusive")
     meta = {"dataset": cfg.name, "class_names": build.class_names, "image_root": build.image_root,
             "seed": cfg.seed, "imbalance_factor": cfg.imbalance_factor, "profile": cfg.profile,
             "many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold,
-            "shot_bounds": cfg.shot_bounds, **build.meta}
+            "shot_bounds": cfg.shot_bounds, "allow_symlinks_outside_root": cfg.allow_symlinks_outside_root,
+            "arrays_dir": ARRAYS_DIR, **build.meta}
     write_manifest(out, df, meta)
     tr = df[df["split"] == "train"]
     groups = tr.drop_duplicates("label")["group"].value_counts().to_dict()

@@ -28,6 +28,7 @@ from langtail.data.manifest import read_manifest
 from langtail.losses import (class_contrastive_loss, cosine_matrix, feature_distillation_loss,
                              logit_distillation_loss, pretrain_loss)
 from langtail.models.encoders import create_teacher, create_vl_model, save_vl_checkpoint
+from langtail.data.skipped import SkipLog, skipped_path, write_skipped
 from langtail.models.text_cache import base_features
 from langtail.schemas import CORPUS_COLUMNS
 from langtail.runtime import resolve_device, seed_everything
@@ -78,6 +79,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     if not pc.enabled or pc.epochs == 0:
         log.info("pretrain disabled: writing the initial weights (%s)", cfg.model.pretrained or "random init")
         save_vl_checkpoint(out, model, cfg.model, extra)
+        write_skipped(skipped_path(out), SkipLog(), "pretrain")
         return
 
     sentences = corpus["sentence"].tolist()
@@ -145,5 +147,6 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     extra.update({"history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
                   "resumed_from_epoch": res.resumed_from, "tau": float(model.tau.detach()), "device": str(device)})
     save_vl_checkpoint(out, model.cpu(), cfg.model, extra)
+    write_skipped(skipped_path(out), res.skips, "pretrain")
     finish(resume)
     log.info("pretrain done in %.1fs, final tau %.4f", res.seconds, float(model.tau.detach()))

@@ -2,7 +2,7 @@
 
 Reads only the files its rule passes: the manifest, the ``eval/<model>/`` directories of the
 models to show (``metrics.json`` + ``per_class.parquet``; the model name is the directory
-name), ``corpus_stats.parquet``, ``anchors.parquet`` and, when the corpus uses captions,
+name), the ``skipped_images.parquet`` of the training and evaluation stages, ``corpus_stats.parquet``, ``anchors.parquet`` and, when the corpus uses captions,
 ``captions.parquet``. Writes ``report.md`` and the PNGs in ``<report dir>/figures/report/``
 (sections: :mod:`langtail.report.markdown`).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -19,6 +19,7 @@ from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.report.markdown import (accuracy_section, anchors_section, ca4ltr_pointer, captions_section,
                                       corpus_section, figures_section, setting_section)
+from langtail.report.skipped import skipped_images_section
 from langtail.report.tables import reproduce_line
 from langtail.schemas import ANCHORS_COLUMNS, PER_CLASS_COLUMNS
 
@@ -52,8 +53,10 @@ def read_evals(eval_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[str, pd
 
 
 def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: Sequence[Path], corpus_stats: Path,
-        anchors: Path, captions: Path | None = None, config_files: Sequence[str] = ()) -> None:
-    """``config_files``: snakemake's extra ``--configfile`` files (named in the Reproduce line)."""
+        anchors: Path, skipped: Mapping[str, Path] | None = None, captions: Path | None = None,
+        config_files: Sequence[str] = ()) -> None:
+    """``skipped``: stage label -> its ``skipped_images.parquet``; ``config_files``: snakemake's
+    extra ``--configfile`` files (named in the Reproduce line)."""
     out = Path(out)
     df, meta = read_manifest(manifest)
     metrics, per = read_evals(eval_dirs)
@@ -62,6 +65,8 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: 
     lines = [f"# {cfg.report.title or 'langtail report: ' + dataset}", ""]
     lines += setting_section(cfg, dataset, df, meta, metrics)
     lines += accuracy_section(metrics, cfg.data.image_size)
+    if skipped is not None:
+        lines += skipped_images_section(skipped)
     lines += figures_section(per, out.parent / FIGURES, FIGURES, dataset)
     lines += corpus_section(cfg.corpus.sources, io.read_parquet(corpus_stats), io.read_parquet_metadata(corpus_stats))
     caps = cmeta = None

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from langtail import io
 from langtail.runtime import rng_state, set_rng_state
+from langtail.data.skipped import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float,
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     skipped: int = 0
+    skips: SkipLog = field(default_factory=SkipLog)  #: the skipped images (write with data.skipped.write_skipped)
     seconds: float = 0.0
     resumed_from: int = 0
 
@@ -112,6 +114,7 @@ def fit(
             set_rng_state(st["rng"])
             res.history = st["history"]
             res.skipped = st.get("skipped", 0)
+            res.skips = SkipLog.from_list(st.get("skipped_images", []))
             start = st["epoch"]
             res.resumed_from = start
             log.info("%s: resuming after epoch %d from %s", desc, start, resume_path)
@@ -127,6 +130,7 @@ def fit(
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0, disable=None)
         for batch in bar:
             res.skipped += batch.get("skipped", 0)
+            res.skips.add_batch(batch)
             if "image" not in batch:
                 continue
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -152,6 +156,7 @@ def fit(
             "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "rng": rng_state(), "history": res.history, "skipped": res.skipped,
+            "skipped_images": res.skips.to_list(),
         })
     res.seconds = time.time() - t0
     if res.skipped:
