@@ -67,7 +67,7 @@ def write_cifar10_tiny(root: Path, per_class_train: int = 60, per_class_test: in
 
 def manifest_of(builder, cfg: DataConfig, out: Path):
     b = builder.build(cfg, out)
-    df = make_manifest(b, cfg.many_threshold, cfg.few_threshold)
+    df = make_manifest(b, cfg.many_threshold, cfg.few_threshold, cfg.shot_bounds == "inclusive")
     return b, df
 
 
@@ -104,7 +104,9 @@ def test_class_names_match_shipped_lists():
 
 @pytest.mark.parametrize("IF,total", [(100, 10_847), (50, 12_608), (10, 19_573)])
 def test_cifar100_lt_totals(c100_root, tmp_path, IF, total, caplog):
-    cfg = DataConfig(name="cifar100_lt", root=str(c100_root), imbalance_factor=IF, verify_checksums=False)
+    # the CIFAR-LT convention (LDAM-DRW, config.yaml): many > 100, few < 20 -> 35 / 35 / 30 at IF 100
+    cfg = DataConfig(name="cifar100_lt", root=str(c100_root), imbalance_factor=IF, verify_checksums=False,
+                     shot_bounds="exclusive")
     with caplog.at_level(logging.WARNING):
         b, df = manifest_of(get_dataset("cifar100_lt"), cfg, tmp_path)
     assert any("md5 mismatch accepted" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from langtail.config import DataConfig
 from langtail.stages import longtail
-from langtail.data.folder import BadLinesError, PathChecker
+from langtail.data.paths import BadLinesError, PathChecker
 from langtail.data.manifest import ImageStore, UnsafeImagePath
 from langtail.data.registry import get_dataset
 from langtail.data.synthetic_lt import synthetic_wnids, write_lt_tree

@@ -8,6 +8,7 @@ import pytest
 
 from langtail.config import DataConfig
 from langtail.data import folder as folder_mod
+from langtail.data import paths as paths_mod
 from langtail.data.longtail import exp_profile, pareto_profile
 from langtail.data.manifest import ImageStore, UnreadableImage, make_manifest, write_manifest
 from langtail.data.registry import get_dataset
@@ -154,13 +155,13 @@ def test_find_missing_and_helpers(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.jpg").write_bytes(b"")
     refs = ["a/x.jpg", "a/y.jpg", "b/z.jpg"] + [f"c/{i}.jpg" for i in range(20)]
-    bad = folder_mod.PathChecker(tmp_path).check(refs)
+    bad = paths_mod.PathChecker(tmp_path).check(refs)
     assert len(bad) == 22 and bad[0] == (1, f"file not found: {tmp_path / 'a/y.jpg'}")
     with pytest.raises(FileNotFoundError) as e:
-        folder_mod.check_refs("demo", tmp_path, refs, hint="put them there")
+        paths_mod.check_refs("demo", tmp_path, refs, hint="put them there")
     msg = str(e.value)
     assert "22 of 23" in msg and "a/y.jpg" in msg and "put them there" in msg
-    folder_mod.check_refs("demo", tmp_path, ["a/x.jpg"])
+    paths_mod.check_refs("demo", tmp_path, ["a/x.jpg"])
     assert folder_mod.cap_per_class(np.array([0, 1, 0, 0, 1, 2]), 2).tolist() == [0, 1, 2, 4, 5]
     assert folder_mod.cap_per_class(np.array([0, 1]), 0).tolist() == [0, 1]
     assert folder_mod.dedupe_names(["a", "b", "a"], ["1", "2", "3"]) == ["a (1)", "b", "a (3)"]

@@ -22,8 +22,10 @@ def test_exp_profile_cifar10_if100_and_groups():
     assert p == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     g = shot_groups(p)
     assert (g.count("many"), g.count("medium"), g.count("few")) == (8, 2, 0)
-    g = shot_groups(exp_profile(500, 100, 100))
+    g = shot_groups(exp_profile(500, 100, 100), inclusive=False)  # the CIFAR-LT convention (LDAM-DRW)
     assert (g.count("many"), g.count("medium"), g.count("few")) == (35, 35, 30)
+    g = shot_groups(exp_profile(500, 100, 100))  # the VL-LTR paper's: many >= 100, few <= 20
+    assert (g.count("many"), g.count("medium"), g.count("few")) == (35, 34, 31)
 
 
 def test_pareto_profile_shape_and_determinism():

@@ -10,7 +10,7 @@ import pytest
 from langtail.config import DataConfig
 from langtail.corpus.classes import get_class_list
 from langtail.stages import longtail
-from langtail.data.folder import BadLinesError
+from langtail.data.paths import BadLinesError
 from langtail.data.manifest import read_manifest
 from langtail.data.registry import get_dataset
 from langtail.data.synthetic_lt import imagenet_lt_counts, synthetic_wnids, write_lt_tree

@@ -153,8 +153,7 @@ def test_ablation_variants_reuse_unchanged_upstream_stages(built, tmp_path):
 def test_ablations_table_reads_back(tmp_path):
     import json
 
-    from langtail.config import from_dict
-    from langtail.config import BUILTIN_VARIANTS
+    from langtail.config import BUILTIN_VARIANTS, from_dict
     from langtail.stages import ablations
 
     def metrics(path, overall):
@@ -167,7 +166,7 @@ def test_ablations_table_reads_back(tmp_path):
     metrics(tmp_path / "demo+cutoff" / "eval" / "lgr", 45.0)
     cfg = from_dict({"finetune": {"heads": ["lgr", "fc"]}, "report": {"ablations": ["cutoff"]}})
     files = {"lgr": "demo/eval/lgr", "fc": "demo/eval/fc", "zeroshot": "demo/eval/zeroshot",
-             "cutoff:lgr": "demo+cutoff/eval/lgr"}
+             "zeroshot_anchors": "demo/eval/zeroshot_anchors", "cutoff:lgr": "demo+cutoff/eval/lgr"}
     ablations.run(cfg, "demo", tmp_path / "demo" / "ablations.md",
                   {k: tmp_path / v / "metrics.json" for k, v in files.items()}, {"cutoff": BUILTIN_VARIANTS["cutoff"]})
     text = (tmp_path / "demo" / "ablations.md").read_text()
@@ -175,6 +174,9 @@ def test_ablations_table_reads_back(tmp_path):
     assert "| #7 | Cut Off instead of AnSS | 45.0 |" in text and '"strategy": "cutoff"' in text
     assert "| base | vision-only baseline (FC, no CVLP) | 40.0 | 1.0 | 2.0 | – |" in text
     assert "#2" not in text  # no_cvlp not requested
+    with pytest.raises(ValueError, match="no metrics file given for 'fc'"):  # only declared inputs are read
+        ablations.run(cfg, "demo", tmp_path / "x.md", {k: tmp_path / v / "metrics.json" for k, v in files.items()
+                                                        if k != "fc"}, {})
 
 
 @pytest.mark.slow

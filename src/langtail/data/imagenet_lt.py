@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from langtail.config import DataConfig
-from langtail.data.folder import (BadLine, BadLinesError, PathChecker, cap_per_class, raise_bad_lines,
-                                  resolve_root)
+from langtail.data.folder import cap_per_class, resolve_root
 from langtail.data.longtail import profile_summary
+from langtail.data.paths import BadLine, BadLinesError, PathChecker, raise_bad_lines
 from langtail.data.manifest import ManifestBuild
 from langtail.data.registry import register
 

@@ -162,7 +162,7 @@ class ImageStore:
     @property
     def checker(self):
         if self._checker is None:
-            from langtail.data.folder import PathChecker
+            from langtail.data.paths import PathChecker
 
             self._checker = PathChecker(self.image_root, self.allow_symlinks_outside_root)
         return self._checker
@@ -214,7 +214,7 @@ def is_array_ref(ref: str) -> bool:
 def check_image_refs(store: ImageStore, refs: Sequence[str], where: str) -> None:
     """Raise one error listing every reference of a manifest that is missing or leaves the
     image root (row index and reason); nothing is opened."""
-    from langtail.data.folder import BadLine, raise_bad_lines
+    from langtail.data.paths import BadLine, raise_bad_lines
 
     bad = []
     for i, r in enumerate(refs):

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from langtail.config import DataConfig
-from langtail.data.folder import (cap_per_class, check_refs, dedupe_names, generated_longtail,
-                                  is_image_file, resolve_root)
+from langtail.data.folder import cap_per_class, dedupe_names, generated_longtail, is_image_file, resolve_root
+from langtail.data.paths import check_refs
 from langtail.data.manifest import ManifestBuild
 from langtail.data.registry import register
 
