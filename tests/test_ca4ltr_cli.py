@@ -1,4 +1,4 @@
-"""The CLI path with the real frozen MiniLM: ``langtail ca4ltr-train`` (2 epochs) + ``ca4ltr-evaluate``."""
+"""The CLI path with the real frozen MiniLM: ``langtail ca4ltr-finetune`` (2 epochs) + ``ca4ltr-evaluate``."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ def test_cli_train_and_evaluate_with_minilm(tmp_path):
                                     "device": "cpu", "bidirectional": True},
                          "evaluate": {"device": "cpu", "batch_size": 16}})
     out = tmp_path / "ca4ltr" / "description" / "model.pt"
-    assert main(["ca4ltr-train", "--params", params, "--source", "description", "--manifest", str(manifest),
+    assert main(["ca4ltr-finetune", "--params", params, "--source", "description", "--manifest", str(manifest),
                  "--anchors", str(anchors), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
     ck = io.torch_load(out)
     assert ck["state_dict"]["text_bank"].shape == (2 * len(NAMES), 384)  # 2 selected anchors per class, MiniLM 384-d

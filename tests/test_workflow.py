@@ -107,6 +107,25 @@ def test_adding_a_head_trains_only_that_head(built, tmp_path):
     assert _planned_jobs(wd) == {"finetune": 1, "evaluate": 1, "report": 1}
 
 
+def test_anchor_change_does_not_retrain_the_fc_baseline(built, tmp_path):
+    """fc reads no anchor embeddings (issue #12): an anchors change retrains lgr only."""
+    wd = _with_config(built, tmp_path, anchors={"images_per_class": 4})
+    jobs = _planned_jobs(wd)
+    assert jobs["finetune"] == 1 and jobs["evaluate"] == 2  # lgr; evaluate lgr + zeroshot_anchors
+
+
+def test_every_variant_report_reads_its_declared_inputs(built, tmp_path):
+    """results/demo+cutoff/report.md plans, reading the base run's manifest and corpus (issue #12)."""
+    wd = _with_config(built, tmp_path)
+    p = _snakemake(wd, "-n", "-p", "results/demo+cutoff/report.md")
+    out = p.stdout + p.stderr
+    report_cmd = [ln for ln in out.splitlines() if "langtail report" in ln]
+    assert len(report_cmd) == 1, out[-3000:]
+    assert "--manifest results/demo/manifest.parquet" in report_cmd[0]
+    assert "--corpus-stats results/demo/corpus_stats.parquet" in report_cmd[0]
+    assert "results/demo+cutoff/eval/lgr" in report_cmd[0]
+
+
 def test_declared_keys_match_the_rerun_table():
     """The table above agrees with the stages' declarations (a key is read where it says)."""
     from langtail.config import flat_keys

@@ -132,97 +132,119 @@ def _summary(stats: pd.DataFrame, corpus: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, Mapping[str, Any]] | None = None,
-                 descriptions: DescriptionMatch | None = None, captions: list[list[str]] | None = None,
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Pure part of the stage: inputs in memory -> (corpus frame, stats frame, summary)."""
-    unknown = [s for s in cfg.sources if s not in SOURCES]
+def check_sources(sources: list[str]) -> None:
+    unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         raise ValueError(f"corpus.sources: unknown source(s) {unknown}; allowed: {list(SOURCES)}")
-    if len(set(cfg.sources)) != len(cfg.sources):
-        raise ValueError(f"corpus.sources lists a source twice: {cfg.sources}")
-    counts = FilterCounts()
-    rows: list[tuple] = []
-    stat_rows: list[tuple] = []
-    fallback: list[str] = []
-    without_page: list[str] = []
-    by_status: dict[str, int] = {}
-    for cid, name in enumerate(class_names):
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"corpus.sources lists a source twice: {sources}")
+
+
+class _CorpusRows:
+    """Accumulates the sentence rows and per-class statistics of :func:`build_corpus`."""
+
+    def __init__(self, cfg: CorpusConfig):
+        self.cfg = cfg
+        self.counts = FilterCounts()
+        self.rows: list[tuple] = []
+        self.stat_rows: list[tuple] = []
+        self.fallback: list[str] = []
+        self.without_page: list[str] = []
+        self.by_status: dict[str, int] = {}
+
+    def add_class(self, cid: int, name: str, page: Mapping[str, Any] | None, descriptions: DescriptionMatch | None,
+                  captions: list[list[str]] | None) -> None:
+        """Every sentence of one class, source by source (``cfg.sources`` order), then its stats row."""
+        cfg = self.cfg
         seen: set[str] = set()
         n_by: dict[str, int] = dict.fromkeys(SOURCES, 0)
-        page = (pages or {}).get(name) if "wiki" in cfg.sources else None
         has_page = bool(page) and page.get("status") == "ok"
         title = page.get("title", "") if page and has_page else ""
         if "wiki" in cfg.sources:
             status = page.get("status", "missing") if page else "missing"
-            by_status[status] = by_status.get(status, 0) + 1
+            self.by_status[status] = self.by_status.get(status, 0) + 1
             if not has_page:
-                without_page.append(name)
+                self.without_page.append(name)
 
         def emit(source: str, sentences, page_title="", section="", page_id=-1, rev=-1) -> None:
             for s in sentences:
-                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, counts, source):
+                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, self.counts, source):
                     if cfg.dedup:
                         key = " ".join(text.split()).casefold()
                         if key in seen:
-                            counts.add(source, "duplicates_removed")
+                            self.counts.add(source, "duplicates_removed")
                             continue
                         seen.add(key)
-                    rows.append((cid, name, source, page_title, section, text, n, page_id, rev))
+                    self.rows.append((cid, name, source, page_title, section, text, n, page_id, rev))
                     n_by[source] += 1
 
         for source in cfg.sources:
-            if source == "wiki":
-                if has_page:
-                    blocks = clean_extract(page.get("text", ""), drop_sections_for(cfg.drop_sections, cfg.language))
-                    for block, sents in zip(blocks, split_blocks([b.text for b in blocks], cfg.language)):
-                        emit("wiki", sents, title, block.section,
-                             int(page.get("pageid", -1)), int(page.get("revid", -1)))
+            if source == "wiki" and has_page:
+                blocks = clean_extract(page.get("text", ""), drop_sections_for(cfg.drop_sections, cfg.language))
+                for block, sents in zip(blocks, split_blocks([b.text for b in blocks], cfg.language)):
+                    emit("wiki", sents, title, block.section, int(page.get("pageid", -1)), int(page.get("revid", -1)))
             elif source == "prompt":
                 emit("prompt", prompts_for(name, cfg.prompt_templates))
-            elif source == "descriptions":
-                if descriptions is not None:
-                    emit("descriptions", descriptions.per_class[cid])
-            elif source == "caption":
-                if captions is not None:
-                    emit("caption", captions[cid])
+            elif source == "descriptions" and descriptions is not None:
+                emit("descriptions", descriptions.per_class[cid])
+            elif source == "caption" and captions is not None:
+                emit("caption", captions[cid])
         if sum(n_by.values()) == 0 and cfg.prompt_templates != "none" and "prompt" not in cfg.sources:
-            fallback.append(name)
+            self.fallback.append(name)
             emit("prompt", prompts_for(name, cfg.prompt_templates))
-        stat_rows.append((cid, name, title, has_page, n_by["wiki"], n_by["prompt"], n_by["descriptions"],
-                          n_by["caption"], sum(n_by.values()), *page_resolution(page, "wiki" in cfg.sources)))
-    corpus = pd.DataFrame(rows, columns=["class_id", "class_name", "source", "page_title", "section", "sentence",
-                                         "n_tokens", "page_id", "revision_id"])
-    corpus.insert(0, "sentence_id", range(len(corpus)))
-    corpus = corpus.astype({"sentence_id": "int32", "class_id": "int32", "n_tokens": "int32",
-                            "page_id": "int64", "revision_id": "int64"})
-    stats = pd.DataFrame(stat_rows, columns=[f.name for f in STATS_SCHEMA])
-    stats = stats.astype({"class_id": "int32", "has_page": "bool", "n_wiki": "int32", "n_prompt": "int32",
-                          "n_descriptions": "int32", "n_caption": "int32", "n_total": "int32"})
-    summary = _summary(stats, corpus)
-    dsc = descriptions
-    summary.update({
-        "sources": list(cfg.sources),
-        "min_tokens": cfg.min_tokens,
-        "max_tokens": cfg.max_tokens,
-        "dedup": cfg.dedup,
-        "tokenizer": "open_clip.tokenizer.SimpleTokenizer (CLIP BPE, incl. SOS/EOS)",
-        "classes_without_page": without_page,
-        "n_classes_without_page": len(without_page),
-        "pages_by_status": dict(sorted(by_status.items())),
-        "n_split_too_long": counts.split_too_long,
-        "n_chunks_from_split": counts.chunks_from_split,
-        "n_dropped_too_short": counts.dropped_too_short,
-        "n_duplicates_removed": counts.duplicates_removed + (dsc.duplicates_removed if dsc else 0),
-        "filter_per_source": {k: dict(sorted(v.items())) for k, v in sorted(counts.per_source.items())},
-        "descriptions_unmatched_keys": list(dsc.unmatched_keys) if dsc else [],
-        "descriptions_mapped_keys": dict(dsc.mapped_keys) if dsc else {},
-        "n_descriptions_unmatched_keys": len(dsc.unmatched_keys) if dsc else 0,
-        "classes_without_description": list(dsc.classes_without_entry) if dsc else [],
-        "n_classes_without_description": len(dsc.classes_without_entry) if dsc else 0,
-        "descriptions_empty_dropped": dsc.empty_dropped if dsc else 0,
-        "descriptions_duplicates_removed": dsc.duplicates_removed if dsc else 0,
-        "classes_prompt_fallback": fallback,
-        "n_classes_prompt_fallback": len(fallback),
-    })
-    return corpus, stats, summary
+        self.stat_rows.append((cid, name, title, has_page, n_by["wiki"], n_by["prompt"], n_by["descriptions"],
+                               n_by["caption"], sum(n_by.values()), *page_resolution(page, "wiki" in cfg.sources)))
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(corpus, stats)`` with the dtypes of :data:`CORPUS_SCHEMA` / :data:`STATS_SCHEMA`."""
+        corpus = pd.DataFrame(self.rows, columns=["class_id", "class_name", "source", "page_title", "section",
+                                                  "sentence", "n_tokens", "page_id", "revision_id"])
+        corpus.insert(0, "sentence_id", range(len(corpus)))
+        corpus = corpus.astype({"sentence_id": "int32", "class_id": "int32", "n_tokens": "int32",
+                                "page_id": "int64", "revision_id": "int64"})
+        stats = pd.DataFrame(self.stat_rows, columns=[f.name for f in STATS_SCHEMA])
+        stats = stats.astype({"class_id": "int32", "has_page": "bool", "n_wiki": "int32", "n_prompt": "int32",
+                              "n_descriptions": "int32", "n_caption": "int32", "n_total": "int32"})
+        return corpus, stats
+
+    def summary(self, stats: pd.DataFrame, corpus: pd.DataFrame, dsc: DescriptionMatch | None) -> dict[str, Any]:
+        """Table-7 statistics plus every counter (the metadata of both files)."""
+        cfg, counts = self.cfg, self.counts
+        summary = _summary(stats, corpus)
+        summary.update({
+            "sources": list(cfg.sources),
+            "min_tokens": cfg.min_tokens,
+            "max_tokens": cfg.max_tokens,
+            "dedup": cfg.dedup,
+            "tokenizer": "open_clip.tokenizer.SimpleTokenizer (CLIP BPE, incl. SOS/EOS)",
+            "classes_without_page": self.without_page,
+            "n_classes_without_page": len(self.without_page),
+            "pages_by_status": dict(sorted(self.by_status.items())),
+            "n_split_too_long": counts.split_too_long,
+            "n_chunks_from_split": counts.chunks_from_split,
+            "n_dropped_too_short": counts.dropped_too_short,
+            "n_duplicates_removed": counts.duplicates_removed + (dsc.duplicates_removed if dsc else 0),
+            "filter_per_source": {k: dict(sorted(v.items())) for k, v in sorted(counts.per_source.items())},
+            "descriptions_unmatched_keys": list(dsc.unmatched_keys) if dsc else [],
+            "descriptions_mapped_keys": dict(dsc.mapped_keys) if dsc else {},
+            "n_descriptions_unmatched_keys": len(dsc.unmatched_keys) if dsc else 0,
+            "classes_without_description": list(dsc.classes_without_entry) if dsc else [],
+            "n_classes_without_description": len(dsc.classes_without_entry) if dsc else 0,
+            "descriptions_empty_dropped": dsc.empty_dropped if dsc else 0,
+            "descriptions_duplicates_removed": dsc.duplicates_removed if dsc else 0,
+            "classes_prompt_fallback": self.fallback,
+            "n_classes_prompt_fallback": len(self.fallback),
+        })
+        return summary
+
+
+def build_corpus(class_names: list[str], cfg: CorpusConfig, pages: Mapping[str, Mapping[str, Any]] | None = None,
+                 descriptions: DescriptionMatch | None = None, captions: list[list[str]] | None = None,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Pure part of the stage: inputs in memory -> (corpus frame, stats frame, summary)."""
+    check_sources(cfg.sources)
+    acc = _CorpusRows(cfg)
+    for cid, name in enumerate(class_names):
+        acc.add_class(cid, name, (pages or {}).get(name) if "wiki" in cfg.sources else None, descriptions, captions)
+    corpus, stats = acc.frames()
+    return corpus, stats, acc.summary(stats, corpus, descriptions)
