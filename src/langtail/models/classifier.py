@@ -6,7 +6,7 @@ Head names (finetune runs): ``lgr`` (VL-LTR), ``fc`` (vision-only baseline, no C
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -50,9 +50,23 @@ def fresh_image_encoder(cfg: ModelConfig):
     return create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
 
 
-def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any]) -> None:
-    io.torch_save(path, {"kind": clf.kind, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
-                         "state_dict": clf.state_dict(), "extra": extra})
+def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any],
+                    class_names: Sequence[str] | None = None, preprocess: dict[str, Any] | None = None) -> None:
+    """Write a fine-tuned classifier (safe-loader checkpoint, :func:`langtail.io.torch_save`).
+
+    Keys: ``kind``, ``model_cfg`` (:data:`IMAGE_KEYS`), ``state_dict`` (with the head's anchor
+    buffers), ``extra``; and, for inference without the manifest (:mod:`langtail.predict`),
+    ``class_names`` (``C`` strings, label order) and ``preprocess`` (``image_size``,
+    ``normalize``: the evaluation transform). Checkpoints written before those two keys
+    existed still load; :func:`langtail.predict.load_classifier` then asks for them.
+    """
+    ck: dict[str, Any] = {"kind": clf.kind, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
+                          "state_dict": clf.state_dict(), "extra": extra}
+    if class_names is not None:
+        ck["class_names"] = [str(c) for c in class_names]
+    if preprocess is not None:
+        ck["preprocess"] = {"image_size": int(preprocess["image_size"]), "normalize": str(preprocess["normalize"])}
+    io.torch_save(path, ck)
 
 
 def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
