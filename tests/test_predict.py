@@ -221,3 +221,17 @@ def test_finetune_checkpoint_predicts_like_evaluate(tmp_path):
     out = pred.predict(list(arrays[rows]), top_k=1)
     acc = 100.0 * float((out["class_id"].to_numpy() == test["label"].to_numpy()).mean())
     assert acc == pytest.approx(metrics["overall"], abs=1e-9)
+
+
+def test_a_code_running_checkpoint_is_refused(tmp_path):
+    """The safe loader (weights_only) guards inference too: no pickle beyond tensors and plain values."""
+    import argparse
+
+    path = tmp_path / "m.pt"
+    _checkpoint(path)
+    ck = torch.load(path, weights_only=True)
+    ck["extra"]["obj"] = argparse.Namespace(a=1)  # any object needing the full unpickler
+    torch.save(ck, path)
+    with pytest.raises(io.UnsafeCheckpointError, match="--trust-checkpoint"):
+        langtail.load_classifier(path, "cpu")
+    assert main(["predict", "--model", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "p.csv")]) == 2

@@ -36,7 +36,7 @@ from langtail.data.dataset import MEAN_STD, build_transform
 from langtail.data.folder import list_images
 from langtail.data.manifest import read_manifest
 from langtail.data.skipped import Skip
-from langtail.models.classifier import load_classifier as _load_checkpoint
+from langtail.models.classifier import classifier_from_checkpoint
 from langtail.models.heads import combine_probs
 from langtail.runtime import resolve_device
 
@@ -221,7 +221,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto"
                          "written by `langtail finetune`)")
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
-    clf, ck = _load_checkpoint(path, dev)
+    clf = classifier_from_checkpoint(ck, path, dev)
     n_classes = int(ck["extra"]["num_classes"])
     names = _class_names(path, ck, manifest, class_names, n_classes)
     pre = dict(ck.get("preprocess") or {})

@@ -72,6 +72,11 @@ def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[s
 def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild a fine-tuned classifier; head buffers (anchor embeddings) come from the checkpoint."""
     ck = io.torch_load(path)
+    return classifier_from_checkpoint(ck, path, device), ck
+
+
+def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.device = "cpu") -> Classifier:
+    """The classifier of an already loaded checkpoint dict ``ck`` (``path`` names it in errors)."""
     cfg = dataclasses.replace(ModelConfig(**ck["model_cfg"]), pretrained="")
     sd = ck["state_dict"]
     image = fresh_image_encoder(cfg)
@@ -87,7 +92,7 @@ def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifie
     except RuntimeError as e:
         raise ValueError(f"{path}: checkpoint does not match the {ck['kind']!r} classifier it describes "
                          f"({cfg.image_encoder}): {e}; rerun the finetune stage") from e
-    return clf.to(device).eval(), ck
+    return clf.to(device).eval()
 
 
 def pretrain_tau(pretrain_path) -> float:

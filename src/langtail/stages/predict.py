@@ -3,7 +3,7 @@
 Reads a fine-tuned checkpoint (``results/<dataset>/finetune/<head>/model.pt``) and images
 (paths, or every image under ``--folder`` without following symlinks out of it), writes the
 predictions table of :mod:`langtail.predict` (``.parquet`` or ``.csv``; schema in
-``docs/artifacts.md#predict-predictionsparquet--csv``). Inference uses only the checkpoint:
+``docs/artifacts.md``, section "predict"). Inference uses only the checkpoint:
 its anchor embeddings, class names and preprocessing; no text encoder, no corpus, no config.
 
 Unreadable files (and symlinks out of the folder) are skipped, logged with their reason,
