@@ -221,6 +221,22 @@ def test_finetune_checkpoint_predicts_like_evaluate(tmp_path):
     out = pred.predict(list(arrays[rows]), top_k=1)
     acc = 100.0 * float((out["class_id"].to_numpy() == test["label"].to_numpy()).mean())
     assert acc == pytest.approx(metrics["overall"], abs=1e-9)
+    # the same checkpoint as an older langtail wrote it (no class names / preprocessing): the
+    # command asks for them, and with --manifest --image-size --normalize predicts the same
+    ck = torch.load(tmp_path / "fc.pt", weights_only=True)
+    del ck["class_names"], ck["preprocess"]
+    io.torch_save(tmp_path / "old.pt", ck)
+    pngs = tmp_path / "png"
+    pngs.mkdir()
+    for i in rows[:5]:
+        Image.fromarray(arrays[i]).save(pngs / f"{i:04d}.png")
+    assert main(["predict", "--model", str(tmp_path / "old.pt"), "--folder", str(pngs), "--out",
+                 str(tmp_path / "old.csv")]) == 1
+    assert main(["predict", "--model", str(tmp_path / "old.pt"), "--folder", str(pngs), "--manifest", str(man),
+                 "--image-size", str(cfg.data.image_size), "--normalize", cfg.data.normalize, "--top-k", "1",
+                 "--out", str(tmp_path / "old.csv")]) == 0
+    old, _ = read_predictions(tmp_path / "old.csv")
+    assert old["class_name"].tolist() == out["class_name"].iloc[:5].tolist()
 
 
 def test_a_code_running_checkpoint_is_refused(tmp_path):
