@@ -126,6 +126,9 @@ def test_not_a_classifier_checkpoint(tmp_path):
     io.torch_save(tmp_path / "x.pt", {"state_dict": {}})
     with pytest.raises(ValueError, match="not a fine-tuned classifier checkpoint"):
         langtail.load_classifier(tmp_path / "x.pt", "cpu")
+    io.torch_save(tmp_path / "c.pt", {"kind": "ca4ltr", "state_dict": {}, "extra": {}, "model_cfg": {}})
+    with pytest.raises(ValueError, match="'ca4ltr' checkpoint; langtail predict takes the fine-tuned heads"):
+        langtail.load_classifier(tmp_path / "c.pt", "cpu")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
