@@ -8,7 +8,12 @@ min_version("8.0")
 configfile: "config.yaml"
 
 
+# Snakemake's browsable report: snakemake --report report.zip results/<dataset>/report.md
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/report_marks.smk"
 include: "workflow/rules/longtail.smk"
 include: "workflow/rules/captions.smk"
 include: "workflow/rules/corpus.smk"

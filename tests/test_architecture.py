@@ -5,7 +5,8 @@
 - no two library modules import each other, directly or in a circle (imports inside
   functions count too);
 - every stage has a rule file, a rule and a command of the same name, and declares the
-  config keys it reads (existing keys only).
+  config keys it reads (existing keys only); command-only stages (``COMMAND_ONLY``:
+  ``predict``) have a command, no rule, and read no config.
 """
 from __future__ import annotations
 
@@ -93,10 +94,10 @@ def test_library_imports_have_no_cycle():
 
 def test_every_stage_has_a_rule_file_a_rule_and_a_command():
     from langtail.cli import build_parser
-    from langtail.stages import STAGES, stage_keys
+    from langtail.stages import COMMAND_ONLY, STAGES, stage_keys
 
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    assert sorted(STAGES) == sorted(m.rsplit(".", 1)[1] for m in STAGE_MODULES)
+    assert sorted(STAGES + COMMAND_ONLY) == sorted(m.rsplit(".", 1)[1] for m in STAGE_MODULES)
     for stage in STAGES:
         smk = ROOT / "workflow" / "rules" / f"{stage}.smk"
         assert smk.exists(), smk
@@ -114,3 +115,19 @@ def test_undeclared_key_cannot_be_read():
         cfg.finetune.tau
     with pytest.raises(ConfigError, match=r"model\."):
         cfg.model.image_encoder
+
+
+def test_command_only_stages_have_a_command_no_rule_and_read_no_config():
+    """``predict`` (and any other command-only stage) acts on results for a user: a command, no
+    rule, no config keys, and no workflow stage reads its outputs."""
+    import importlib
+
+    from langtail.cli import build_parser
+    from langtail.stages import COMMAND_ONLY, STAGES, UPSTREAM
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    for stage in COMMAND_ONLY:
+        assert stage not in STAGES and not any(stage in ups for ups in UPSTREAM.values()), stage
+        assert stage.replace("_", "-") in commands, stage
+        assert not (ROOT / "workflow" / "rules" / f"{stage}.smk").exists(), stage
+        assert importlib.import_module(f"langtail.stages.{stage}").KEYS == {}, stage

@@ -65,6 +65,33 @@ def test_second_run_has_nothing_to_do(built):
     assert _planned_rules(built) == set()
 
 
+def test_snakemake_report_zip_holds_the_figures_and_tables(built, tmp_path):
+    """`snakemake --report report.zip results/demo/report.md`: Snakemake's browsable report with the
+    report stage's figures, the markdown report and every evaluated model's tables, grouped by
+    stage (category) and model (subcategory), with captions and accuracy labels."""
+    import json
+    import zipfile
+
+    out = tmp_path / "report.zip"
+    _snakemake(built, "--report", str(out), "results/demo/report.md")
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        html = z.read("report/report.html").decode()
+        pngs = {n.rsplit("/", 1)[1]: z.read(n) for n in names if n.endswith(".png")}
+    figures = sorted(p.name for p in (built / "results/demo/figures/report").glob("*.png"))
+    assert {"per_class_accuracy.png", "gain_lgr_vs_fc.png"} <= set(figures)
+    for f in figures:  # every figure of the report stage is inside, byte for byte
+        assert pngs[f] == (built / "results/demo/figures/report" / f).read_bytes(), f
+    for suffix in ("report.md", "eval/lgr/metrics.json", "eval/fc/per_class.parquet"):
+        assert any(n.endswith(suffix.rsplit("/", 1)[-1]) for n in names), suffix
+    for text in ("Evaluation", "Report", "figures", "lgr", "fc",  # categories, subcategories
+                 "classes sorted by training count",  # a caption (workflow/report/report_figures.rst)
+                 "long-tailed image recognition guided by language"):  # workflow description
+        assert text in html, text
+    overall = json.loads((built / "results/demo/eval/lgr/metrics.json").read_text())["overall"]
+    assert f"{overall:.1f}" in html  # accuracy label column read from metrics.json
+
+
 def _with_config(built, tmp_path, **over) -> Path:
     wd = tmp_path / "wd"
     wd.mkdir()

@@ -145,6 +145,15 @@ def cmd_ablations(a):
                   json.loads(a.variants))
 
 
+def cmd_predict(a):
+    from langtail.stages import predict
+
+    if not a.images and not a.folder:
+        raise ConfigError("langtail predict: give image paths (IMAGES...) and/or --folder DIR")
+    predict.run(Path(a.model), Path(a.out), a.images, _opt(a.folder), a.top_k, a.batch_size, a.device, a.alpha,
+                _opt(a.manifest), a.image_size, a.normalize, a.num_workers)
+
+
 def cmd_schema(a):
     from langtail.config import schema_yaml, write_schema
 
@@ -210,6 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("ablations", cmd_ablations, ["dataset", "out"], help="Table 4/10 ablation rows")
     s.add_argument("--metrics", nargs="+", required=True, help="KEY=metrics.json, KEY = model or variant:model")
     s.add_argument("--variants", default="{}", help="JSON {variant: overrides} of report.ablations")
+    s = sub.add_parser("predict", help="top-k classes of new images with a fine-tuned model (no rule; no config)",
+                       description="Predict classes of image files with a fine-tuned checkpoint "
+                                   "(results/<dataset>/finetune/<head>/model.pt): its cached anchor embeddings, "
+                                   "class names and preprocessing; no text encoder, no corpus.")
+    s.add_argument(io.TRUST_FLAG, dest="trust_checkpoint", action="store_true", default=argparse.SUPPRESS,
+                   help=TRUST_HELP)
+    s.add_argument("images", nargs="*", help="image files")
+    s.add_argument("--model", required=True, help="fine-tuned checkpoint, e.g. results/demo/finetune/lgr/model.pt")
+    s.add_argument("--folder", default=None, help="predict every image under DIR (recursive; symlinks out of DIR "
+                                                  "are refused and listed)")
+    s.add_argument("--out", required=True, help="predictions.parquet or predictions.csv")
+    s.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    s.add_argument("--alpha", type=float, default=0.5,
+                   help="LGR: weight of the image branch, alpha*P_I + (1-alpha)*P_T (paper default 0.5)")
+    s.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes")
+    s.add_argument("--manifest", default=None,
+                   help="class names from this manifest (needed for checkpoints written before they were stored)")
+    s.add_argument("--image-size", type=int, default=None,
+                   help="input size (data.image_size; needed for checkpoints without stored preprocessing)")
+    s.add_argument("--normalize", default=None,
+                   help="normalisation (data.normalize; needed for checkpoints without stored preprocessing)")
+    s.set_defaults(fn=cmd_predict)
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
     s.set_defaults(fn=cmd_schema)

@@ -3,7 +3,8 @@ rule ablations:
     input:
         unpack(ablation_inputs),
     output:
-        ds_path("ablations.md"),
+        report(ds_path("ablations.md"), caption=report_caption("ablations"), category="Ablations",
+               labels={"dataset": "{dataset}", "file": "ablations.md"}),
     params:
         cfg=stage_params("ablations"),
         metrics=lambda w, input: " ".join(f"{k.replace('__', ':')}={v}" for k, v in input.items()),

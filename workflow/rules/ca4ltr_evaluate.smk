@@ -6,8 +6,11 @@ rule ca4ltr_evaluate:
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=ds_path("ca4ltr", "{source}", "model.pt"),
     output:
-        metrics=ds_path("eval", "ca4ltr_{source}", "metrics.json"),
-        per_class=ds_path("eval", "ca4ltr_{source}", "per_class.parquet"),
+        metrics=report(ds_path("eval", "ca4ltr_{source}", "metrics.json"), caption=report_caption("ca4ltr_metrics"),
+                       category="Evaluation", subcategory="ca4ltr_{source}", labels=accuracy_labels("source")),
+        per_class=report(ds_path("eval", "ca4ltr_{source}", "per_class.parquet"),
+                         caption=report_caption("ca4ltr_per_class"), category="Evaluation",
+                         subcategory="ca4ltr_{source}", labels={"model": "ca4ltr_{source}", "table": "per class"}),
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:

@@ -5,8 +5,11 @@ rule evaluate:
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=eval_checkpoint,
     output:
-        metrics=ds_path("eval", "{model}", "metrics.json"),
-        per_class=ds_path("eval", "{model}", "per_class.parquet"),
+        metrics=report(ds_path("eval", "{model}", "metrics.json"), caption=report_caption("eval_metrics"),
+                       category="Evaluation", subcategory="{model}", labels=accuracy_labels("model")),
+        per_class=report(ds_path("eval", "{model}", "per_class.parquet"), caption=report_caption("eval_per_class"),
+                         category="Evaluation", subcategory="{model}",
+                         labels={"model": "{model}", "table": "per class"}),
         skipped=ds_path("eval", "{model}", "skipped_images.parquet"),
     params:
         cfg=stage_params("evaluate"),

@@ -3,8 +3,11 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        report=ds_path("report.md"),
-        figures=directory(ds_path("figures", "report")),
+        report=report(ds_path("report.md"), caption=report_caption("report_md"), category="Report",
+                      subcategory="report.md", labels={"dataset": "{dataset}", "file": "report.md"}),
+        figures=report(directory(ds_path("figures", "report")), patterns=["{figure}.png"],
+                       caption=report_caption("report_figures"), category="Report", subcategory="figures",
+                       labels={"dataset": "{dataset}", "figure": "{figure}"}),
     params:
         cfg=stage_params("report"),
         evals=lambda w, input: " ".join(os.path.dirname(f) for f in input.metrics),

@@ -9,8 +9,10 @@ rule text_quality:
         ca4ltr=lambda w: [os.path.join(RESULTS, w.dataset, "eval", f"ca4ltr_{s}", f)
                           for s in cfg(w.dataset).ca4ltr.sources for f in ("metrics.json", "per_class.parquet")],
     output:
-        report=ds_path("text_quality.md"),
-        figure=ds_path("figures", "text_quality_per_class.png"),
+        report=report(ds_path("text_quality.md"), caption=report_caption("text_quality"),
+                      category="CA4LTR text quality", labels={"dataset": "{dataset}", "file": "text_quality.md"}),
+        figure=report(ds_path("figures", "text_quality_per_class.png"), caption=report_caption("text_quality_figure"),
+                      category="CA4LTR text quality", labels={"dataset": "{dataset}", "figure": "text_quality_per_class"}),
     params:
         cfg=stage_params("text_quality"),
         pure=lambda w, input: os.path.dirname(input.pure),

@@ -6,7 +6,7 @@ Head names (finetune runs): ``lgr`` (VL-LTR), ``fc`` (vision-only baseline, no C
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -50,14 +50,33 @@ def fresh_image_encoder(cfg: ModelConfig):
     return create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
 
 
-def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any]) -> None:
-    io.torch_save(path, {"kind": clf.kind, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
-                         "state_dict": clf.state_dict(), "extra": extra})
+def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any],
+                    class_names: Sequence[str] | None = None, preprocess: dict[str, Any] | None = None) -> None:
+    """Write a fine-tuned classifier (safe-loader checkpoint, :func:`langtail.io.torch_save`).
+
+    Keys: ``kind``, ``model_cfg`` (:data:`IMAGE_KEYS`), ``state_dict`` (with the head's anchor
+    buffers), ``extra``; and, for inference without the manifest (:mod:`langtail.predict`),
+    ``class_names`` (``C`` strings, label order) and ``preprocess`` (``image_size``,
+    ``normalize``: the evaluation transform). Checkpoints written before those two keys
+    existed still load; :func:`langtail.predict.load_classifier` then asks for them.
+    """
+    ck: dict[str, Any] = {"kind": clf.kind, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
+                          "state_dict": clf.state_dict(), "extra": extra}
+    if class_names is not None:
+        ck["class_names"] = [str(c) for c in class_names]
+    if preprocess is not None:
+        ck["preprocess"] = {"image_size": int(preprocess["image_size"]), "normalize": str(preprocess["normalize"])}
+    io.torch_save(path, ck)
 
 
 def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild a fine-tuned classifier; head buffers (anchor embeddings) come from the checkpoint."""
     ck = io.torch_load(path)
+    return classifier_from_checkpoint(ck, path, device), ck
+
+
+def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.device = "cpu") -> Classifier:
+    """The classifier of an already loaded checkpoint dict ``ck`` (``path`` names it in errors)."""
     cfg = dataclasses.replace(ModelConfig(**ck["model_cfg"]), pretrained="")
     sd = ck["state_dict"]
     image = fresh_image_encoder(cfg)
@@ -73,7 +92,7 @@ def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifie
     except RuntimeError as e:
         raise ValueError(f"{path}: checkpoint does not match the {ck['kind']!r} classifier it describes "
                          f"({cfg.image_encoder}): {e}; rerun the finetune stage") from e
-    return clf.to(device).eval(), ck
+    return clf.to(device).eval()
 
 
 def pretrain_tau(pretrain_path) -> float:

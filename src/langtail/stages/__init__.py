@@ -16,7 +16,13 @@ module / rule       command                writes (under ``results/<dataset>/``)
 ``ca4ltr_evaluate`` ``ca4ltr-evaluate``    ``eval/ca4ltr_<source>/...``
 ``text_quality``    ``text-quality``       ``text_quality.md``
 ``ablations``       ``ablations``          ``ablations.md``
+``predict``         ``predict``            ``--out predictions.parquet|.csv`` (command only)
 ==================  =====================  ===================================
+
+Command-only stages (:data:`COMMAND_ONLY`) are modules here with a ``langtail`` command but
+no workflow rule: they act on the workflow's results for a user (``predict`` labels new
+images with a fine-tuned checkpoint), read no config keys (``KEYS = {}``) and are in no
+stage's ``UPSTREAM``.
 
 Each stage reads its declared inputs, calls the library, writes its declared outputs, and
 declares the config keys it reads (``KEYS``; stages whose keys depend on a wildcard also
@@ -50,6 +56,8 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "ablations": ("evaluate",),
 }
 STAGES = tuple(UPSTREAM)
+#: stages with a ``langtail`` command and no workflow rule (they read no config keys)
+COMMAND_ONLY: tuple[str, ...] = ("predict",)
 
 
 def module(stage: str) -> ModuleType:
@@ -98,4 +106,4 @@ def _value(cfg: DatasetConfig, key: str) -> Any:
     return getattr(getattr(cfg, sec), name)
 
 
-__all__ = ["STAGES", "UPSTREAM", "module", "stage_keys", "stage_owner", "upstream_closure"]
+__all__ = ["COMMAND_ONLY", "STAGES", "UPSTREAM", "module", "stage_keys", "stage_owner", "upstream_closure"]

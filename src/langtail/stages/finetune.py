@@ -12,7 +12,8 @@ One run per head (``finetune/<head>/model.pt``):
 ``finetune.init_from_pretrain: false`` starts the language-guided heads from
 ``model.pretrained`` instead of the CVLP weights (ablation "no CVLP", Table 4 #2).
 Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buffers),
-``extra`` = num_classes, tau, alpha, knn_k, history, seconds, skipped images.
+``extra`` = num_classes, tau, alpha, knn_k, history, seconds, skipped images; ``class_names``
+and ``preprocess`` (``data.image_size``, ``data.normalize``) for ``langtail predict``.
 """
 from __future__ import annotations
 
@@ -139,6 +140,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, **options, "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
-        "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"})
+        "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
+        class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)
