@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from langtail.config import ConfigError, DatasetConfig, from_dict
+from langtail.distributed import LaunchError, check_launch
 
 
 def _params(text: str) -> DatasetConfig:
@@ -197,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        check_launch()  # a workflow job got exactly the GPUs / processes its rule asked for
         args.fn(args)
-    except ConfigError as e:
+    except (ConfigError, LaunchError) as e:
         logging.getLogger("langtail").error("%s", e)
         return 2
     return 0

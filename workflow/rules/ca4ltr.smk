@@ -15,6 +15,7 @@ rule ca4ltr_finetune:
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
+        launch=job_launch("ca4ltr"),
         # only what this run depends on: e.g. label_templates does not rerun the caption run
         cfg=lambda w: json.dumps(ca4ltr_stage.run_params(cfg(w.dataset), w.source), sort_keys=True),
         cache=base_path("cache"),
@@ -23,12 +24,11 @@ rule ca4ltr_finetune:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ca4ltr_{source}.log"),
-    threads: 2
+    threads: job_threads("ca4ltr")
     resources:
-        mem_mb=16000,
-        gpu=gpu_count("ca4ltr"),
+        **job_resources_of("ca4ltr"),
     shell:
-        "langtail ca4ltr-train --params {params.cfg:q} --source {wildcards.source} --manifest {input.manifest}"
+        "{params.launch}langtail ca4ltr-train --params {params.cfg:q} --source {wildcards.source} --manifest {input.manifest}"
         " {params.opts} --cache-dir {params.cache} --out {output} 2> {log}"
 
 
@@ -44,6 +44,7 @@ rule ca4ltr_evaluate:
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
+        launch=job_launch("evaluate"),
         cfg=lambda w: json.dumps(ca4ltr_stage.run_params(cfg(w.dataset), w.source, "evaluate"), sort_keys=True),
         cache=base_path("cache"),
         out_dir=ds_path("eval", "ca4ltr_{source}"),
@@ -52,11 +53,11 @@ rule ca4ltr_evaluate:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_ca4ltr_{source}.log"),
+    threads: job_threads("evaluate")
     resources:
-        mem_mb=8000,
-        gpu=gpu_count("evaluate"),
+        **job_resources_of("evaluate"),
     shell:
-        "langtail ca4ltr-evaluate --params {params.cfg:q} --manifest {input.manifest} --checkpoint {input.checkpoint}"
+        "{params.launch}langtail ca4ltr-evaluate --params {params.cfg:q} --manifest {input.manifest} --checkpoint {input.checkpoint}"
         " {params.opts} --cache-dir {params.cache} --out-dir {params.out_dir} 2> {log}"
 
 
@@ -84,6 +85,9 @@ rule text_quality:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "text_quality.log"),
+    threads: job_threads("report")
+    resources:
+        **job_resources_of("report"),
     shell:
         "langtail ca4ltr-report --params {params.cfg:q} --dataset {wildcards.dataset} --results-dir {params.results}"
         " --manifest {input.manifest} --pure-dir {params.pure} {params.lgr} --out {output.report} {params.configs} 2> {log}"

@@ -7,15 +7,15 @@ rule finetune:
     output:
         ds_path("finetune", "{head}", "model.pt"),
     params:
+        launch=job_launch("finetune"),
         cfg=params_json("data", "model", "finetune"),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "finetune_{head}.log"),
-    threads: 2
+    threads: job_threads("finetune")
     resources:
-        mem_mb=16000,
-        gpu=gpu_count("finetune"),
+        **job_resources_of("finetune"),
     shell:
-        "langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
+        "{params.launch}langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
         " --text-emb {input.text_emb} --pretrain {input.pretrain} --out {output} 2> {log}"

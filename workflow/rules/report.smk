@@ -12,6 +12,9 @@ rule report:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "report.log"),
+    threads: job_threads("report")
+    resources:
+        **job_resources_of("report"),
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --results-dir {params.results}"
         " --out {output} {params.configs} 2> {log}"

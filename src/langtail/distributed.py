@@ -1,0 +1,131 @@
+"""Launching jobs on one or several GPUs: what a workflow job asked for, and the check that
+it got exactly that.
+
+A workflow job's ``langtail`` call is prefixed by :func:`launch_prefix`
+(``LANGTAIL_JOB_GPUS=G LANGTAIL_JOB_WORLD_SIZE=W`` and, for a multi-GPU training job,
+``torchrun --standalone --nproc-per-node W --no-python``). Inside the job,
+:func:`check_launch` compares that request with what the process sees (its world size,
+the SLURM task count, the visible GPUs) and fails listing every difference. It guards against
+the snakemake-executor-plugin-slurm double launch (plugin issues #316 / #459: older versions
+added ``--ntasks-per-gpu``, so SLURM started the whole command once per GPU, and N copies
+trained and wrote the same files) and against a GPU request that did not reach SLURM.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+log = logging.getLogger(__name__)
+
+#: environment variables set by :func:`launch_prefix` (the job's request)
+ENV_GPUS = "LANGTAIL_JOB_GPUS"
+ENV_WORLD_SIZE = "LANGTAIL_JOB_WORLD_SIZE"
+
+
+class LaunchError(RuntimeError):
+    """The job was not started the way its rule asked (message lists every difference)."""
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """What :func:`check_launch` found: the process's rank among ``world_size`` processes
+    (torchrun's RANK/WORLD_SIZE/LOCAL_RANK; 0/1/0 for a plain single-process job) and the
+    number of GPUs it sees."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    visible_gpus: int
+
+
+def launch_prefix(resources: object, job: str) -> str:
+    """Shell prefix of a workflow job's ``langtail`` call for its ``JobResources``
+    (``resources.gpus``): records the request in the environment and, for a training job
+    (:data:`langtail.config.DDP_JOBS`) with more than one GPU, starts one process per GPU with
+    ``torchrun --standalone``. Ends with a space (or is the bare environment prefix)."""
+    from langtail.config import DDP_JOBS
+
+    gpus = int(getattr(resources, "gpus"))
+    world = gpus if gpus > 1 and job in DDP_JOBS else 1
+    prefix = f"{ENV_GPUS}={gpus} {ENV_WORLD_SIZE}={world} "
+    if world > 1:
+        prefix += f"torchrun --standalone --nproc-per-node {world} --no-python "
+    return prefix
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "")
+    if value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as e:
+        raise LaunchError(f"environment variable {name}={value!r} is not an integer") from e
+
+
+def _cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_launch(env: Mapping[str, str] | None = None,
+                 cuda_device_count: Callable[[], int] = _cuda_device_count) -> LaunchInfo:
+    """Check that this process was started as its workflow job asked; raise
+    :class:`LaunchError` listing every difference, else return the :class:`LaunchInfo`.
+
+    Checked when the job's request is in ``env`` (:data:`ENV_GPUS` / :data:`ENV_WORLD_SIZE`,
+    set by :func:`launch_prefix`; a hand-run ``langtail`` call without them is not checked):
+
+    - SLURM started the command once (``SLURM_NTASKS`` and ``SLURM_STEP_NUM_TASKS`` at most 1):
+      langtail jobs are one task; torchrun, not SLURM, starts one process per GPU;
+    - the process group has the requested size (``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``);
+    - at least the requested GPUs are visible; inside a SLURM job exactly as many
+      (more means the allocation is not what the rule asked for).
+    """
+    env = os.environ if env is None else env
+    rank = _int_env(env, "RANK", 0)
+    world = _int_env(env, "WORLD_SIZE", 1)
+    local_rank = _int_env(env, "LOCAL_RANK", 0)
+    if ENV_WORLD_SIZE not in env and ENV_GPUS not in env:
+        return LaunchInfo(rank, world, local_rank, -1)
+    want_world = _int_env(env, ENV_WORLD_SIZE, 1)
+    want_gpus = _int_env(env, ENV_GPUS, 0)
+    problems: list[str] = []
+    for var in ("SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"):
+        n = _int_env(env, var, 1)
+        if n > 1:
+            problems.append(
+                f"{var}={n}: SLURM started this command {n} times (one task each), but a langtail job "
+                "is one task (torchrun starts one process per GPU). This is the "
+                "snakemake-executor-plugin-slurm double launch (plugin issues #316/#459, "
+                "--ntasks-per-gpu): do not set `tasks`/`tasks_per_gpu`/`mpi` resources in the profile, "
+                "and use the pinned plugin (requirements.lock)")
+    if world != want_world:
+        problems.append(f"WORLD_SIZE={world}, but the job asked for {want_world} process(es) "
+                        f"({ENV_WORLD_SIZE}); a multi-GPU job must be started by its rule's torchrun prefix")
+    local_world = _int_env(env, "LOCAL_WORLD_SIZE", world)
+    if local_world != world:
+        problems.append(f"LOCAL_WORLD_SIZE={local_world} != WORLD_SIZE={world}: langtail jobs are single-node "
+                        "(torchrun --standalone)")
+    visible = -1
+    if want_gpus > 0:
+        visible = cuda_device_count()
+        in_slurm = "SLURM_JOB_ID" in env
+        cvd = env.get("CUDA_VISIBLE_DEVICES")
+        seen = f"{visible} visible GPU(s) (CUDA_VISIBLE_DEVICES={cvd!r})"
+        if visible < want_gpus:
+            problems.append(f"the job asked for {want_gpus} GPU(s) but sees {seen}; on SLURM check that the "
+                            "job got --gpus (sbatch line in the job log) and that the partition has GPUs "
+                            "(slurm_gpu_partition in the profile)")
+        elif in_slurm and visible != want_gpus:
+            problems.append(f"the job asked for {want_gpus} GPU(s) but its SLURM allocation shows {seen}")
+        if world > 1 and world != want_gpus:
+            problems.append(f"{world} processes for {want_gpus} GPU(s): one process per GPU expected")
+    if problems:
+        raise LaunchError("this job was not started as its rule asked:\n  - " + "\n  - ".join(problems))
+    if want_gpus or world > 1:
+        log.info("launch ok: rank %d of %d, %s GPU(s) visible", rank, world, visible if visible >= 0 else "-")
+    return LaunchInfo(rank, world, local_rank, visible)
