@@ -129,3 +129,149 @@ def check_launch(env: Mapping[str, str] | None = None,
     if want_gpus or world > 1:
         log.info("launch ok: rank %d of %d, %s GPU(s) visible", rank, world, visible if visible >= 0 else "-")
     return LaunchInfo(rank, world, local_rank, visible)
+
+
+# ----------------------------------------------------------------------------- multi-process training
+# Under torchrun (WORLD_SIZE > 1) a training stage runs once per GPU (or per CPU process with
+# gloo). The stage's `batch_size` stays the GLOBAL batch: every rank draws the same epoch
+# sequence (langtail.data.dataset.EpochSampler) and takes its slice of each global batch, so
+# N ranks with B/N images each see exactly the images one process with B would, and the
+# sampling rates (instance, sqrt, class-balanced) do not change. Contrastive losses gather
+# the embeddings of all ranks with gradient (:func:`gather`), so positives and negatives are
+# those of the global batch; langtail.train.loop.fit wraps the model in
+# DistributedDataParallel (SyncBatchNorm on GPU) and only rank 0 writes files.
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist
+
+
+def is_distributed() -> bool:
+    """True inside a process group of more than one process."""
+    dist = _dist()
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return _dist().get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return _dist().get_rank() if is_distributed() else 0
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that writes checkpoints, logs and progress."""
+    return rank() == 0
+
+
+def setup(device_name: str):
+    """The ``torch.device`` of this process for a stage's ``device`` setting; under torchrun
+    (``WORLD_SIZE`` > 1) also join the process group: NCCL with ``cuda:<LOCAL_RANK>`` on GPU,
+    gloo on CPU. Single-process runs: the stage's device as before."""
+    import atexit
+
+    import torch
+
+    from langtail.train.loop import resolve_device
+
+    env = os.environ
+    world = _int_env(env, "WORLD_SIZE", 1)
+    device = resolve_device(device_name)
+    if world == 1:
+        return device
+    dist = _dist()
+    if device.type == "cuda":
+        device = torch.device("cuda", _int_env(env, "LOCAL_RANK", 0))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    if not is_main():  # progress and INFO logs from rank 0 only
+        logging.getLogger("langtail").setLevel(logging.WARNING)
+    log.info("distributed: %d processes (%s), this is rank %d on %s", world,
+             dist.get_backend(), dist.get_rank(), device)
+    return device
+
+
+def per_rank_batch(global_batch: int) -> int:
+    """Images per rank for a stage's (global) ``batch_size``; it must divide evenly."""
+    w = world_size()
+    if global_batch % w:
+        raise ValueError(f"batch_size {global_batch} is not divisible by the {w} processes of this job; "
+                         f"use a multiple of {w} (or resources.<stage>.gpus that divides it)")
+    return global_batch // w
+
+
+def gather(x):
+    """Concatenate ``x [b, ...]`` of every rank in rank order -> ``[b * world, ...]``. With
+    gradient when ``x`` requires it (torch.distributed.nn.functional.all_gather: the backward
+    pass returns to each rank the gradient of its own slice, summed over ranks). Identity for a
+    single process. Every rank must pass the same ``b``."""
+    import torch
+
+    if not is_distributed():
+        return x
+    if x.requires_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(x), 0)
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    _dist().all_gather(parts, x.contiguous())
+    return torch.cat(parts, 0)
+
+
+def rank_slice(x):
+    """This rank's slice of a global-batch tensor ``[b * world, ...] -> [b, ...]`` (the inverse
+    of :func:`gather`): e.g. random draws made identically on every rank for the global batch,
+    so each rank uses different ones and the union equals a single-process run."""
+    w = world_size()
+    if w == 1:
+        return x
+    b = x.shape[0] // w
+    return x[rank() * b:(rank() + 1) * b]
+
+
+def all_mean(value: float) -> float:
+    """Mean of a float over ranks (itself for one process)."""
+    import torch
+
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if _dist().get_backend() == "nccl":
+        t = t.cuda()
+    _dist().all_reduce(t)
+    return float(t.item()) / world_size()
+
+
+def barrier() -> None:
+    if is_distributed():
+        _dist().barrier()
+
+
+def wrap_step(model, step_fn, device):
+    """``DistributedDataParallel`` around a training step: ``ddp(batch)`` runs
+    ``step_fn(batch)`` (which uses ``model``'s submodules) with gradient averaging over ranks.
+    BatchNorm layers of ``model`` become SyncBatchNorm on GPU (in place: ``model`` stays the
+    object the step and the checkpoint use); on CPU (gloo) BatchNorm keeps per-rank statistics."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    class _Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            return step_fn(batch)
+
+    if device.type == "cuda":
+        for name, child in list(model.named_children()):
+            setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        log.warning("multi-process CPU training: BatchNorm statistics are per process (SyncBatchNorm needs GPUs)")
+    return DistributedDataParallel(_Step(), device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)

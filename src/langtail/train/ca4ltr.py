@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from langtail import io
+from langtail import distributed, io
 from langtail.config import DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for, train_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
@@ -123,7 +123,7 @@ def run_ca4ltr_train(cfg: DatasetConfig, source: str, manifest_path: Path, out: 
 
     ca = cfg.ca4ltr
     seed_everything(ca.seed)
-    device = resolve_device(ca.device)
+    device = distributed.setup(ca.device)  # under torchrun: joins the process group
     df, meta = read_manifest(manifest_path)
     names = list(meta["class_names"])
     C = len(names)
@@ -160,6 +160,8 @@ def run_ca4ltr_train(cfg: DatasetConfig, source: str, manifest_path: Path, out: 
     resume = out.with_name(out.name + ".resume")
     res = fit(model, opt, loader, step, epochs=ca.epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=ca.amp, warmup_epochs=ca.warmup_epochs, desc=f"ca4ltr[{source}]")
+    if not distributed.is_main():
+        return
     save_ca4ltr(out, model.cpu(), source, cfg.model, ca, {
         "epochs": ca.epochs, "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "cvlp" if ca.init == "cvlp" else "model.pretrained",

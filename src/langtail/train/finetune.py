@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from langtail import io
+from langtail import distributed, io
 from langtail.config import DatasetConfig
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
@@ -40,7 +40,7 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
                  pretrain_path: Path, out: Path) -> None:
     fc = cfg.finetune
     seed_everything(fc.seed)
-    device = resolve_device(fc.device)
+    device = distributed.setup(fc.device)  # under torchrun: joins the process group
     df, meta = read_manifest(manifest_path)
     C = len(meta["class_names"])
     if head_kind == "fc" or not fc.init_from_pretrain:
@@ -82,6 +82,8 @@ def run_finetune(cfg: DatasetConfig, head_kind: str, manifest_path: Path, text_e
                          "data": dataclasses.asdict(dc)}, manifest_path, text_emb_path, pretrain_path)
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]")
+    if not distributed.is_main():
+        return
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, "tau": fc.tau, "alpha": fc.alpha, "knn_k": fc.knn_k, "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from langtail import io
+from langtail import distributed, io
 from langtail.config import DatasetConfig
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
@@ -61,7 +61,7 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
     C = len(names)
     corpus = io.read_parquet(corpus_path, CORPUS_COLUMNS)
     start, count = class_sentence_index(corpus, C, names)
-    device = resolve_device(pc.device)
+    device = distributed.setup(pc.device)  # under torchrun: joins the process group
     model = create_vl_model(cfg.model, pc.tau_init)
     resume = out.with_name(out.name + ".resume")
     extra: dict = {"enabled": pc.enabled}
@@ -102,21 +102,24 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
         x, y = batch["image"], batch["label"]
         if pc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        # a fresh sentence of each image's class (global torch RNG: restored on resume)
-        r = torch.rand(len(y)).to(device)
+        # a fresh sentence of each image's class (global torch RNG: restored on resume); drawn for
+        # the global batch on every rank, each rank using its slice: ranks draw different sentences
+        r = distributed.rank_slice(torch.rand(len(y) * distributed.world_size())).to(device)
         sid = start_t[y] + (r * count_t[y]).long().clamp(max=count_t[y] - 1)
         img = model.image(x)
         if text_frozen:
             txt = model.text.project(feats[sid])
         else:
             txt = model.text([sentences[i] for i in sid.tolist()])
+        # the global batch: embeddings of every rank, with gradient (positives/negatives of all ranks)
+        img, txt, y = distributed.gather(img), distributed.gather(txt), distributed.gather(y)
         sim = cosine_matrix(img, txt)
         l_ccl = class_contrastive_loss(sim, y, y, model.tau, pc.ccl_reduction)
         l_dis = None
         if teacher is not None and pc.distill != "none":
             with torch.no_grad():
-                t_img = teacher.encode_image(x).float()
-            t_txt = teacher_text[sid]
+                t_img = distributed.gather(teacher.encode_image(x).float())
+            t_txt = distributed.gather(teacher_text[sid])
             if pc.distill == "logits":
                 l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, "paper")
             else:
@@ -133,6 +136,7 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
               amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau)
     extra.update({"history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
                   "resumed_from_epoch": res.resumed_from, "tau": float(model.tau.detach()), "device": str(device)})
-    save_vl_checkpoint(out, model.cpu(), cfg.model, extra)
-    finish(resume)
+    if distributed.is_main():
+        save_vl_checkpoint(out, model.cpu(), cfg.model, extra)
+        finish(resume)
     log.info("pretrain done in %.1fs, final tau %.4f", res.seconds, float(model.tau.detach()))
