@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from langtail.config import ConfigError, DatasetConfig, from_dict
 from langtail.distributed import LaunchError, check_launch
+from langtail.offline import OfflineMissing
 
 
 def _params(text: str) -> DatasetConfig:
@@ -146,6 +148,41 @@ def cmd_validate(a):
     print(f"{a.config}: ok")
 
 
+def _offline_check(a) -> None:
+    """With LANGTAIL_OFFLINE=1: fail before the stage if it would download anything
+    (langtail.offline), else keep the Hugging Face libraries offline."""
+    from langtail.offline import ENV_OFFLINE, require_local
+
+    if os.environ.get(ENV_OFFLINE) != "1" or not hasattr(a, "params"):
+        return
+    cfg = _params(a.params)
+    names = cache = None
+    if a.command == "corpus":
+        from langtail.data.registry import get_dataset
+
+        builder = get_dataset(cfg.data.name)
+        if not hasattr(builder, "pages"):  # built-in pages (demo) need no download
+            names = list(builder.class_names(cfg.data))
+            cache = cfg.corpus.cache_dir or a.cache_dir
+    require_local(cfg, a.command, cache, names)
+
+
+def cmd_prefetch(a):
+    from langtail.config import dataset_config, load_yaml, split_variant, validate_config
+    from langtail.offline import prefetch
+
+    raw = load_yaml(a.config)
+    validate_config(raw)
+    cfg = dataset_config(raw, a.dataset)
+    results = Path(raw.get("results_dir", "results"))
+    wiki = Path(cfg.corpus.cache_dir) if cfg.corpus.cache_dir else results / split_variant(a.dataset)[0] / "wiki_cache"
+    out = Path(a.out) if a.out else results / a.dataset / "prefetch.json"
+    rec = prefetch(cfg, a.dataset, wiki, out)
+    for it in rec["items"]:
+        print(f"{it['status']:8s} {it['name']}: {it['location']}")
+    print(f"record: {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -188,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
     s.set_defaults(fn=cmd_schema)
+    s = sub.add_parser("prefetch", help="fill every cache a dataset's run downloads from (run where there is internet)")
+    s.add_argument("--config", default="config.yaml", help="workflow config (add --configfile files' changes to it)")
+    s.add_argument("--dataset", required=True, help="dataset key of the config")
+    s.add_argument("--out", default="", help="record of what was fetched (default results/<dataset>/prefetch.json)")
+    s.set_defaults(fn=cmd_prefetch)
     s = sub.add_parser("validate-config", help="validate a workflow config file")
     s.add_argument("config")
     s.set_defaults(fn=cmd_validate)
@@ -199,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         check_launch()  # a workflow job got exactly the GPUs / processes its rule asked for
+        _offline_check(args)
         args.fn(args)
-    except (ConfigError, LaunchError) as e:
+    except (ConfigError, LaunchError, OfflineMissing) as e:
         logging.getLogger("langtail").error("%s", e)
         return 2
     return 0

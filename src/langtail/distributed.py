@@ -12,6 +12,7 @@ trained and wrote the same files) and against a GPU request that did not reach S
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -275,3 +276,16 @@ def wrap_step(model, step_fn, device):
         log.warning("multi-process CPU training: BatchNorm statistics are per process (SyncBatchNorm needs GPUs)")
     return DistributedDataParallel(_Step(), device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True)
+
+
+@contextlib.contextmanager
+def main_first():
+    """Run the block on rank 0 first, then on the other ranks (e.g. filling a shared cache:
+    rank 0 computes and writes it, the others read it instead of racing to write it)."""
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()

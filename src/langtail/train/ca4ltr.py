@@ -132,7 +132,8 @@ def run_ca4ltr_train(cfg: DatasetConfig, source: str, manifest_path: Path, out: 
     train_df = train_df.reset_index(drop=True)
 
     src = build_source(source, ca, df, names, anchors_path, captions_path)
-    texts = TextInputs.build(src, _encoder(cfg), cache_dir, train_index, "train")
+    with distributed.main_first():  # rank 0 fills the text-feature cache, the others read it
+        texts = TextInputs.build(src, _encoder(cfg), cache_dir, train_index, "train")
     text_dim = int(texts.bank.shape[1] if texts.bank is not None else texts.feats.shape[-1])
     seed_everything(ca.seed)  # again: loading MiniLM on a cache miss draws from the RNG
 

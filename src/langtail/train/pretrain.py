@@ -72,7 +72,8 @@ def run_pretrain(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out
 
     sentences = corpus["sentence"].tolist()
     text_frozen = getattr(model.text, "frozen", False)
-    feats = base_features(model.text, sentences, cache_dir).to(device) if text_frozen else None
+    with distributed.main_first():  # rank 0 fills the text-feature cache, the others read it
+        feats = base_features(model.text, sentences, cache_dir).to(device) if text_frozen else None
     teacher = create_teacher(cfg.model)
     teacher_text = None
     if teacher is not None:
