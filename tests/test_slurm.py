@@ -301,3 +301,28 @@ def test_demo_through_slurm_profile_matches_local_run(cluster, tmp_path):
     assert sorted(a) == sorted(b)
     for model in a:
         assert _numbers(a[model]) == _numbers(b[model]), f"{model}: SLURM metrics differ from the local run"
+
+
+def test_profile_site_lines_and_config_resources_reach_the_jobs(tmp_path):
+    """Dry run through the shipped profile (no SLURM needed): job needs from the dataset's
+    `resources:`, site lines from the `slurm_*` config keys, torchrun for a multi-GPU stage."""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -r requirements.lock)")
+    cfg = _config()
+    cfg["datasets"]["demo"]["pretrain"]["device"] = "auto"
+    cfg["datasets"]["demo"]["resources"] = {"pretrain": {"gpus": 2, "cpus": 8, "mem_mb": 12000, "runtime": 30}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = SNAKEMAKE + ["--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--profile",
+                       str(ROOT / "workflow/profiles/slurm"), "-n", "-p", "results/demo/pretrain/model.pt",
+                       "--config", "slurm_partition=cpuq", "slurm_gpu_partition=gpuq", "slurm_gpu_model=a100"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-4000:]
+    res = dict(re.findall(r"^rule (\w+):.*?^\s+resources: (.*?)$", out, flags=re.M | re.S))
+    assert "gpu=2" in res["pretrain"] and "cpus_per_gpu=4" in res["pretrain"] and "gpu_model=a100" in res["pretrain"]
+    assert "slurm_partition=gpuq" in res["pretrain"] and "mem_mb=12000" in res["pretrain"] and "runtime=30" in res["pretrain"]
+    assert "gpu=0" in res["longtail"] and "slurm_partition=cpuq" in res["longtail"] and "gpu_model" not in res["longtail"]
+    assert "LANGTAIL_JOB_GPUS=2 LANGTAIL_JOB_WORLD_SIZE=2 torchrun --standalone --nproc-per-node 2 --no-python " \
+           "langtail pretrain" in out
