@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from langtail.config import from_dict
 from langtail.offline import OfflineMissing, needs, prefetch, require_local
 

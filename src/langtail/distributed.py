@@ -257,7 +257,8 @@ def wrap_step(model, step_fn, device):
     """``DistributedDataParallel`` around a training step: ``ddp(batch)`` runs
     ``step_fn(batch)`` (which uses ``model``'s submodules) with gradient averaging over ranks.
     BatchNorm layers of ``model`` become SyncBatchNorm on GPU (in place: ``model`` stays the
-    object the step and the checkpoint use); on CPU (gloo) BatchNorm keeps per-rank statistics."""
+    object the step and the checkpoint use); on CPU (gloo) BatchNorm keeps per-rank statistics.
+    None when ``model`` has no trainable parameter (the step then runs as is)."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
@@ -269,6 +270,8 @@ def wrap_step(model, step_fn, device):
         def forward(self, batch):
             return step_fn(batch)
 
+    if not any(p.requires_grad for p in model.parameters()):
+        return None  # nothing to synchronise (e.g. a frozen encoder with a parameter-free head)
     if device.type == "cuda":
         for name, child in list(model.named_children()):
             setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))

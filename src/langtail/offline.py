@@ -14,7 +14,6 @@ unreachable host becomes an immediate error).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
