@@ -208,20 +208,53 @@ def per_rank_batch(global_batch: int) -> int:
 
 def gather(x):
     """Concatenate ``x [b, ...]`` of every rank in rank order -> ``[b * world, ...]``. With
-    gradient when ``x`` requires it (torch.distributed.nn.functional.all_gather: the backward
-    pass returns to each rank the gradient of its own slice, summed over ranks). Identity for a
+    gradient when ``x`` requires it (as open_clip's gather_with_grad: the backward pass returns
+    to each rank the gradient of its own slice, summed over ranks). Identity for a
     single process. Every rank must pass the same ``b``."""
     import torch
 
     if not is_distributed():
         return x
     if x.requires_grad:
-        from torch.distributed.nn.functional import all_gather
+        return _gather_with_grad().apply(x)
+    return _all_gather_cat(x)
 
-        return torch.cat(all_gather(x), 0)
+
+def _all_gather_cat(x):
+    import torch
+
     parts = [torch.empty_like(x) for _ in range(world_size())]
     _dist().all_gather(parts, x.contiguous())
     return torch.cat(parts, 0)
+
+
+_GATHER_FN = None
+
+
+def _gather_with_grad():
+    """Autograd all-gather (torch.distributed.nn.functional.all_gather is deprecated): forward
+    concatenates every rank's ``[b, ...]``; backward sums the incoming gradient over ranks
+    (every rank's loss uses every slice) and returns this rank's slice. all_reduce + slice
+    rather than reduce_scatter, which gloo lacks."""
+    global _GATHER_FN
+    if _GATHER_FN is None:
+        import torch
+
+        class _GatherWithGrad(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.b = x.shape[0]
+                return _all_gather_cat(x)
+
+            @staticmethod
+            def backward(ctx, g):
+                g = g.contiguous().clone()
+                _dist().all_reduce(g)
+                r = rank()
+                return g[r * ctx.b:(r + 1) * ctx.b]
+
+        _GATHER_FN = _GatherWithGrad
+    return _GATHER_FN
 
 
 def rank_slice(x):
