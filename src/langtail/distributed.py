@@ -211,8 +211,6 @@ def gather(x):
     gradient when ``x`` requires it (as open_clip's gather_with_grad: the backward pass returns
     to each rank the gradient of its own slice, summed over ranks). Identity for a
     single process. Every rank must pass the same ``b``."""
-    import torch
-
     if not is_distributed():
         return x
     if x.requires_grad:

@@ -31,7 +31,7 @@ from langtail.models.classifier import create_head, fresh_image_encoder, save_cl
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
-from langtail.train.loop import finish, fit, param_groups, resolve_device, seed_everything
+from langtail.train.loop import finish, fit, param_groups, seed_everything
 
 log = logging.getLogger(__name__)
 

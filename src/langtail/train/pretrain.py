@@ -31,7 +31,7 @@ from langtail.losses import (class_contrastive_loss, cosine_matrix, feature_dist
 from langtail.models.encoders import create_teacher, create_vl_model, save_vl_checkpoint
 from langtail.models.text_cache import base_features
 from langtail.schemas import CORPUS_COLUMNS
-from langtail.train.loop import finish, fit, param_groups, resolve_device, seed_everything
+from langtail.train.loop import finish, fit, param_groups, seed_everything
 
 log = logging.getLogger(__name__)
 
