@@ -65,8 +65,9 @@ def test_stages_never_import_each_other():
 
 
 def test_cli_imports_stages_and_config_only():
-    """(and ``langtail.io`` for the process-wide ``--trust-checkpoint`` switch)"""
-    allowed = {"langtail.config", "langtail.io", "langtail"}
+    """(and the process-level checks and switches that run before any stage: ``io``'s
+    ``--trust-checkpoint``, ``distributed.check_launch``, ``offline.check_offline``)"""
+    allowed = {"langtail.config", "langtail.io", "langtail.distributed", "langtail.offline", "langtail"}
     other = sorted(i for i in _imports(MODULES["langtail.cli"]) if not _is_stage(i) and i not in allowed)
     assert other == []
 

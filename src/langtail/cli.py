@@ -21,6 +21,8 @@ from typing import Any
 
 from langtail import io
 from langtail.config import ConfigError, DatasetConfig, from_dict, restrict
+from langtail.distributed import LaunchError, check_launch
+from langtail.offline import OfflineMissing, check_offline
 
 log = logging.getLogger("langtail")
 
@@ -32,13 +34,7 @@ def _config(a: argparse.Namespace, stage: str, **wildcards: Any) -> DatasetConfi
     """The stage's config from ``--params``, restricted to the keys the stage declares."""
     from langtail.stages import stage_keys
 
-    text = a.params
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
-    try:
-        cfg = from_dict(json.loads(text or "{}"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--params is not valid JSON: {e}") from e
+    cfg = _params(a.params)
     return restrict(cfg, stage_keys(stage, cfg, **wildcards), stage)
 
 
@@ -170,6 +166,21 @@ def cmd_validate(a):
     print(f"{a.config}: ok")
 
 
+def _params(text: str) -> DatasetConfig:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        return from_dict(json.loads(text or "{}"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--params is not valid JSON: {e}") from e
+
+
+def cmd_prefetch(a):
+    from langtail.stages import prefetch
+
+    prefetch.run(Path(a.config), a.dataset, _opt(a.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug-level log lines")
@@ -246,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
     s.set_defaults(fn=cmd_schema)
+    s = sub.add_parser("prefetch", help="fill every cache a dataset's run downloads from (run where there is internet)")
+    s.add_argument("--config", default="config.yaml", help="workflow config (add --configfile files' changes to it)")
+    s.add_argument("--dataset", required=True, help="dataset key of the config")
+    s.add_argument("--out", default="", help="record of what was fetched (default results/<dataset>/prefetch.json)")
+    s.set_defaults(fn=cmd_prefetch)
     s = sub.add_parser("validate-config", help="validate a workflow config file")
     s.add_argument("config")
     s.set_defaults(fn=cmd_validate)
@@ -259,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.trust_checkpoint:
         io.set_trust_checkpoints(True)  # every loader (io.torch_load), also in jobs this process starts
     try:
+        check_launch()  # a workflow job got exactly the GPUs / processes its rule asked for
+        if hasattr(args, "params"):  # with LANGTAIL_OFFLINE=1: fail listing what the stage would download
+            check_offline(args.command, _params(args.params), getattr(args, "cache_dir", None))
         args.fn(args)
     except KeyboardInterrupt:
         log.error("interrupted (Ctrl-C): finished artifacts are complete; a rerun resumes")
@@ -266,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one clear line per failure; --debug for the traceback
         if args.debug:
             raise
-        expected = isinstance(e, (ConfigError, io.UnsafeCheckpointError))
+        expected = isinstance(e, (ConfigError, io.UnsafeCheckpointError, LaunchError, OfflineMissing))
         log.error("%s%s", "" if expected else f"{type(e).__name__}: ", e)
         if not expected:
             log.error("(rerun with `langtail --debug %s ...` for the traceback)", args.command)

@@ -225,6 +225,40 @@ class ReportConfig:
 
 
 @dataclass
+class JobResources:
+    """What one workflow job of a stage needs (the rule's ``resources:``; on SLURM the
+    executor plugin turns them into ``--gpus``, ``--cpus-per-task``/``--cpus-per-gpu``,
+    ``--mem`` and ``-t``). Site specifics (partition, account, GPU model) are not here: they
+    live in the profile (``workflow/profiles/slurm/config.v8+.yaml``)."""
+
+    gpus: int = 0  #: GPUs for the job; > 1 runs pretrain/finetune/ca4ltr under torchrun (DDP), one process per GPU
+    cpus: int = 1  #: cores for the whole job (also Snakemake's threads)
+    mem_mb: int = 4000  #: memory for the whole job, MB
+    runtime: int = 60  #: wall-clock limit, minutes
+
+
+def _res(**kw: Any) -> Any:
+    return field(default_factory=lambda: JobResources(**kw))
+
+
+@dataclass
+class ResourcesConfig:
+    """Per-stage job resources (one :class:`JobResources` per workflow job kind). The demo
+    defaults ask for little; a cluster dataset raises them (``config.yaml``: imagenet_lt)."""
+
+    longtail: JobResources = _res()
+    captions: JobResources = _res(cpus=2, mem_mb=8000)
+    corpus: JobResources = _res()
+    pretrain: JobResources = _res(cpus=2, mem_mb=8000)
+    anchors: JobResources = _res(cpus=2, mem_mb=8000)
+    embed_text: JobResources = _res(mem_mb=8000)
+    finetune: JobResources = _res(cpus=2, mem_mb=8000)
+    ca4ltr: JobResources = _res(cpus=2, mem_mb=8000)  #: ca4ltr_finetune (ca4ltr_evaluate uses `evaluate`)
+    evaluate: JobResources = _res(mem_mb=8000)
+    report: JobResources = _res()  #: report, text_quality, ablations
+
+
+@dataclass
 class DatasetConfig:
     """Everything for one ``results/<dataset>/`` tree."""
 
@@ -238,6 +272,7 @@ class DatasetConfig:
     ca4ltr: Ca4ltrConfig = field(default_factory=Ca4ltrConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(DatasetConfig)[f.name] for f in dataclasses.fields(DatasetConfig)}
@@ -292,6 +327,64 @@ AUTHORS_CODE_DATASETS: dict[str, dict[str, Any]] = {
                               "freeze_visual": False, "v_detach": True}},
 }
 
+
+#: the config section whose ``device`` each job kind of :class:`ResourcesConfig` runs on;
+#: job kinds not listed run on CPU only (their ``gpus`` must be 0)
+JOB_DEVICE_SECTION: dict[str, str] = {
+    "captions": "captions", "pretrain": "pretrain", "anchors": "pretrain", "finetune": "finetune",
+    "ca4ltr": "ca4ltr", "evaluate": "evaluate",
+}
+#: job kinds that train with DistributedDataParallel when given more than one GPU
+DDP_JOBS: tuple[str, ...] = ("pretrain", "finetune", "ca4ltr")
+
+#: top-level config keys with a site's SLURM specifics (set once per site in the slurm
+#: profile's ``config:`` block; ignored by local runs). "" = not passed to sbatch.
+SLURM_SITE_KEYS: dict[str, str] = {
+    "slurm_partition": "partition of CPU jobs (\"\" = the cluster's default partition)",
+    "slurm_gpu_partition": "partition of GPU jobs (\"\" = slurm_partition)",
+    "slurm_gpu_model": "GPU model of GPU jobs, e.g. a100 (\"\" = any GPU)",
+    "slurm_account": "account charged (\"\" = the user's default account)",
+    "slurm_qos": "quality of service (\"\" = the site default)",
+    "slurm_constraint": "node feature constraint of every job (\"\" = none)",
+}
+
+
+def job_resources(cfg: DatasetConfig, job: str) -> JobResources:
+    """The validated :class:`JobResources` of job kind ``job`` (a field of
+    :class:`ResourcesConfig`); raises :class:`ConfigError` naming ``resources.<job>.<key>``."""
+    if job not in {f.name for f in dataclasses.fields(ResourcesConfig)}:
+        raise ConfigError(f"unknown job kind {job!r}; known: {[f.name for f in dataclasses.fields(ResourcesConfig)]}")
+    r: JobResources = getattr(cfg.resources, job)
+    where = f"resources.{job}"
+    for key, low in (("gpus", 0), ("cpus", 1), ("mem_mb", 1), ("runtime", 1)):
+        if getattr(r, key) < low:
+            raise ConfigError(f"{where}.{key}: {getattr(r, key)} is below {low}")
+    section = JOB_DEVICE_SECTION.get(job)
+    if section is None:
+        if r.gpus:
+            raise ConfigError(f"{where}.gpus: {r.gpus}, but the {job} job runs on CPU only; set 0")
+        return r
+    device = getattr(cfg, section).device
+    if r.gpus and device == "cpu":
+        raise ConfigError(f"{where}.gpus: {r.gpus} GPUs requested but {section}.device is 'cpu'; "
+                          "set gpus: 0 or device: auto/cuda")
+    if not r.gpus and device.startswith("cuda"):
+        raise ConfigError(f"{where}.gpus: 0, but {section}.device is {device!r}: the job would get no GPU "
+                          "on a cluster; set gpus: 1 (or more) or device: auto")
+    if r.gpus > 1 and job not in DDP_JOBS:
+        raise ConfigError(f"{where}.gpus: {r.gpus}, but {job} runs as one process on one GPU; set 1 "
+                          f"(multi-GPU jobs: {', '.join(DDP_JOBS)})")
+    if r.gpus > 1 and device.startswith("cuda:"):
+        raise ConfigError(f"{where}.gpus: {r.gpus} with {section}.device {device!r} (one fixed GPU); "
+                          "use device: cuda or auto")
+    return r
+
+
+def slurm_site(raw: Mapping[str, Any]) -> dict[str, str]:
+    """The site's SLURM specifics (:data:`SLURM_SITE_KEYS`) from a workflow config, "" when unset."""
+    return {k: "" if raw.get(k) is None else str(raw.get(k)) for k in SLURM_SITE_KEYS}
+
+
 def split_variant(dataset: str) -> tuple[str, str | None]:
     """``"demo+cutoff" -> ("demo", "cutoff")``; ``"demo" -> ("demo", None)``."""
     base, _, variant = dataset.partition("+")
@@ -342,6 +435,8 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {"anyOf": [_type_schema(a) for a in typing.get_args(tp)]}
     if tp is type(None):
         return {"type": "null"}
+    if dataclasses.is_dataclass(tp):
+        return _section_schema(tp)
     raise TypeError(f"no schema for {tp!r}")
 
 
@@ -351,7 +446,7 @@ def _section_schema(cls: type) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         s = _type_schema(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        s["default"] = default
+        s["default"] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
         props[f.name] = s
     return {"type": "object", "additionalProperties": False, "properties": props}
 
@@ -375,6 +470,7 @@ def workflow_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "results_dir": {"type": "string", "default": "results"},
+            **{k: {"type": ["string", "null"], "default": "", "description": d} for k, d in SLURM_SITE_KEYS.items()},
             "defaults": ds,
             "datasets": {"type": "object", "additionalProperties": ds, "minProperties": 1,
                          "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"}},
@@ -466,8 +562,27 @@ def from_dict(d: Mapping[str, Any]) -> DatasetConfig:
         unknown = set(sec) - known
         if unknown:
             raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        kwargs[name] = cls(**sec)
+        kwargs[name] = _build(cls, sec, name)
     return DatasetConfig(**kwargs)
+
+
+def _build(cls: type, sec: Mapping[str, Any], where: str) -> Any:
+    """``cls(**sec)``, building nested dataclass fields (``resources.pretrain``) from mappings."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for k, v in sec.items():
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            v = dict(v or {})
+            known = {f.name for f in dataclasses.fields(tp)}
+            if set(v) - known:
+                raise ConfigError(f"{where}.{k}: unknown key(s) {sorted(set(v) - known)}; allowed: {sorted(known)}")
+            fld = next(f for f in dataclasses.fields(cls) if f.name == k)
+            default = fld.default_factory() if fld.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            # keys not given keep this field's own defaults (resources.pretrain's, not JobResources')
+            v = _build(tp, {**(dataclasses.asdict(default) if default is not None else {}), **v}, f"{where}.{k}")
+        out[k] = v
+    return cls(**out)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

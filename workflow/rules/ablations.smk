@@ -13,6 +13,9 @@ rule ablations:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ablations.log"),
+    threads: job_threads("report")
+    resources:
+        **job_resources_of("report"),
     shell:
         "langtail ablations --params {params.cfg:q} --dataset {wildcards.dataset} --metrics {params.metrics}"
         " --variants {params.variants:q} --out {output} 2> {log}"

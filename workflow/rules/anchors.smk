@@ -7,16 +7,16 @@ rule anchors:
     output:
         ds_path("anchors.parquet"),
     params:
+        launch=job_launch("anchors"),
         cfg=stage_params("anchors"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "anchors.log"),
-    threads: 2
+    threads: job_threads("anchors")
     resources:
-        mem_mb=16000,
-        gpu=gpu_count("pretrain"),
+        **job_resources_of("anchors"),
     shell:
-        "langtail anchors --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
+        "{params.launch}langtail anchors --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
         " --pretrain {input.pretrain} --out {output} --cache-dir {params.cache} 2> {log}"

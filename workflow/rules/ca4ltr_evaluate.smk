@@ -14,6 +14,7 @@ rule ca4ltr_evaluate:
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
+        launch=job_launch("evaluate"),
         cfg=stage_params("ca4ltr_evaluate"),
         cache=base_path("cache"),
         out_dir=ds_path("eval", "ca4ltr_{source}"),
@@ -22,9 +23,9 @@ rule ca4ltr_evaluate:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_ca4ltr_{source}.log"),
+    threads: job_threads("evaluate")
     resources:
-        mem_mb=8000,
-        gpu=gpu_count("evaluate"),
+        **job_resources_of("evaluate"),
     shell:
-        "langtail ca4ltr-evaluate --params {params.cfg:q} --manifest {input.manifest} --checkpoint {input.checkpoint}"
+        "{params.launch}langtail ca4ltr-evaluate --params {params.cfg:q} --manifest {input.manifest} --checkpoint {input.checkpoint}"
         " {params.opts} --cache-dir {params.cache} --out-dir {params.out_dir} 2> {log}"

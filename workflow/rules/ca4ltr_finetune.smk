@@ -12,6 +12,7 @@ rule ca4ltr_finetune:
         source="|".join(CA4LTR_SOURCES),
     params:
         # only what this run reads: e.g. label_templates does not rerun the caption run
+        launch=job_launch("ca4ltr"),
         cfg=stage_params("ca4ltr_finetune", "source"),
         cache=base_path("cache"),
         opts=input_opts("anchors", "captions", "pretrain"),
@@ -19,10 +20,9 @@ rule ca4ltr_finetune:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ca4ltr_{source}.log"),
-    threads: 2
+    threads: job_threads("ca4ltr")
     resources:
-        mem_mb=16000,
-        gpu=gpu_count("ca4ltr"),
+        **job_resources_of("ca4ltr"),
     shell:
-        "langtail ca4ltr-finetune --params {params.cfg:q} --source {wildcards.source} --manifest {input.manifest}"
+        "{params.launch}langtail ca4ltr-finetune --params {params.cfg:q} --source {wildcards.source} --manifest {input.manifest}"
         " {params.opts} --cache-dir {params.cache} --out {output} 2> {log}"

@@ -5,15 +5,16 @@ rule captions:
     output:
         ds_path("captions.parquet"),
     params:
+        launch=job_launch("captions"),
         cfg=stage_params("captions"),
         shards=ds_path("captions_shards"),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "captions.log"),
+    threads: job_threads("captions")
     resources:
-        mem_mb=32000,
-        gpu=gpu_count("captions"),
+        **job_resources_of("captions"),
     shell:
-        "langtail captions --params {params.cfg:q} --manifest {input.manifest} --out {output}"
+        "{params.launch}langtail captions --params {params.cfg:q} --manifest {input.manifest} --out {output}"
         " --shard-dir {params.shards} 2> {log}"

@@ -5,9 +5,10 @@ import os
 import shlex
 import sys
 
-from langtail.config import (EVAL_MODELS, HEAD_NAMES, ZEROSHOT_MODELS, dataset_config, select_keys, split_variant,
-                             validate_config, variant_overrides)
+from langtail.config import (EVAL_MODELS, HEAD_NAMES, ZEROSHOT_MODELS, dataset_config, job_resources, select_keys,
+                             slurm_site, split_variant, validate_config, variant_overrides)
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
+from langtail.distributed import launch_prefix
 from langtail.stages import module as stage_module, stage_keys, stage_owner
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
@@ -90,13 +91,53 @@ def input_opts(*names):
     return lambda wildcards, input: " ".join(f"--{n.replace('_', '-')} {input[n]}" for n in names if n in input.keys())
 
 
-def gpu_count(section):
-    """1 GPU for a stage whose device is `cuda...` (the SLURM plugin maps `gpu` to --gpus)."""
+# ---- job resources: what each job needs comes from the dataset's `resources.<job>` config
+# section (langtail.config.JobResources); the site's SLURM specifics (partition, account, qos,
+# constraint, GPU model) from the top-level slurm_* keys, which the slurm profile sets
+# (workflow/profiles/slurm/config.v8+.yaml, "SITE" block). On SLURM the executor plugin maps
+# gpu -> --gpus (gpu_model -> --gpus=<model>:N), cpus_per_gpu -> --cpus-per-gpu,
+# threads -> --cpus-per-task, mem_mb -> --mem, runtime -> -t.
+SLURM_SITE = slurm_site(config)
 
-    def f(wildcards):
-        return int(getattr(cfg(wildcards.dataset), section).device.startswith("cuda"))
 
-    return f
+def job_res(job, wildcards):
+    return job_resources(cfg(wildcards.dataset), job)
+
+
+def job_threads(job):
+    """Threads of a job (= its cores on a cluster): resources.<job>.cpus."""
+    return lambda wildcards: job_res(job, wildcards).cpus
+
+
+def job_resources_of(job):
+    """The rule's `resources:` (use as `resources: **job_resources_of("pretrain")`); None = not
+    passed to sbatch."""
+
+    def gpus(w):
+        return job_res(job, w).gpus
+
+    def partition(w):
+        p = SLURM_SITE["slurm_gpu_partition"] if gpus(w) else ""
+        return p or SLURM_SITE["slurm_partition"] or None
+
+    return {
+        "mem_mb": lambda w: job_res(job, w).mem_mb,
+        "runtime": lambda w: job_res(job, w).runtime,
+        "gpu": gpus,
+        "cpus_per_gpu": lambda w: max(1, job_res(job, w).cpus // gpus(w)) if gpus(w) else None,
+        "gpu_model": lambda w: (SLURM_SITE["slurm_gpu_model"] or None) if gpus(w) else None,
+        "slurm_partition": partition,
+        "slurm_account": lambda w: SLURM_SITE["slurm_account"] or None,
+        "qos": lambda w: SLURM_SITE["slurm_qos"] or None,
+        "constraint": lambda w: SLURM_SITE["slurm_constraint"] or None,
+    }
+
+
+def job_launch(job):
+    """Param: the command prefix of a job's `langtail` call: the GPU / process counts the
+    job asked for (checked inside the job by langtail.distributed.check_launch) and, for a
+    multi-GPU training job, `torchrun --standalone --nproc-per-node N --no-python`."""
+    return lambda wildcards: launch_prefix(job_res(job, wildcards), job)
 
 
 def ds_path(*parts):

@@ -14,8 +14,9 @@ rule corpus:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "corpus.log"),
+    threads: job_threads("corpus")
     resources:
-        mem_mb=4000,
+        **job_resources_of("corpus"),
     shell:
         "langtail corpus --params {params.cfg:q} --out {output.corpus} --stats {output.stats}"
         " --cache-dir {params.cache} {params.captions} 2> {log}"

@@ -14,8 +14,9 @@ rule embed_text:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "embed_text.log"),
+    threads: job_threads("embed_text")
     resources:
-        mem_mb=8000,
+        **job_resources_of("embed_text"),
     shell:
         "langtail embed-text --params {params.cfg:q} --manifest {input.manifest} --anchors {input.anchors}"
         " --corpus {input.corpus} --pretrain {input.pretrain} --out {output} --cache-dir {params.cache} 2> {log}"

@@ -12,6 +12,7 @@ rule evaluate:
                          labels={"model": "{model}", "table": "per class"}),
         skipped=ds_path("eval", "{model}", "skipped_images.parquet"),
     params:
+        launch=job_launch("evaluate"),
         cfg=stage_params("evaluate"),
         out_dir=ds_path("eval", "{model}"),
         opts=input_opts("text_emb"),
@@ -19,9 +20,9 @@ rule evaluate:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_{model}.log"),
+    threads: job_threads("evaluate")
     resources:
-        mem_mb=8000,
-        gpu=gpu_count("evaluate"),
+        **job_resources_of("evaluate"),
     shell:
-        "langtail evaluate --params {params.cfg:q} --model {wildcards.model} --manifest {input.manifest}"
+        "{params.launch}langtail evaluate --params {params.cfg:q} --model {wildcards.model} --manifest {input.manifest}"
         " --checkpoint {input.checkpoint} {params.opts} --out-dir {params.out_dir} 2> {log}"

@@ -9,16 +9,16 @@ rule finetune:
         model=ds_path("finetune", "{head}", "model.pt"),
         skipped=ds_path("finetune", "{head}", "skipped_images.parquet"),
     params:
+        launch=job_launch("finetune"),
         cfg=stage_params("finetune", "head"),
         opts=input_opts("text_emb", "pretrain"),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "finetune_{head}.log"),
-    threads: 2
+    threads: job_threads("finetune")
     resources:
-        mem_mb=16000,
-        gpu=gpu_count("finetune"),
+        **job_resources_of("finetune"),
     shell:
-        "langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
+        "{params.launch}langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
         " {params.opts} --out {output.model} 2> {log}"

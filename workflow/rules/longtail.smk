@@ -9,7 +9,8 @@ rule longtail:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "longtail.log"),
+    threads: job_threads("longtail")
     resources:
-        mem_mb=4000,
+        **job_resources_of("longtail"),
     shell:
         "langtail longtail --params {params.cfg:q} --out {output.manifest} 2> {log}"

@@ -7,16 +7,16 @@ rule pretrain:
         model=ds_path("pretrain", "model.pt"),
         skipped=ds_path("pretrain", "skipped_images.parquet"),
     params:
+        launch=job_launch("pretrain"),
         cfg=stage_params("pretrain"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "pretrain.log"),
-    threads: 2
+    threads: job_threads("pretrain")
     resources:
-        mem_mb=16000,
-        gpu=gpu_count("pretrain"),
+        **job_resources_of("pretrain"),
     shell:
-        "langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
+        "{params.launch}langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
         " --out {output.model} --cache-dir {params.cache} 2> {log}"

@@ -18,6 +18,9 @@ rule report:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "report.log"),
+    threads: job_threads("report")
+    resources:
+        **job_resources_of("report"),
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
         " --eval {params.evals} --skipped {params.skipped} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"

@@ -23,6 +23,9 @@ rule text_quality:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "text_quality.log"),
+    threads: job_threads("report")
+    resources:
+        **job_resources_of("report"),
     shell:
         "langtail text-quality --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
         " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --out {output.report} {params.configs} 2> {log}"

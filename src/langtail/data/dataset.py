@@ -126,20 +126,36 @@ def sample_weights(labels: np.ndarray, mode: str) -> np.ndarray:
 
 
 class EpochSampler(Sampler[int]):
-    """``len(labels)`` indices per epoch drawn by :func:`sample_weights`; call ``set_epoch``."""
+    """``len(labels)`` indices per epoch drawn by :func:`sample_weights`; call ``set_epoch``.
 
-    def __init__(self, labels: np.ndarray, mode: str, seed: int):
+    Distributed (``world > 1``): every rank draws the same epoch sequence and keeps its
+    ``batch_size`` slice of each global batch of ``batch_size * world`` indices (an incomplete
+    last global batch is dropped, as the single-process training loader drops it), so the
+    ranks' batches together are exactly one process's batches and the sampling rates are
+    unchanged."""
+
+    def __init__(self, labels: np.ndarray, mode: str, seed: int, *, rank: int = 0, world: int = 1,
+                 batch_size: int = 0):
         self.labels = np.asarray(labels)
         self.mode = mode
         self.seed = seed
         self.epoch = 0
         self.p = sample_weights(self.labels, mode)
+        self.rank, self.world, self.batch_size = rank, world, batch_size
+        if world > 1:
+            if batch_size < 1:
+                raise ValueError("a distributed EpochSampler needs the per-rank batch_size")
+            if len(self.labels) < batch_size * world:
+                raise ValueError(f"{len(self.labels)} training images < one global batch of {batch_size * world}; "
+                                 "lower batch_size")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.labels)
+        if self.world == 1:
+            return len(self.labels)
+        return len(self.labels) // (self.batch_size * self.world) * self.batch_size
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -147,15 +163,28 @@ class EpochSampler(Sampler[int]):
             idx = rng.permutation(len(self.labels))
         else:
             idx = rng.choice(len(self.labels), size=len(self.labels), replace=True, p=self.p)
+        if self.world > 1:
+            b, gb = self.batch_size, self.batch_size * self.world
+            n = len(idx) // gb
+            idx = idx[:n * gb].reshape(n, self.world, b)[:, self.rank].reshape(-1)
         return iter(idx.tolist())
 
 
 def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int, *, train: bool,
                 sampler: str = "instance", seed: int = 0, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """DataLoader over ``df`` rows. Training loaders use an :class:`EpochSampler` and drop the last batch."""
+    """DataLoader over ``df`` rows. Training loaders use an :class:`EpochSampler` and drop the
+    last batch; in a process group, ``batch_size`` is the global batch (each rank loads
+    ``batch_size / world`` images of it)."""
     ds = ManifestDataset(df, store, transform)
-    samp = EpochSampler(ds.labels, sampler, seed) if train else None
+    samp = None
+    if train:
+        # under torchrun, `batch_size` is the global batch: this rank loads its share
+        from langtail import distributed
+
+        world = distributed.world_size()
+        batch_size = distributed.per_rank_batch(batch_size)
+        samp = EpochSampler(ds.labels, sampler, seed, rank=distributed.rank(), world=world, batch_size=batch_size)
     return DataLoader(ds, batch_size=batch_size, sampler=samp, shuffle=False, drop_last=train and len(ds) > batch_size,
                       num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_skip,
                       persistent_workers=num_workers > 0)

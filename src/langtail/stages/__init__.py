@@ -20,8 +20,8 @@ module / rule       command                writes (under ``results/<dataset>/``)
 ==================  =====================  ===================================
 
 Command-only stages (:data:`COMMAND_ONLY`) are modules here with a ``langtail`` command but
-no workflow rule: they act on the workflow's results for a user (``predict`` labels new
-images with a fine-tuned checkpoint), read no config keys (``KEYS = {}``) and are in no
+no workflow rule: they act for a user around the workflow (``predict`` labels new images with
+a fine-tuned checkpoint; ``prefetch`` fills the download caches for offline compute nodes), read no config keys (``KEYS = {}``) and are in no
 stage's ``UPSTREAM``.
 
 Each stage reads its declared inputs, calls the library, writes its declared outputs, and
@@ -57,7 +57,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 STAGES = tuple(UPSTREAM)
 #: stages with a ``langtail`` command and no workflow rule (they read no config keys)
-COMMAND_ONLY: tuple[str, ...] = ("predict",)
+COMMAND_ONLY: tuple[str, ...] = ("predict", "prefetch")
 
 
 def module(stage: str) -> ModuleType:

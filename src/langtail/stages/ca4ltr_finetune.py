@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from langtail import io
+from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.corpus.ca4ltr_text import SOURCES, build_source
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
 from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
 from langtail.models.classifier import IMAGE_KEYS
-from langtail.runtime import resolve_device, seed_everything
+from langtail.runtime import seed_everything
 from langtail.train.ca4ltr import TextInputs, text_encoder
 from langtail.train.loop import finish, fit, param_groups
 
@@ -73,7 +73,7 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
 
     ca = cfg.ca4ltr
     seed_everything(ca.seed)
-    device = resolve_device(ca.device)
+    device = distributed.setup(ca.device)  # under torchrun: joins the process group
     df, meta = read_manifest(manifest_path)
     names = list(meta["class_names"])
     C = len(names)
@@ -82,7 +82,8 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     train_df = train_df.reset_index(drop=True)
 
     src = build_source(source, ca, df, names, anchors_path, captions_path)
-    texts = TextInputs.build(src, text_encoder(cfg), cache_dir, train_index, "train")
+    with distributed.main_first():  # rank 0 fills the text-feature cache, the others read it
+        texts = TextInputs.build(src, text_encoder(cfg), cache_dir, train_index, "train")
     text_dim = int(texts.bank.shape[1] if texts.bank is not None else texts.feats.shape[-1])
     seed_everything(ca.seed)  # again: loading MiniLM on a cache miss draws from the RNG
 
@@ -110,6 +111,8 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     resume = out.with_name(out.name + ".resume")
     res = fit(model, opt, loader, step, epochs=ca.epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=ca.amp, warmup_epochs=ca.warmup_epochs, desc=f"ca4ltr[{source}]")
+    if not distributed.is_main():
+        return
     save_ca4ltr(out, model.cpu(), source, cfg.model, select_keys(cfg, keys)["ca4ltr"], {
         "epochs": ca.epochs, "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "cvlp" if ca.init == "cvlp" else "model.pretrained",

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from langtail import io
+from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
@@ -34,7 +34,7 @@ from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, f
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
-from langtail.runtime import resolve_device, seed_everything
+from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     heads on the CVLP encoder (:func:`inputs`)."""
     fc = cfg.finetune
     seed_everything(fc.seed)
-    device = resolve_device(fc.device)
+    device = distributed.setup(fc.device)  # under torchrun: joins the process group
     df, meta = read_manifest(manifest_path)
     C = len(meta["class_names"])
     if head_kind == "fc" or not fc.init_from_pretrain:
@@ -137,6 +137,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
                         *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]")
+    if not distributed.is_main():
+        return
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, **options, "epochs": epochs,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from langtail import io
+from langtail import distributed, io
 from langtail.config import DatasetConfig, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import read_manifest
@@ -31,7 +31,7 @@ from langtail.models.encoders import create_teacher, create_vl_model, save_vl_ch
 from langtail.data.skipped import SkipLog, skipped_path, write_skipped
 from langtail.models.text_cache import base_features
 from langtail.schemas import CORPUS_COLUMNS
-from langtail.runtime import resolve_device, seed_everything
+from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     C = len(names)
     corpus = io.read_parquet(corpus_path, CORPUS_COLUMNS)
     start, count = class_sentence_index(corpus, C, names)
-    device = resolve_device(pc.device)
+    device = distributed.setup(pc.device)  # under torchrun: joins the process group
     model = create_vl_model(cfg.model, pc.tau_init)
     resume = out.with_name(out.name + ".resume")
     extra: dict = {"enabled": pc.enabled}
@@ -84,7 +84,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
 
     sentences = corpus["sentence"].tolist()
     text_frozen = getattr(model.text, "frozen", False)
-    feats = base_features(model.text, sentences, cache_dir).to(device) if text_frozen else None
+    with distributed.main_first():  # rank 0 fills the text-feature cache, the others read it
+        feats = base_features(model.text, sentences, cache_dir).to(device) if text_frozen else None
     teacher = create_teacher(cfg.model)
     teacher_text = None
     if teacher is not None:
@@ -116,21 +117,24 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
             model.eval()
         if pc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        # a fresh sentence of each image's class (global torch RNG: restored on resume)
-        r = torch.rand(len(y)).to(device)
+        # a fresh sentence of each image's class (global torch RNG: restored on resume); drawn for
+        # the global batch on every rank, each rank using its slice: ranks draw different sentences
+        r = distributed.rank_slice(torch.rand(len(y) * distributed.world_size())).to(device)
         sid = start_t[y] + (r * count_t[y]).long().clamp(max=count_t[y] - 1)
         img = model.image(x)
         if text_frozen:
             txt = model.text.project(feats[sid])
         else:
             txt = model.text([sentences[i] for i in sid.tolist()])
+        # the global batch: embeddings of every rank, with gradient (positives/negatives of all ranks)
+        img, txt, y = distributed.gather(img), distributed.gather(txt), distributed.gather(y)
         sim = cosine_matrix(img, txt)
         l_ccl = class_contrastive_loss(sim, y, y, model.tau, pc.ccl_reduction)
         l_dis = None
         if teacher is not None and pc.distill != "none":
             with torch.no_grad():
-                t_img = teacher.encode_image(x).float()
-            t_txt = teacher_text[sid]
+                t_img = distributed.gather(teacher.encode_image(x).float())
+            t_txt = distributed.gather(teacher_text[sid])
             if pc.distill == "logits":
                 l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, pc.distill_mode)
             else:
@@ -146,7 +150,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
               amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau)
     extra.update({"history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
                   "resumed_from_epoch": res.resumed_from, "tau": float(model.tau.detach()), "device": str(device)})
-    save_vl_checkpoint(out, model.cpu(), cfg.model, extra)
-    write_skipped(skipped_path(out), res.skips, "pretrain")
-    finish(resume)
+    if distributed.is_main():
+        save_vl_checkpoint(out, model.cpu(), cfg.model, extra)
+        write_skipped(skipped_path(out), res.skips, "pretrain")
+        finish(resume)
     log.info("pretrain done in %.1fs, final tau %.4f", res.seconds, float(model.tau.detach()))

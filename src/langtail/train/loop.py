@@ -92,8 +92,16 @@ def fit(
     desc: str = "train",
     after_step: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss."""
+    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
+
+    In a process group (torchrun, :mod:`langtail.distributed`) the step runs inside
+    DistributedDataParallel (gradients averaged over ranks; BatchNorm made SyncBatchNorm on
+    GPU), the history holds the loss averaged over ranks, and only rank 0 writes the resume
+    file; every rank resumes from it."""
+    from langtail import distributed
+
     steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
+    ddp = distributed.wrap_step(model, step_fn, device) if distributed.is_distributed() else None
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_lambda(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch))
     use_amp = amp and device.type == "cuda"
@@ -101,6 +109,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     res = FitResult()
     start = 0
+    distributed.barrier()  # rank 0 may still be writing the previous run's file
     if resume_path.exists():
         try:
             st = io.torch_load(resume_path)
@@ -127,7 +136,8 @@ def fit(
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         tot, n = 0.0, 0
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0, disable=None)
+        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
+                   disable=None if distributed.is_main() else True)
         for batch in bar:
             res.skipped += batch.get("skipped", 0)
             res.skips.add_batch(batch)
@@ -135,7 +145,7 @@ def fit(
                 continue
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = step_fn(batch)
+                loss = step_fn(batch) if ddp is None else ddp(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at epoch {epoch + 1}; "
                                          "lower the learning rate")
@@ -149,15 +159,17 @@ def fit(
             tot += loss.item()
             n += 1
             bar.set_postfix(loss=f"{tot / n:.4f}")
-        rec = {"epoch": epoch + 1, "loss": tot / max(1, n), "lr": optimizer.param_groups[0]["lr"]}
+        rec = {"epoch": epoch + 1, "loss": distributed.all_mean(tot / max(1, n)), "lr": optimizer.param_groups[0]["lr"]}
         res.history.append(rec)
         log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
-        io.torch_save(resume_path, {
-            "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(), "history": res.history, "skipped": res.skipped,
-            "skipped_images": res.skips.to_list(),
-        })
+        if distributed.is_main():
+            io.torch_save(resume_path, {
+                "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "rng": rng_state(), "history": res.history, "skipped": res.skipped,
+                "skipped_images": res.skips.to_list(),
+            })
+        distributed.barrier()  # the next epoch (or a resume after a kill) sees this epoch's file
     res.seconds = time.time() - t0
     if res.skipped:
         log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
