@@ -12,6 +12,8 @@ rule ablations:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ablations.log"),
+    benchmark:
+        ds_path("benchmarks", "ablations.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     shell:
         "langtail ablations --params {params.cfg:q} --dataset {wildcards.dataset} --metrics {params.metrics}"
         " --variants {params.variants:q} --out {output} 2> {log}"

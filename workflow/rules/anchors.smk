@@ -13,6 +13,8 @@ rule anchors:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "anchors.log"),
+    benchmark:
+        ds_path("benchmarks", "anchors.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: 2
     resources:
         mem_mb=16000,

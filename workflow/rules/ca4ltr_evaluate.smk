@@ -19,6 +19,8 @@ rule ca4ltr_evaluate:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_ca4ltr_{source}.log"),
+    benchmark:
+        ds_path("benchmarks", "evaluate_ca4ltr_{source}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     resources:
         mem_mb=8000,
         gpu=gpu_count("evaluate"),

@@ -19,6 +19,8 @@ rule ca4ltr_finetune:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ca4ltr_{source}.log"),
+    benchmark:
+        ds_path("benchmarks", "ca4ltr_{source}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: 2
     resources:
         mem_mb=16000,

@@ -11,6 +11,8 @@ rule captions:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "captions.log"),
+    benchmark:
+        ds_path("benchmarks", "captions.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     resources:
         mem_mb=32000,
         gpu=gpu_count("captions"),

@@ -16,6 +16,8 @@ rule evaluate:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_{model}.log"),
+    benchmark:
+        ds_path("benchmarks", "evaluate_{model}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     resources:
         mem_mb=8000,
         gpu=gpu_count("evaluate"),

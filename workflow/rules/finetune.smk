@@ -15,6 +15,8 @@ rule finetune:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "finetune_{head}.log"),
+    benchmark:
+        ds_path("benchmarks", "finetune_{head}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: 2
     resources:
         mem_mb=16000,

@@ -9,6 +9,8 @@ rule longtail:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "longtail.log"),
+    benchmark:
+        ds_path("benchmarks", "longtail.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     resources:
         mem_mb=4000,
     shell:

@@ -15,6 +15,8 @@ rule report:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "report.log"),
+    benchmark:
+        ds_path("benchmarks", "report.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
         " --eval {params.evals} --skipped {params.skipped} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"

@@ -21,6 +21,8 @@ rule text_quality:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "text_quality.log"),
+    benchmark:
+        ds_path("benchmarks", "text_quality.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     shell:
         "langtail text-quality --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
         " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --out {output.report} {params.configs} 2> {log}"
