@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from langtail import io
@@ -58,6 +59,35 @@ def encode_sentences(text_encoder, sentences: Sequence[str], cache_dir: str | Pa
         dev = next(text_encoder.parameters()).device
         return torch.cat([text_encoder.project(feats[i:i + 4096].to(dev)).cpu() for i in range(0, len(feats), 4096)])
     return text_encoder(list(sentences)).cpu()
+
+
+def scatter_anchors(class_id: np.ndarray, sentence_id: np.ndarray, all_emb: torch.Tensor, num_classes: int,
+                    M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(emb [C, M, D], mask [C, M], sentence_id [C, M])`` from the selected rows, in one gather.
+
+    ``class_id`` / ``sentence_id`` ``[N]``: the selected anchors grouped by class (rows of a class
+    contiguous, in slot order); a class's first ``M`` rows fill slots ``0..M-1``, the rest of its
+    slots stay padding (mask False, sentence id -1). ``all_emb`` ``[S, D]``: every corpus
+    sentence's embedding. Vectorised: no loop over the C classes.
+    """
+    cls = np.asarray(class_id, dtype=np.int64)
+    ids = np.asarray(sentence_id, dtype=np.int64)
+    if len(cls) and (cls.min() < 0 or cls.max() >= num_classes):
+        raise ValueError(f"anchor class ids must be in 0..{num_classes - 1}; got {int(cls.min())}..{int(cls.max())}")
+    starts = np.r_[0, np.flatnonzero(np.diff(cls)) + 1] if len(cls) else np.zeros(0, dtype=np.int64)
+    if len(np.unique(cls[starts])) != len(starts):
+        raise ValueError("anchor rows of a class must be contiguous (sort by class_id first)")
+    slot = np.arange(len(cls)) - np.repeat(starts, np.diff(np.r_[starts, len(cls)]))
+    keep = slot < M
+    c_t, s_t = torch.as_tensor(cls[keep]), torch.as_tensor(slot[keep])
+    i_t = torch.as_tensor(ids[keep])
+    emb = torch.zeros(num_classes, M, all_emb.shape[1], dtype=all_emb.dtype)
+    mask = torch.zeros(num_classes, M, dtype=torch.bool)
+    sid = torch.full((num_classes, M), -1, dtype=torch.long)
+    emb[c_t, s_t] = all_emb[i_t]
+    mask[c_t, s_t] = True
+    sid[c_t, s_t] = i_t
+    return emb, mask, sid
 
 
 def read_text_embeddings(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:

@@ -1,0 +1,73 @@
+"""Scaling (issue #11): vectorised forms agree with the per-class / per-item loops they replace."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from langtail.data.folder import cap_per_class, occurrence_rank
+from langtail.data.longtail import subsample_per_class
+from langtail.models.text_cache import scatter_anchors
+
+
+def _loop_scatter(cls, ids, all_emb, C, M):
+    emb = torch.zeros(C, M, all_emb.shape[1])
+    mask = torch.zeros(C, M, dtype=torch.bool)
+    sid = torch.full((C, M), -1, dtype=torch.long)
+    for c in np.unique(cls):
+        i = ids[cls == c][:M]
+        emb[c, :len(i)] = all_emb[torch.as_tensor(i)]
+        mask[c, :len(i)] = True
+        sid[c, :len(i)] = torch.as_tensor(i)
+    return emb, mask, sid
+
+
+def test_scatter_anchors_matches_the_per_class_loop():
+    rng = np.random.default_rng(0)
+    C, M, S = 7, 4, 60
+    per = rng.integers(1, 7, size=C)  # some classes short of M (padding), some longer (truncated)
+    per[3] = 0  # a class without anchors stays padding
+    cls = np.repeat(np.arange(C), per)
+    ids = rng.permutation(S)[:len(cls)]
+    all_emb = torch.randn(S, 5)
+    got = scatter_anchors(cls, ids, all_emb, C, M)
+    want = _loop_scatter(cls, ids, all_emb, C, M)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    assert not got[1][3].any() and got[1][0].sum() == min(per[0], M)
+
+
+def test_scatter_anchors_rejects_interleaved_classes_and_bad_ids():
+    e = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="contiguous"):
+        scatter_anchors(np.array([0, 1, 0]), np.array([0, 1, 2]), e, 2, 2)
+    with pytest.raises(ValueError, match="0..1"):
+        scatter_anchors(np.array([0, 2]), np.array([0, 1]), e, 2, 2)
+
+
+def test_cap_per_class_and_occurrence_rank_match_the_loop():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 9, size=500)
+    seen: dict[int, int] = {}
+    ranks = []
+    for y in labels.tolist():
+        ranks.append(seen.get(y, 0))
+        seen[y] = seen.get(y, 0) + 1
+    assert occurrence_rank(labels).tolist() == ranks
+    for cap in (0, 1, 5, 1000):
+        want = np.arange(500) if cap <= 0 else np.asarray([i for i, r in enumerate(ranks) if r < cap])
+        assert cap_per_class(labels, cap).tolist() == want.tolist()
+
+
+def test_subsample_per_class_is_still_the_ldam_drw_stream():
+    """Same indices as the LDAM-DRW loop (np.where per class + RandomState shuffle)."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 6, size=400)
+    counts = [int(min(n, 40 // (c + 1))) for c, n in enumerate(np.bincount(labels, minlength=6))]
+    rs = np.random.RandomState(3)
+    want = []
+    for c, n in enumerate(counts):
+        idx = np.where(labels == c)[0]
+        rs.shuffle(idx)
+        want.append(idx[:n])
+    assert subsample_per_class(labels, counts, 3).tolist() == np.concatenate(want).tolist()
