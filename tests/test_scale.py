@@ -71,3 +71,43 @@ def test_subsample_per_class_is_still_the_ldam_drw_stream():
         rs.shuffle(idx)
         want.append(idx[:n])
     assert subsample_per_class(labels, counts, 3).tolist() == np.concatenate(want).tolist()
+
+
+class CountingEncoder:
+    """A frozen stand-in text backbone: features = a deterministic function of the sentence."""
+
+    frozen = True
+
+    def __init__(self):
+        self.encoded: list[str] = []
+
+    def identity(self):
+        return {"name": "counting", "weights": "-", "base_dim": 3, "trainable": False}
+
+    def encode_base(self, sentences, batch_size=256, progress=False):
+        self.encoded += list(sentences)
+        return torch.tensor([[len(s), sum(map(ord, s)) % 97, s.count("a")] for s in sentences],
+                            dtype=torch.float32).reshape(len(sentences), 3)
+
+
+def test_text_cache_reuses_sentences_encoded_for_other_lists(tmp_path):
+    """Zero-shot prompts are a subset of the corpus: only sentences never encoded run the encoder."""
+    from langtail.models.text_cache import base_features
+
+    enc = CountingEncoder()
+    corpus = [f"a photo of a class {i}." for i in range(50)] + ["a tench is a fish."]
+    full = base_features(enc, corpus, tmp_path)
+    assert len(enc.encoded) == 51
+    prompts = corpus[10:20] + ["a new sentence.", corpus[3]]
+    got = base_features(enc, prompts, tmp_path)
+    assert enc.encoded[51:] == ["a new sentence."]  # the other 11 came from the corpus's cache file
+    assert torch.equal(got, CountingEncoder().encode_base(prompts))
+    assert torch.equal(got[:10], full[10:20])
+    # the exact list is now a cache hit: nothing encoded
+    n = len(enc.encoded)
+    assert torch.equal(base_features(enc, prompts, tmp_path), got) and len(enc.encoded) == n
+    # another encoder identity never shares features
+    other = CountingEncoder()
+    other.identity = lambda: {"name": "other", "weights": "-", "base_dim": 3, "trainable": False}
+    base_features(other, prompts, tmp_path)
+    assert len(other.encoded) == len(prompts)

@@ -12,6 +12,7 @@ rule evaluate:
         cfg=stage_params("evaluate"),
         out_dir=ds_path("eval", "{model}"),
         opts=input_opts("text_emb"),
+        cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:
@@ -23,4 +24,4 @@ rule evaluate:
         gpu=gpu_count("evaluate"),
     shell:
         "langtail evaluate --params {params.cfg:q} --model {wildcards.model} --manifest {input.manifest}"
-        " --checkpoint {input.checkpoint} {params.opts} --out-dir {params.out_dir} 2> {log}"
+        " --checkpoint {input.checkpoint} {params.opts} --out-dir {params.out_dir} --cache-dir {params.cache} 2> {log}"

@@ -33,21 +33,76 @@ def _key(identity: dict[str, Any], sentences: Sequence[str]) -> str:
     return h.hexdigest()[:24]
 
 
+def sentence_hashes(sentences: Sequence[str]) -> np.ndarray:
+    """``[S]`` int64: an 8-byte BLAKE2b digest of each sentence (content key of the text cache)."""
+    buf = b"".join(hashlib.blake2b(s.encode(), digest_size=8).digest() for s in sentences)
+    return np.frombuffer(buf, dtype="<i8").copy() if sentences else np.zeros(0, dtype=np.int64)
+
+
+def _cached_rows(cache_dir: Path, ident_json: str) -> tuple[np.ndarray, torch.Tensor | None]:
+    """``(hashes [N] sorted, features [N, F])`` of every cache file of this encoder that records its
+    sentences' hashes (files without them are skipped)."""
+    hs, fs = [], []
+    for f in sorted(cache_dir.glob("text_base_*.safetensors")):
+        try:
+            t, meta = io.load_safetensors(f)
+        except Exception as e:  # noqa: BLE001 - a damaged cache file is re-encoded, not fatal
+            log.warning("text cache: skipping unreadable %s (%s)", f, e)
+            continue
+        if meta.get("identity") == ident_json and "sentence_hash" in t:
+            hs.append(t["sentence_hash"].numpy())
+            fs.append(t["features"])
+    if not hs:
+        return np.zeros(0, dtype=np.int64), None
+    h = np.concatenate(hs)
+    h, first = np.unique(h, return_index=True)
+    return h, torch.cat(fs)[torch.as_tensor(first)]
+
+
 def base_features(text_encoder, sentences: Sequence[str], cache_dir: str | Path | None,
                   batch_size: int = 256) -> torch.Tensor:
-    """``[S, F]`` backbone features of ``sentences`` (frozen encoders only), cached on disk."""
+    """``[S, F]`` backbone features of ``sentences`` (frozen encoders only), cached on disk.
+
+    The cache file of a list is keyed by the encoder identity + the whole list. On a miss, the
+    features of sentences already encoded for *other* lists (files that record
+    ``sentence_hash [N]``) are reused by content: only the new sentences run through the encoder
+    (e.g. the zero-shot prompts are the corpus's prompt sentences, encoded in pre-training).
+    """
     if not getattr(text_encoder, "frozen", False):
         raise ValueError("base_features caches only frozen text backbones")
     ident = {k: v for k, v in text_encoder.identity().items() if k not in ("embed_dim",)}
+    ident_json = json.dumps(ident, sort_keys=True)
     path = Path(cache_dir) / f"text_base_{_key(ident, sentences)}.safetensors" if cache_dir else None
     if path is not None and path.exists():
         t, _ = io.load_safetensors(path)
         return t["features"]
-    log.info("encoding %d sentences with %s", len(sentences), ident.get("name"))
-    feats = text_encoder.encode_base(list(sentences), batch_size=batch_size, progress=len(sentences) > 2000)
-    feats = feats.detach().float().cpu()
+    sentences = list(sentences)
+    hashes = sentence_hashes(sentences)
+    feats = None
+    todo = np.arange(len(sentences))
+    if path is not None and path.parent.is_dir() and len(sentences):
+        known_h, known_f = _cached_rows(path.parent, ident_json)
+        if known_f is not None:
+            pos = np.clip(np.searchsorted(known_h, hashes), 0, len(known_h) - 1)
+            hit = known_h[pos] == hashes
+            if hit.any():
+                feats = torch.zeros(len(sentences), known_f.shape[1], dtype=torch.float32)
+                feats[torch.as_tensor(np.flatnonzero(hit))] = known_f[torch.as_tensor(pos[hit])].float()
+                todo = np.flatnonzero(~hit)
+                log.info("text cache: %d of %d sentences reused from earlier lists", int(hit.sum()), len(sentences))
+    if len(todo):
+        log.info("encoding %d sentences with %s", len(todo), ident.get("name"))
+        new = text_encoder.encode_base([sentences[i] for i in todo], batch_size=batch_size,
+                                       progress=len(todo) > 2000).detach().float().cpu()
+        if feats is None:
+            feats = new
+        else:
+            feats[torch.as_tensor(todo)] = new
+    elif feats is None:  # empty list
+        feats = text_encoder.encode_base([], batch_size=batch_size).detach().float().cpu()
     if path is not None:
-        io.save_safetensors(path, {"features": feats}, {"identity": json.dumps(ident, sort_keys=True)})
+        io.save_safetensors(path, {"features": feats, "sentence_hash": torch.as_tensor(hashes)},
+                            {"identity": ident_json})
     return feats
 
 
