@@ -111,3 +111,19 @@ def test_text_cache_reuses_sentences_encoded_for_other_lists(tmp_path):
     other.identity = lambda: {"name": "other", "weights": "-", "base_dim": 3, "trainable": False}
     base_features(other, prompts, tmp_path)
     assert len(other.encoded) == len(prompts)
+
+
+def test_text_cache_file_without_hashes_gets_them_on_an_exact_hit(tmp_path):
+    from langtail import io
+    from langtail.models.text_cache import base_features
+
+    enc = CountingEncoder()
+    corpus = [f"sentence {i}." for i in range(5)]
+    base_features(enc, corpus, tmp_path)
+    f = next(tmp_path.glob("text_base_*.safetensors"))
+    t, meta = io.load_safetensors(f)
+    io.save_safetensors(f, {"features": t["features"]}, meta)  # as written before sentence_hash existed
+    base_features(enc, corpus, tmp_path)  # exact hit: upgrades the file
+    assert "sentence_hash" in io.load_safetensors(f)[0]
+    base_features(enc, corpus[1:3] + ["new."], tmp_path)
+    assert enc.encoded[5:] == ["new."]

@@ -74,7 +74,11 @@ def base_features(text_encoder, sentences: Sequence[str], cache_dir: str | Path 
     ident_json = json.dumps(ident, sort_keys=True)
     path = Path(cache_dir) / f"text_base_{_key(ident, sentences)}.safetensors" if cache_dir else None
     if path is not None and path.exists():
-        t, _ = io.load_safetensors(path)
+        t, meta = io.load_safetensors(path)
+        if "sentence_hash" not in t and len(t["features"]) == len(sentences):
+            # a file from before content reuse: record its sentences' hashes so other lists can reuse it
+            io.save_safetensors(path, {"features": t["features"], "sentence_hash": torch.as_tensor(
+                sentence_hashes(list(sentences)))}, {"identity": meta.get("identity", ident_json)})
         return t["features"]
     sentences = list(sentences)
     hashes = sentence_hashes(sentences)
