@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          num_workers=w, collate_fn=_collate_raw, drop_last=True,
                                                          pin_memory=False, persistent_workers=bool(pers) and w > 0)
                 r = timed(task, loader_batches(loader, device, size, normalize, mode != "jpeg_loader"), warmup, steps)
-                rows.append({**base, "input": mode, "workers": w, "pin_memory": bool(pin), "persistent_workers": bool(pers),
+                rows.append({**base, "input": mode, "workers": w, "persistent_workers": bool(pers),
+                             "pin_memory": bool(pin) and mode == "jpeg_loader" and device.type == "cuda",  # as applied
                              **r, "fraction_of_synthetic": round(r["images_per_s"] / ceiling, 3)})
                 print(f"{kind:5s} {mode} workers={w} pin={pin} persistent={pers} on {name}: "
                       f"{r['images_per_s']:.1f} images/s ({100 * r['images_per_s'] / ceiling:.0f} % of synthetic)", flush=True)
