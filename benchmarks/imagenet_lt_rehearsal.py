@@ -151,6 +151,22 @@ def read_benchmark_tsv(p: Path) -> dict:
     return out
 
 
+def measured_split(log_path: Path, wall: float) -> str:
+    """What the stage's own log says about where its time went (pre-training: text encoding vs the epochs)."""
+    if not log_path.is_file():
+        return ""
+    text = log_path.read_text(errors="replace")
+    enc = re.search(r"encoding (\d+) sentences", text)
+    fit = re.search(r"pretrain done in ([\d.]+)s", text)
+    if enc and fit:
+        return (f" — measured: {int(enc.group(1)):,} sentences encoded + start-up {wall - float(fit.group(1)):.0f} s, "
+                f"CVLP epoch {float(fit.group(1)):.0f} s (`pretrain done in` line of its log)")
+    m = re.search(r"anchors: scored (\d+) sentences against (\d+) images", text)
+    if m:
+        return f" — measured: {int(m.group(1)):,} sentences x {int(m.group(2)):,} images"
+    return ""
+
+
 def du(base: Path, patterns: list[str]) -> int:
     return int(sum(f.stat().st_size for pat in patterns for f in base.glob(pat) if f.is_file()))
 
@@ -184,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     tree, desc = work / "tree", work / "imagenet_descriptions.json"
     cfg_path = work / "config.yaml"
     out_json = ROOT / "benchmarks" / "results" / f"imagenet_lt_rehearsal{a.tag}.json"
-    command = "python benchmarks/imagenet_lt_rehearsal.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    args = [x for x in (argv if argv is not None else sys.argv[1:]) if x != "--collect-only"]
+    command = ("python benchmarks/imagenet_lt_rehearsal.py " + " ".join(shlex.quote(x) for x in args)).strip()
     prep: dict = {}
     if not a.collect_only:
         sys.path.insert(0, str(ROOT / "src"))
@@ -238,13 +255,18 @@ def main(argv: list[str] | None = None) -> int:
         stage = tsv.stem
         b = read_benchmark_tsv(tsv)
         outs, cost = STAGES.get(stage, ([], ""))
+        cost += measured_split(res_dir / "logs" / f"{stage}.log", float(b.get("s", 0.0)))
         rows.append({"stage": stage, "wall_s": round(float(b.get("s", float("nan"))), 1),
                      "peak_rss_mb": round(float(b.get("max_rss", float("nan"))), 1),
+                     # PSS splits shared pages (DataLoader workers forked from the stage) between processes
+                     "peak_pss_mb": round(float(b.get("max_pss", float("nan"))), 1),
                      "cpu_time_s": round(float(b.get("cpu_time", float("nan"))), 1),
                      "output_bytes": du(res_dir, outs), "dominant_cost": cost})
     order = {s: i for i, s in enumerate(STAGES)}
     rows.sort(key=lambda r: order.get(r["stage"], 99))
     worst = max((r["peak_rss_mb"] for r in rows), default=0.0)
+    done = {r["stage"] for r in rows}
+    unfinished = [st for st in STAGES if st not in done]
     result = {
         "command": command,
         "workflow_command": f"snakemake --cores {a.cores} --configfile {cfg_path.relative_to(ROOT) if cfg_path.is_relative_to(ROOT) else cfg_path} results/{name}/report.md",
@@ -258,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_stage_wall_s": round(sum(r["wall_s"] for r in rows), 1),
         "max_peak_rss_mb": worst,
         "target_4gb_met": bool(worst <= 4 * 1024),
+        "not_finished_at_collection": unfinished,
         "measured_with": "Snakemake benchmark: directive (results/<name>/benchmarks/<job>.tsv: s, max_rss MB, cpu_time)",
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -272,14 +295,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({fmt_bytes(prep.get('tree', {}).get('bytes', 0))} of JPEGs), descriptions file "
           f"{prep.get('descriptions', {}).get('seconds', '?')} s "
           f"({prep.get('descriptions', {}).get('items', '?')} items).", "",
-          "| stage (job) | wall s | CPU s | peak RSS | output | dominant cost |", "|---|---:|---:|---:|---:|---|"]
+          "| stage (job) | wall s | CPU s | peak RSS | peak PSS | output | dominant cost |",
+          "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         md.append(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_time_s']:.1f} | {r['peak_rss_mb']:.0f} MB | "
-                  f"{fmt_bytes(r['output_bytes'])} | {r['dominant_cost']} |")
+                  f"{r['peak_pss_mb']:.0f} MB | {fmt_bytes(r['output_bytes'])} | {r['dominant_cost']} |")
+    if unfinished:
+        md += ["", f"**Not finished when these figures were collected:** {', '.join(unfinished)} "
+                   "(the run continues in the background; `--collect-only` rewrites this file from its benchmark TSVs)."]
     md += ["", f"Sum of stage wall times: {result['total_stage_wall_s']:.0f} s; snakemake wall "
                f"{prep.get('snakemake_wall_s', '?')} s. Highest peak RSS: {worst:.0f} MB "
                f"({'within' if result['target_4gb_met'] else 'ABOVE'} the 4 GB target).",
-           "", f"Measured with {result['measured_with']}."]
+           "", f"Measured with {result['measured_with']}. Peak RSS sums the job's process tree (DataLoader "
+               "workers count the pages they share with the stage again); PSS splits shared pages.", ""]
     out_json.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
