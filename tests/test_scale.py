@@ -127,3 +127,31 @@ def test_text_cache_file_without_hashes_gets_them_on_an_exact_hit(tmp_path):
     assert "sentence_hash" in io.load_safetensors(f)[0]
     base_features(enc, corpus[1:3] + ["new."], tmp_path)
     assert enc.encoded[5:] == ["new."]
+
+
+def test_lgr_head_at_1000_classes_never_forms_a_b_c_d_tensor():
+    """LGR at C = 1,000, M = 64: no intermediate (forward or backward) has the [B, C, D] shape."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from langtail.models.heads import LGRHead
+
+    B, C, M, D = 8, 1000, 64, 96
+    head = LGRHead(torch.randn(C, M, D), torch.ones(C, M, dtype=torch.bool))
+    shapes: list[tuple[int, ...]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    shapes.append(tuple(t.shape))
+            return out
+
+    x = torch.randn(B, D, requires_grad=True)
+    with Record():
+        out = head(x)
+        (out["image"].sum() + out["text"].sum()).backward()
+    assert out["text"].shape == (B, C) and shapes
+    bcd = [s for s in shapes if len(s) >= 3 and B in s and C in s and D in s]
+    assert not bcd, f"[B, C, D]-sized intermediates: {bcd[:3]}"
+    assert max(int(np.prod(s)) for s in shapes) <= max(C * M * D, B * C * M)  # the anchors / attention weights
