@@ -65,7 +65,7 @@ STAGES: dict[str, tuple[list[str], str]] = {
     "evaluate_zeroshot": (["eval/zeroshot/*"], "decoding + encoding the test images, cosine to prompt embeddings"),
     "evaluate_zeroshot_anchors": (["eval/zeroshot_anchors/*"],
                                   "decoding + encoding the test images, cosine to mean anchor embeddings"),
-    "report": (["report.md", "figures/report/*"], "tables and figures over C classes (sorted curves at large C)"),
+    "report": (["report.md", "figures/report/*"], "tables and figures over C classes (binned curves above 60 classes, top-10 gain / loss tables)"),
 }
 
 
