@@ -147,3 +147,24 @@ def test_generator_is_deterministic_and_sized(tmp_path):
     assert (c[0], c[-1], int(c.sum())) == (1280, 5, 115_846) and np.all(np.diff(c) <= 0)
     groups = ((c > 100).sum(), ((c >= 20) & (c <= 100)).sum(), (c < 20).sum())
     assert abs(groups[0] - 385) < 40 and abs(groups[1] - 479) < 40 and abs(groups[2] - 136) < 40
+
+
+@pytest.mark.parametrize("classes", [[], [3, 0]])
+def test_corpus_stage_on_a_split_file_tree_reads_only_declared_keys(tmp_path, classes):
+    """The corpus stage takes imagenet_lt's class list from the split files (and ``data.classes``)
+    under the command's key guard: every key it reads is declared, so its rule passes it."""
+    import pandas as pd
+
+    from langtail.config import CorpusConfig, DatasetConfig
+    from langtail.stages import corpus
+    from conftest import staged
+
+    write_lt_tree(tmp_path / "tree", 4, train_counts=[7, 6, 5, 5], val_per_class=1, test_per_class=1, image_size=8)
+    cfg = DatasetConfig(data=DataConfig(name="imagenet_lt", root=str(tmp_path / "tree"), profile="file",
+                                        classes=classes),
+                        corpus=CorpusConfig(sources=["prompt"]))
+    corpus.run(staged(cfg, "corpus"), tmp_path / "corpus.parquet", tmp_path / "stats.parquet", tmp_path / "wiki")
+    names = get_class_list("imagenet1k")
+    want = [names[i] for i in (sorted(classes) if classes else range(4))]
+    got = pd.read_parquet(tmp_path / "stats.parquet")
+    assert got["class_name"].tolist() == want

@@ -91,7 +91,7 @@ def cmd_evaluate(a):
     from langtail.stages import evaluate
 
     evaluate.run(_config(a, "evaluate"), a.model, Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
-                 _opt(a.text_emb))
+                 _opt(a.text_emb), _opt(a.cache_dir))
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Path]:
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage("embed-text", cmd_embed_text, ["manifest", "anchors", "corpus", "pretrain", "out", "cache-dir"],
           help="anchor text embeddings [C, M, D]")
     stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain"], help="fine-tune one head")
-    stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb"],
+    stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb", "cache-dir"],
           help="top-1 metrics of one model")
     reports = [stage("report", cmd_report, ["dataset", "out", "manifest", "corpus-stats", "anchors"], ["captions"],
                      help="markdown report + figures")]

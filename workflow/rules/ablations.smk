@@ -13,6 +13,8 @@ rule ablations:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ablations.log"),
+    benchmark:
+        ds_path("benchmarks", "ablations.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("report")
     resources:
         **job_resources_of("report"),

@@ -14,6 +14,8 @@ rule anchors:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "anchors.log"),
+    benchmark:
+        ds_path("benchmarks", "anchors.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("anchors")
     resources:
         **job_resources_of("anchors"),

@@ -23,6 +23,8 @@ rule ca4ltr_evaluate:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_ca4ltr_{source}.log"),
+    benchmark:
+        ds_path("benchmarks", "evaluate_ca4ltr_{source}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("evaluate")
     resources:
         **job_resources_of("evaluate"),

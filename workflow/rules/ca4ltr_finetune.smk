@@ -20,6 +20,8 @@ rule ca4ltr_finetune:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "ca4ltr_{source}.log"),
+    benchmark:
+        ds_path("benchmarks", "ca4ltr_{source}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("ca4ltr")
     resources:
         **job_resources_of("ca4ltr"),

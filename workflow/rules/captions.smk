@@ -12,6 +12,8 @@ rule captions:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "captions.log"),
+    benchmark:
+        ds_path("benchmarks", "captions.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("captions")
     resources:
         **job_resources_of("captions"),

@@ -14,6 +14,8 @@ rule corpus:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "corpus.log"),
+    benchmark:
+        ds_path("benchmarks", "corpus.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("corpus")
     resources:
         **job_resources_of("corpus"),

@@ -14,6 +14,8 @@ rule embed_text:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "embed_text.log"),
+    benchmark:
+        ds_path("benchmarks", "embed_text.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("embed_text")
     resources:
         **job_resources_of("embed_text"),

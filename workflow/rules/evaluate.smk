@@ -16,13 +16,16 @@ rule evaluate:
         cfg=stage_params("evaluate"),
         out_dir=ds_path("eval", "{model}"),
         opts=input_opts("text_emb"),
+        cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "evaluate_{model}.log"),
+    benchmark:
+        ds_path("benchmarks", "evaluate_{model}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("evaluate")
     resources:
         **job_resources_of("evaluate"),
     shell:
         "{params.launch}langtail evaluate --params {params.cfg:q} --model {wildcards.model} --manifest {input.manifest}"
-        " --checkpoint {input.checkpoint} {params.opts} --out-dir {params.out_dir} 2> {log}"
+        " --checkpoint {input.checkpoint} {params.opts} --out-dir {params.out_dir} --cache-dir {params.cache} 2> {log}"

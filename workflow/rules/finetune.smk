@@ -16,6 +16,8 @@ rule finetune:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "finetune_{head}.log"),
+    benchmark:
+        ds_path("benchmarks", "finetune_{head}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("finetune")
     resources:
         **job_resources_of("finetune"),

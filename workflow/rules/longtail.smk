@@ -9,6 +9,8 @@ rule longtail:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "longtail.log"),
+    benchmark:
+        ds_path("benchmarks", "longtail.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("longtail")
     resources:
         **job_resources_of("longtail"),

@@ -14,6 +14,8 @@ rule pretrain:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "pretrain.log"),
+    benchmark:
+        ds_path("benchmarks", "pretrain.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("pretrain")
     resources:
         **job_resources_of("pretrain"),

@@ -18,6 +18,8 @@ rule report:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "report.log"),
+    benchmark:
+        ds_path("benchmarks", "report.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("report")
     resources:
         **job_resources_of("report"),

@@ -23,6 +23,8 @@ rule text_quality:
         "../envs/langtail.yaml"
     log:
         ds_path("logs", "text_quality.log"),
+    benchmark:
+        ds_path("benchmarks", "text_quality.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("report")
     resources:
         **job_resources_of("report"),

@@ -172,10 +172,11 @@ class EpochSampler(Sampler[int]):
 
 def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int, *, train: bool,
                 sampler: str = "instance", seed: int = 0, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, persistent_workers: bool | None = None) -> DataLoader:
     """DataLoader over ``df`` rows. Training loaders use an :class:`EpochSampler` and drop the
     last batch; in a process group, ``batch_size`` is the global batch (each rank loads
-    ``batch_size / world`` images of it)."""
+    ``batch_size / world`` images of it). ``persistent_workers``: keep worker processes between
+    epochs (default: whenever there are workers)."""
     ds = ManifestDataset(df, store, transform)
     samp = None
     if train:
@@ -187,7 +188,8 @@ def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int,
         samp = EpochSampler(ds.labels, sampler, seed, rank=distributed.rank(), world=world, batch_size=batch_size)
     return DataLoader(ds, batch_size=batch_size, sampler=samp, shuffle=False, drop_last=train and len(ds) > batch_size,
                       num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_skip,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0 if persistent_workers is None else
+                      bool(persistent_workers and num_workers > 0))
 
 
 def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[str, Any], data_cfg, *,

@@ -36,8 +36,12 @@ def subsample_per_class(labels: np.ndarray, counts: list[int], seed: int) -> np.
     labels = np.asarray(labels)
     rs = np.random.RandomState(seed)
     keep = []
+    # the indices of class c, ascending (= np.where(labels == c)[0]), from one stable sort: O(N log N)
+    # instead of one O(N) scan per class (O(C N))
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(len(counts) + 1), side="left")
     for c, n in enumerate(counts):
-        idx = np.where(labels == c)[0]
+        idx = order[bounds[c]:bounds[c + 1]].copy()
         if n > len(idx):
             raise ValueError(f"class {c} has {len(idx)} images, profile asks for {n}")
         rs.shuffle(idx)

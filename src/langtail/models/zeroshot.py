@@ -53,16 +53,18 @@ def zeroshot_scores(image_encoder: torch.nn.Module, class_emb: torch.Tensor):
 
 
 def load_zeroshot(model_name: str, pretrain_path: str | Path, text_emb_path: str | Path | None,
-                  class_names: Sequence[str], device: torch.device | str = "cpu"):
+                  class_names: Sequence[str], device: torch.device | str = "cpu",
+                  cache_dir: str | Path | None = None):
     """``(image encoder, class embeddings [C, D] on device, description)`` of zero-shot model
     ``model_name`` (``zeroshot``: prompts of ``class_names`` through the checkpoint's text encoder;
-    ``zeroshot_anchors``: ``text_emb_path``'s anchors)."""
+    ``zeroshot_anchors``: ``text_emb_path``'s anchors). ``cache_dir``: the text-feature cache
+    (prompts already encoded in pre-training are reused, :func:`~langtail.models.text_cache.base_features`)."""
     from langtail.models.encoders import load_vl_checkpoint
     from langtail.models.text_cache import read_text_embeddings
 
     if model_name == "zeroshot":
         vl = load_vl_checkpoint(pretrain_path, device)[0].eval()
-        proto = prompt_class_embeddings(vl.text, class_names)
+        proto = prompt_class_embeddings(vl.text, class_names, cache_dir=cache_dir)
         return vl.image, proto.to(device), f"mean of the {len(TEMPLATE_SETS[PROMPT_TEMPLATES])} CLIP prompt embeddings"
     if model_name == "zeroshot_anchors":
         if text_emb_path is None:

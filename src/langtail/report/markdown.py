@@ -13,13 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from langtail import io
 from langtail.config import DatasetConfig
 from langtail.report.corpus import resolution_table
-from langtail.report.plots import plot_per_class
+from langtail.report.plots import plot_gain, plot_per_class
 from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
 from langtail.report.tables import md_table, shot_group_rule, snakemake_command
 
@@ -35,26 +34,39 @@ MODEL_LABELS = {
 }
 
 
-def _plot_gain(per: dict[str, pd.DataFrame], path: Path, method: str, baseline: str) -> None:
-    import matplotlib
+#: rows of each "gain most" / "lose most" per-class table
+TOP_CLASSES = 10
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def gain_frame(per: dict[str, pd.DataFrame], method: str, baseline: str) -> pd.DataFrame:
+    """Per class: ``class_id, class_name, group, train_count``, ``method`` / ``baseline`` accuracy
+    and ``gain`` = method - baseline (points)."""
     b = per[baseline].set_index("class_id")
-    m = per[method].set_index("class_id")
-    order = b.sort_values("train_count", ascending=False, kind="stable").index
-    gain = (m.loc[order, "accuracy"] - b.loc[order, "accuracy"]).to_numpy()
-    fig, ax = plt.subplots(figsize=(max(8, 0.3 * len(order)), 3.5))
-    ax.bar(np.arange(len(order)), gain, color=np.where(gain >= 0, "tab:green", "tab:red"))
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xlabel("classes, sorted by training images (head -> tail)")
-    ax.set_ylabel("accuracy gain (points)")
-    ax.set_title(f"{MODEL_LABELS.get(method, method)} minus {MODEL_LABELS.get(baseline, baseline)}")
-    fig.tight_layout()
-    with io.atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    m = per[method].set_index("class_id").reindex(b.index)
+    out = b[["class_name", "group", "train_count"]].copy()
+    out["method"] = m["accuracy"].to_numpy()
+    out["baseline"] = b["accuracy"].to_numpy()
+    out["gain"] = out["method"] - out["baseline"]
+    return out.reset_index()
+
+
+def gain_tables(gain: pd.DataFrame, method: str, baseline: str, k: int = TOP_CLASSES) -> list[str]:
+    """Markdown: the ``k`` classes that gain most and the ``k`` that lose most (not all C classes).
+    Ties: more training images first, then class id."""
+    k = max(0, min(int(k), len(gain)))
+    hdr = ["class", "group", "train images", f"{MODEL_LABELS.get(baseline, baseline).split(' (')[0]} (%)",
+           f"{MODEL_LABELS.get(method, method).split(' (')[0]} (%)", "gain (points)"]
+
+    def rows(df: pd.DataFrame) -> list[list[Any]]:
+        return [[r.class_name, r.group, int(r.train_count), f"{r.baseline:.1f}", f"{r.method:.1f}", f"{r.gain:+.1f}"]
+                for r in df.itertuples()]
+
+    best = gain.sort_values(["gain", "train_count", "class_id"], ascending=[False, False, True], kind="stable").head(k)
+    worst = gain.sort_values(["gain", "train_count", "class_id"], ascending=[True, False, True], kind="stable").head(k)
+    n_up, n_down = int((gain["gain"] > 0).sum()), int((gain["gain"] < 0).sum())
+    return [f"Per class: {n_up} of {len(gain)} classes gain, {n_down} lose, {len(gain) - n_up - n_down} unchanged.", "",
+            f"Classes that gain most ({k}):", "", md_table(rows(best), hdr), "",
+            f"Classes that lose most ({k}):", "", md_table(rows(worst), hdr), ""]
 
 
 def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: dict[str, Any],
@@ -107,15 +119,20 @@ def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> lis
     return lines
 
 
-def figures_section(per: dict[str, pd.DataFrame], fig_dir: Path, rel: str, dataset: str) -> list[str]:
+def figures_section(per: dict[str, pd.DataFrame], fig_dir: Path, rel: str, dataset: str,
+                    top_classes: int = TOP_CLASSES) -> list[str]:
     """Per-class accuracy (sorted by training count) and the LGR-minus-FC gain; PNGs in ``fig_dir``
-    (linked as ``<rel>/<name>.png``)."""
+    (linked as ``<rel>/<name>.png``), then the ``top_classes`` classes that gain / lose most.
+    Above :data:`langtail.report.plots.BAR_MAX_CLASSES` classes the figures are binned curves
+    with many / medium / few shading instead of a bar per class."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     plot_per_class(per, MODEL_LABELS, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
     lines = [f"![per-class accuracy]({rel}/per_class_accuracy.png)", ""]
     if "lgr" in per and "fc" in per:
-        _plot_gain(per, fig_dir / "gain_lgr_vs_fc.png", "lgr", "fc")
+        gain = gain_frame(per, "lgr", "fc")
+        plot_gain(gain, fig_dir / "gain_lgr_vs_fc.png", f"{MODEL_LABELS['lgr']} minus {MODEL_LABELS['fc']}")
         lines += [f"![gain per class]({rel}/gain_lgr_vs_fc.png)", ""]
+        lines += gain_tables(gain, "lgr", "fc", top_classes)
     return lines
 
 

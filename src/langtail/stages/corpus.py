@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
-    "data": ("name", "root", "seed"),  # the class list (and the demo's generated pages)
+    "data": ("name", "root", "classes", "seed"),  # the class list (split files + data.classes; the demo's generated pages)
     "corpus": ("sources", "api_url", "language", "user_agent", "offline", "cache_dir", "overrides_file",
                "descriptions_file", "drop_sections", "min_tokens", "max_tokens", "dedup", "prompt_templates",
                "max_concurrency", "max_retries", "timeout_s", "contact", "maxlag", "description_aliases"),

@@ -19,7 +19,7 @@ from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.models.encoders import load_vl_checkpoint
-from langtail.models.text_cache import encode_sentences
+from langtail.models.text_cache import encode_sentences, scatter_anchors
 from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, anchors_path: Path, corpus_path
     sel = sel.sort_values(["class_id", order_key], kind="stable")
     all_emb = encode_sentences(model.text, corpus["sentence"].tolist(), cache_dir)  # cache hit after pretrain
     D = all_emb.shape[1]
-    emb = torch.zeros(num_classes, M, D)
-    mask = torch.zeros(num_classes, M, dtype=torch.bool)
-    sid = torch.full((num_classes, M), -1, dtype=torch.long)
-    for c, g in sel.groupby("class_id"):
-        ids = g["sentence_id"].to_numpy()[:M].copy()
-        emb[c, :len(ids)] = all_emb[torch.as_tensor(ids, dtype=torch.long)]
-        mask[c, :len(ids)] = True
-        sid[c, :len(ids)] = torch.as_tensor(ids)
+    emb, mask, sid = scatter_anchors(sel["class_id"].to_numpy(), sel["sentence_id"].to_numpy(), all_emb,
+                                     num_classes, M)
     empty = np.flatnonzero(~mask.any(1).numpy())
     if len(empty):
         raise ValueError(f"classes without any anchor sentence: {empty.tolist()[:10]}")

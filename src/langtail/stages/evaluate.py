@@ -69,7 +69,9 @@ def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) ->
 
 
 def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path, out_dir: Path,
-        text_emb_path: Path | None = None) -> dict[str, Any]:
+        text_emb_path: Path | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+    """``cache_dir``: the text-feature cache (``zeroshot`` reuses the prompt features encoded in
+    pre-training instead of running the text encoder over C x 80 prompts again)."""
     device = resolve_device(cfg.evaluate.device)
     df, meta = read_manifest(manifest_path)
     names = meta["class_names"]
@@ -86,7 +88,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     group_pred = None
     skips = SkipLog()
     if model_name in ZEROSHOT_MODELS:
-        image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device)
+        image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device, cache_dir)
         scores, labels, _, skipped = run_batches(zeroshot_scores(image, proto), loader, device,
                                                  desc=f"eval {model_name}", amp=ec.amp, skips=skips)
         pred = scores.argmax(1).numpy()
