@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from langtail import io
 from langtail.config import DatasetConfig
 from langtail.report.corpus import resolution_table
 from langtail.report.plots import plot_gain, plot_per_class

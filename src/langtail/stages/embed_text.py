@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from langtail import io
 from langtail.config import DatasetConfig
