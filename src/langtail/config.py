@@ -165,6 +165,16 @@ class FinetuneConfig:
     lgr_attention_lr: float = 0.0  #: lr of the LGR LayerNorms and Q/K projections (0 = finetune.lr; authors' code: text_lr 1e-6)
     alpha: float = 0.5  #: inference: alpha * P_I + (1 - alpha) * P_T (paper Eq. 7: plain sum = 0.5)
     knn_k: int = 0  #: KNN head: 0 = nearest class-mean of anchors
+    #: classification loss of every head (both LGR branches: Eq. 9 with this loss) and of CA4LTR:
+    #: ce (paper); logit_adjusted (Menon et al. 2021, CE(z + la_tau log pi)); balanced_softmax
+    #: (Ren et al. 2020, CE(z + log pi)); ldam (Cao et al. 2019, margins C/n^(1/4), DRW from drw_epoch).
+    #: Priors pi = the manifest's train counts. Docs: docs/method.md "Long-tail losses"
+    loss: Literal["ce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
+    la_tau: float = 1.0  #: logit_adjusted: temperature tau on the log priors
+    ldam_max_margin: float = 0.5  #: ldam: the largest class margin (C of C/n^(1/4) is set from it)
+    ldam_scale: float = 30.0  #: ldam: s, the scale of the cosine logits (fc heads become cosine classifiers)
+    drw_epoch: int = 0  #: ldam: deferred re-weighting from this 0-based epoch on (0 = no re-weighting; Cao et al.: 160 of 200)
+    drw_beta: float = 0.9999  #: ldam + DRW: class-balanced weights (1 - beta) / (1 - beta^n_j)
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
@@ -215,6 +225,9 @@ class EvaluateConfig:
     #: P^I + P^T logits (authors' code: overall uses the alpha combination, shot groups the sum)
     group_ranking: Literal["combined", "logit_sum"] = "combined"
     recipe: str = "paper"  #: name of the recipe this run follows (written to metrics.json and the report)
+    #: post-hoc logit adjustment (Menon et al. 2021, Eq. 9): logits - tau * log pi before the
+    #: softmax (every branch), pi = the manifest's train counts; 0 = off
+    posthoc_la_tau: float = 0.0
 
 
 @dataclass

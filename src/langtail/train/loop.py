@@ -91,8 +91,12 @@ def fit(
     warmup_epochs: int = 0,
     desc: str = "train",
     after_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> FitResult:
-    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss."""
+    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
+
+    ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
+    epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart)."""
     steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_lambda(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch))
@@ -126,6 +130,8 @@ def fit(
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch)
         tot, n = 0.0, 0
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0, disable=None)
         for batch in bar:
