@@ -190,6 +190,9 @@ def test_ldam_drw_trains_lgr_and_cosine_fc_and_posthoc_la_evaluates(chain_ldam):
         assert ck["extra"]["loss"] == "ldam" and len(ck["extra"]["history"]) == cfg.finetune.epochs
         assert metrics[h]["posthoc_la_tau"] == 1.0 and metrics[h]["train_loss"] == "ldam"
     assert io.torch_load(out / "fc.pt")["extra"]["fc_cosine_scale"] == 30.0
+    # the CVLP history records tau per epoch (training curves)
+    hist = io.torch_load(out / "pretrain.pt")["extra"]["history"]
+    assert len(hist) == cfg.pretrain.epochs and all(0 < r["tau"] < 1 for r in hist)
     # a huge adjustment sends every prediction to the rarest classes (logits - tau log pi)
     big = evaluate.run(staged(deep_cfg(cfg, evaluate={"posthoc_la_tau": 1000.0}), "evaluate"), "fc",
                        out / "manifest.parquet", out / "fc.pt", out / "eval_big", None)

@@ -59,6 +59,9 @@ def test_pipeline_writes_report_with_all_rows(built):
     for row in ("VL-LTR", "Baseline (vision-only, FC)", "zero-shot", "switched off", "M_min"):
         assert row in report, row
     assert (built / "results/demo/figures/report/per_class_accuracy.png").stat().st_size > 1000
+    # training curves from the declared checkpoints' histories (pretrain with tau, every head)
+    assert "## Training curves" in report and "| finetune/lgr | 2 |" in report and "| pretrain | 1 |" in report
+    assert (built / "results/demo/figures/report/training_curves.png").stat().st_size > 1000
 
 
 def test_second_run_has_nothing_to_do(built):
@@ -89,6 +92,9 @@ RERUNS = [
     ("finetune", "alpha", 0.3, {"evaluate", "report"}),              # evaluate (inference only)
     ("evaluate", "batch_size", 17, {"evaluate", "report"}),          # evaluate
     ("report", "top_sentences", 2, {"report"}),                      # report
+    ("finetune", "loss", "balanced_softmax", {"finetune", "evaluate", "report"}),  # finetune (every head)
+    ("finetune", "la_tau", 2.0, set()),     # read only under loss: logit_adjusted (demo: ce)
+    ("evaluate", "posthoc_la_tau", 1.0, {"evaluate", "report"}),  # evaluate (post-hoc logit adjustment)
     ("finetune", "knn_k", 3, set()),        # read only by the knn head, not trained here
     ("ca4ltr", "width", 8, set()),          # CA4LTR stages are not in this target
     ("captions", "max_new_tokens", 5, set()),  # captions are not a corpus source here

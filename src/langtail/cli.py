@@ -114,7 +114,7 @@ def cmd_report(a):
 
     report.run(_config(a, "report"), a.dataset, Path(a.out), Path(a.manifest), [Path(d) for d in a.eval],
                Path(a.corpus_stats), Path(a.anchors), _pairs(a.skipped, "--skipped"), _opt(a.captions),
-               a.config_file)
+               a.config_file, _pairs(a.curves, "--curves"))
 
 
 def cmd_ca4ltr_finetune(a):
@@ -135,7 +135,8 @@ def cmd_text_quality(a):
     from langtail.stages import text_quality
 
     text_quality.run(_config(a, "text_quality"), a.dataset, Path(a.out), Path(a.manifest),
-                     [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file)
+                     [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file,
+                     _pairs(a.curves, "--curves") if a.curves is not None else None)
 
 
 def cmd_ablations(a):
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     reports[0].add_argument("--eval", nargs="+", required=True, help="eval/<model> directories to show")
     reports[0].add_argument("--skipped", nargs="*", default=[],
                             help="STAGE=skipped_images.parquet of the training / evaluation stages shown")
+    reports[0].add_argument("--curves", nargs="*", default=[],
+                            help="RUN=model.pt of the training stages (pretrain, finetune/<head>): training curves")
     stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
           ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
@@ -203,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr"],
               help="CA4LTR text-quality study")
     s.add_argument("--ca4ltr", nargs="+", required=True, help="eval/ca4ltr_<source> directories")
+    s.add_argument("--curves", nargs="*", default=None,
+                   help="RUN=model.pt of the training runs (ca4ltr/<source>, finetune/fc): training curves")
     reports.append(s)
     for s in reports:
         s.add_argument("--config-file", action="append", default=[],

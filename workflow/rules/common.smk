@@ -132,6 +132,11 @@ def skip_labels(wildcards):
             + [f"evaluate/{m}" for m in report_models(wildcards)])
 
 
+def curve_labels(wildcards):
+    """Run labels of report_inputs' ``checkpoints`` (training curves), in the same order."""
+    return ["pretrain"] + [f"finetune/{h}" for h in cfg(wildcards.dataset).finetune.heads]
+
+
 def report_inputs(wildcards):
     c = cfg(wildcards.dataset)
     ds = wildcards.dataset
@@ -144,6 +149,9 @@ def report_inputs(wildcards):
         "skipped": [artifact(ds, "pretrain", "pretrain", "skipped_images.parquet")]
         + [artifact(ds, "finetune", "finetune", h, "skipped_images.parquet") for h in c.finetune.heads]
         + [os.path.join(eval_dir(ds, m), "skipped_images.parquet") for m in report_models(wildcards)],
+        # the training stages' checkpoints: their extra.history is the training-curves figure
+        "checkpoints": [artifact(ds, "pretrain", "pretrain", "model.pt")]
+        + [artifact(ds, "finetune", "finetune", h, "model.pt") for h in c.finetune.heads],
     }
     if "caption" in c.corpus.sources:
         d["captions"] = artifact(ds, "captions", "captions.parquet")

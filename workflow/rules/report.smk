@@ -10,6 +10,7 @@ rule report:
         evals=lambda w, input: " ".join(os.path.dirname(f) for f in input.metrics),
         captions=input_opts("captions"),
         skipped=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(skip_labels(w), input.skipped)),
+        curves=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(curve_labels(w), input.checkpoints)),
         configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
@@ -17,5 +18,5 @@ rule report:
         ds_path("logs", "report.log"),
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
-        " --eval {params.evals} --skipped {params.skipped} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
+        " --eval {params.evals} --skipped {params.skipped} --curves {params.curves} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
         " --out {output.report} {params.configs} 2> {log}"

@@ -8,14 +8,20 @@ rule text_quality:
         if "lgr" in cfg(w.dataset).finetune.heads else [],
         ca4ltr=lambda w: [os.path.join(RESULTS, w.dataset, "eval", f"ca4ltr_{s}", f)
                           for s in cfg(w.dataset).ca4ltr.sources for f in ("metrics.json", "per_class.parquet")],
+        # training checkpoints (their extra.history: the training-curves figure), Pure first
+        checkpoints=lambda w: [artifact(w.dataset, "finetune", "finetune", "fc", "model.pt")]
+        + [os.path.join(RESULTS, w.dataset, "ca4ltr", s, "model.pt") for s in cfg(w.dataset).ca4ltr.sources],
     output:
         report=ds_path("text_quality.md"),
         figure=ds_path("figures", "text_quality_per_class.png"),
+        curves=ds_path("figures", "ca4ltr_training_curves.png"),
     params:
         cfg=stage_params("text_quality"),
         pure=lambda w, input: os.path.dirname(input.pure),
         lgr=lambda w, input: f"--lgr {os.path.dirname(input.lgr[0])}" if input.lgr else "",
         ca4ltr=lambda w, input: " ".join(sorted({os.path.dirname(f) for f in input.ca4ltr})),
+        curves=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(
+            ["finetune/fc"] + [f"ca4ltr/{s}" for s in cfg(w.dataset).ca4ltr.sources], input.checkpoints)),
         configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
@@ -23,4 +29,4 @@ rule text_quality:
         ds_path("logs", "text_quality.log"),
     shell:
         "langtail text-quality --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
-        " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --out {output.report} {params.configs} 2> {log}"
+        " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --curves {params.curves} --out {output.report} {params.configs} 2> {log}"

@@ -3,7 +3,8 @@
 Reads only the files its rule passes: the manifest, the ``eval/<model>/`` directories of the
 models to show (``metrics.json`` + ``per_class.parquet``; the model name is the directory
 name), the ``skipped_images.parquet`` of the training and evaluation stages, ``corpus_stats.parquet``, ``anchors.parquet`` and, when the corpus uses captions,
-``captions.parquet``. Writes ``report.md`` and the PNGs in ``<report dir>/figures/report/``
+``captions.parquet``, and the checkpoints of the training stages (``pretrain/model.pt``,
+``finetune/<head>/model.pt``), whose ``extra.history`` gives the training-curves figure. Writes ``report.md`` and the PNGs in ``<report dir>/figures/report/``
 (sections: :mod:`langtail.report.markdown`).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
+from langtail.report.curves import curves_section
 from langtail.report.markdown import (accuracy_section, anchors_section, ca4ltr_pointer, captions_section,
                                       corpus_section, figures_section, setting_section)
 from langtail.report.skipped import skipped_images_section
@@ -52,11 +54,17 @@ def read_evals(eval_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[str, pd
     return metrics, per
 
 
+def read_histories(checkpoints: Mapping[str, Path]) -> dict[str, list[dict]]:
+    """Run label -> the per-epoch ``extra.history`` of its checkpoint (``[]`` when it has none)."""
+    return {label: list((io.torch_load(p).get("extra") or {}).get("history") or []) for label, p in checkpoints.items()}
+
+
 def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: Sequence[Path], corpus_stats: Path,
         anchors: Path, skipped: Mapping[str, Path] | None = None, captions: Path | None = None,
-        config_files: Sequence[str] = ()) -> None:
+        config_files: Sequence[str] = (), checkpoints: Mapping[str, Path] | None = None) -> None:
     """``skipped``: stage label -> its ``skipped_images.parquet``; ``config_files``: snakemake's
-    extra ``--configfile`` files (named in the Reproduce line)."""
+    extra ``--configfile`` files (named in the Reproduce line); ``checkpoints``: run label
+    (``pretrain``, ``finetune/<head>``) -> its ``model.pt`` (training curves)."""
     out = Path(out)
     df, meta = read_manifest(manifest)
     metrics, per = read_evals(eval_dirs)
@@ -68,6 +76,8 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: 
     if skipped is not None:
         lines += skipped_images_section(skipped)
     lines += figures_section(per, out.parent / FIGURES, FIGURES, dataset)
+    if checkpoints:
+        lines += curves_section(read_histories(checkpoints), out.parent / FIGURES, FIGURES)
     lines += corpus_section(cfg.corpus.sources, io.read_parquet(corpus_stats), io.read_parquet_metadata(corpus_stats))
     caps = cmeta = None
     if captions is not None and "caption" in cfg.corpus.sources:

@@ -92,11 +92,14 @@ def fit(
     desc: str = "train",
     after_step: Callable[[], None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    epoch_stats: Callable[[], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
 
     ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
-    epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart)."""
+    epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart).
+    ``epoch_stats()`` adds values to each epoch's history record (the CVLP temperature ``tau``).
+    History record: ``epoch`` (1-based), ``loss`` (mean over the epoch's steps), ``lr`` (at its end)."""
     steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_lambda(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch))
@@ -156,6 +159,8 @@ def fit(
             n += 1
             bar.set_postfix(loss=f"{tot / n:.4f}")
         rec = {"epoch": epoch + 1, "loss": tot / max(1, n), "lr": optimizer.param_groups[0]["lr"]}
+        if epoch_stats is not None:
+            rec.update({k: float(v) for k, v in epoch_stats().items()})
         res.history.append(rec)
         log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
         io.torch_save(resume_path, {
