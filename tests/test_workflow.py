@@ -113,6 +113,19 @@ def test_adding_a_head_trains_only_that_head(built, tmp_path):
     assert _planned_jobs(wd) == {"finetune": 1, "evaluate": 1, "report": 1}
 
 
+def test_adding_a_seed_reruns_no_existing_job(built, tmp_path):
+    """finetune.seeds only selects jobs: the finetune.seed run keeps its plain paths, each other
+    seed adds finetune/<head>/seed<k>/ + eval/<head>/seed<k>/ per head, and the report (new inputs)."""
+    wd = _with_config(built, tmp_path, finetune={"seeds": [0]})
+    assert _planned_jobs(wd) == {}
+    (wd / "config.yaml").write_text(yaml.safe_dump(_config(finetune={"seeds": [0, 1]})))
+    assert _planned_jobs(wd) == {"finetune": 2, "evaluate": 2, "report": 1}
+    p = _snakemake(wd, "-n", "-p", "results/demo/report.md")
+    out = p.stdout + p.stderr
+    assert "results/demo/finetune/lgr/seed1/model.pt" in out and "results/demo/eval/fc/seed1/metrics.json" in out
+    assert "results/demo/finetune/lgr/model.pt," not in out  # the existing seed-0 run is not planned
+
+
 def test_declared_keys_match_the_rerun_table():
     """The table above agrees with the stages' declarations (a key is read where it says)."""
     from langtail.config import flat_keys

@@ -114,7 +114,7 @@ def cmd_report(a):
 
     report.run(_config(a, "report"), a.dataset, Path(a.out), Path(a.manifest), [Path(d) for d in a.eval],
                Path(a.corpus_stats), Path(a.anchors), _pairs(a.skipped, "--skipped"), _opt(a.captions),
-               a.config_file, _pairs(a.curves, "--curves"))
+               a.config_file, _pairs(a.curves, "--curves"), _pairs(a.seed_metrics, "--seed-metrics"))
 
 
 def cmd_ca4ltr_finetune(a):
@@ -136,7 +136,8 @@ def cmd_text_quality(a):
 
     text_quality.run(_config(a, "text_quality"), a.dataset, Path(a.out), Path(a.manifest),
                      [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file,
-                     _pairs(a.curves, "--curves") if a.curves is not None else None)
+                     _pairs(a.curves, "--curves") if a.curves is not None else None,
+                     _pairs(a.seed_metrics, "--seed-metrics"))
 
 
 def cmd_ablations(a):
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="STAGE=skipped_images.parquet of the training / evaluation stages shown")
     reports[0].add_argument("--curves", nargs="*", default=[],
                             help="RUN=model.pt of the training stages (pretrain, finetune/<head>): training curves")
+    reports[0].add_argument("--seed-metrics", nargs="*", default=[],
+                            help="MODEL/seed<k>=metrics.json of the other seeds (finetune.seeds): mean +/- std")
     stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
           ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
@@ -208,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ca4ltr", nargs="+", required=True, help="eval/ca4ltr_<source> directories")
     s.add_argument("--curves", nargs="*", default=None,
                    help="RUN=model.pt of the training runs (ca4ltr/<source>, finetune/fc): training curves")
+    s.add_argument("--seed-metrics", nargs="*", default=[],
+                   help="fc/seed<k> or ca4ltr_<source>/seed<k>=metrics.json of the other seeds (finetune.seeds)")
     reports.append(s)
     for s in reports:
         s.add_argument("--config-file", action="append", default=[],

@@ -179,6 +179,12 @@ class FinetuneConfig:
     amp: bool = False
     channels_last: bool = False
     seed: int = 0
+    #: repeat the training stages (finetune, ca4ltr_finetune) and their evaluations once per
+    #: seed; reports show mean +/- std. [] = one run with ``seed``. Must contain ``seed``, whose
+    #: run keeps the plain paths (finetune/<head>/model.pt); seed k != seed lives in
+    #: finetune/<head>/seed<k>/, eval/<model>/seed<k>/ (docs/artifacts.md "Seeds"). Only selects
+    #: jobs: adding a seed reruns nothing that exists. Upstream (CVLP, anchors) is shared.
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -330,6 +336,39 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
     return over
 
 
+# ----------------------------------------------------------------------------- seeds
+
+#: a seed replicate's path part: "" (the run of ``finetune.seed``) or "/seed<k>"
+SEED_DIR_PATTERN = r"(/seed\d+)?"
+
+
+def seed_dirs(cfg: DatasetConfig) -> list[str]:
+    """The replicate path parts of the training runs: ``""`` for ``finetune.seed``, then
+    ``"/seed<k>"`` for every other seed of ``finetune.seeds`` (in the listed order)."""
+    base = cfg.finetune.seed
+    return [""] + [f"/seed{k}" for k in cfg.finetune.seeds if k != base]
+
+
+def seed_of(rep: str, default: int) -> int:
+    """The seed of a replicate path part (``""`` -> ``default``, ``"/seed3"`` -> 3)."""
+    if not rep:
+        return default
+    name = rep.strip("/")
+    if not name.startswith("seed") or not name[4:].isdigit():
+        raise ValueError(f"not a seed replicate: {rep!r} (expected '' or '/seed<k>')")
+    return int(name[4:])
+
+
+def with_seed(cfg: DatasetConfig, rep: str) -> DatasetConfig:
+    """``cfg`` for the replicate ``rep``: ``finetune.seed`` and ``ca4ltr.seed`` set to its seed
+    (the plain run ``""`` is ``cfg`` itself)."""
+    if not rep:
+        return cfg
+    k = seed_of(rep, cfg.finetune.seed)
+    return dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, seed=k),
+                               ca4ltr=dataclasses.replace(cfg.ca4ltr, seed=k))
+
+
 # ----------------------------------------------------------------------------- schema
 
 
@@ -466,6 +505,16 @@ def check_consistency(cfg: DatasetConfig) -> None:
         raise ConfigError(f"pretrain.distill={cfg.pretrain.distill!r} with lambda_ccl={cfg.pretrain.lambda_ccl} "
                           "needs a teacher: set model.teacher (an open_clip name) or pretrain.distill: none "
                           "with pretrain.lambda_ccl: 1.0")
+    seeds = cfg.finetune.seeds
+    if seeds:
+        if len(set(seeds)) != len(seeds) or any(k < 0 for k in seeds):
+            raise ConfigError(f"finetune.seeds {seeds}: seeds must be distinct non-negative integers")
+        if cfg.finetune.seed not in seeds:
+            raise ConfigError(f"finetune.seeds {seeds} must contain finetune.seed ({cfg.finetune.seed}): its run "
+                              "keeps the plain paths (finetune/<head>/model.pt); add it or change finetune.seed")
+        if len(seeds) > 1 and cfg.ca4ltr.seed != cfg.finetune.seed:
+            raise ConfigError(f"finetune.seeds with ca4ltr.seed ({cfg.ca4ltr.seed}) != finetune.seed "
+                              f"({cfg.finetune.seed}): CA4LTR repeats the same seeds; set them equal")
     if cfg.data.few_threshold > cfg.data.many_threshold:
         raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
                           f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")

@@ -4,21 +4,21 @@ rule ca4ltr_evaluate:
         unpack(stage_inputs("ca4ltr_evaluate", "source", anchors=("anchors", "anchors.parquet"),
                             captions=("captions", "captions.parquet"))),
         manifest=up("longtail", "manifest.parquet"),
-        checkpoint=ds_path("ca4ltr", "{source}", "model.pt"),
+        checkpoint=ds_path("ca4ltr", "{source}{rep}", "model.pt"),
     output:
-        metrics=ds_path("eval", "ca4ltr_{source}", "metrics.json"),
-        per_class=ds_path("eval", "ca4ltr_{source}", "per_class.parquet"),
+        metrics=ds_path("eval", "ca4ltr_{source}{rep}", "metrics.json"),
+        per_class=ds_path("eval", "ca4ltr_{source}{rep}", "per_class.parquet"),
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
         cfg=stage_params("ca4ltr_evaluate"),
         cache=base_path("cache"),
-        out_dir=ds_path("eval", "ca4ltr_{source}"),
+        out_dir=ds_path("eval", "ca4ltr_{source}{rep}"),
         opts=input_opts("anchors", "captions"),
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "evaluate_ca4ltr_{source}.log"),
+        ds_path("logs", "evaluate_ca4ltr_{source}{rep}.log"),
     resources:
         mem_mb=8000,
         gpu=gpu_count("evaluate"),

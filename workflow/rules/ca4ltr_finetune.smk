@@ -7,7 +7,7 @@ rule ca4ltr_finetune:
                             captions=("captions", "captions.parquet"), pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
     output:
-        ds_path("ca4ltr", "{source}", "model.pt"),
+        ds_path("ca4ltr", "{source}{rep}", "model.pt"),
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
@@ -18,7 +18,7 @@ rule ca4ltr_finetune:
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "ca4ltr_{source}.log"),
+        ds_path("logs", "ca4ltr_{source}{rep}.log"),
     threads: 2
     resources:
         mem_mb=16000,

@@ -5,17 +5,17 @@ rule evaluate:
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=eval_checkpoint,
     output:
-        metrics=ds_path("eval", "{model}", "metrics.json"),
-        per_class=ds_path("eval", "{model}", "per_class.parquet"),
-        skipped=ds_path("eval", "{model}", "skipped_images.parquet"),
+        metrics=ds_path("eval", "{model}{rep}", "metrics.json"),
+        per_class=ds_path("eval", "{model}{rep}", "per_class.parquet"),
+        skipped=ds_path("eval", "{model}{rep}", "skipped_images.parquet"),
     params:
         cfg=stage_params("evaluate"),
-        out_dir=ds_path("eval", "{model}"),
+        out_dir=ds_path("eval", "{model}{rep}"),
         opts=input_opts("text_emb"),
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "evaluate_{model}.log"),
+        ds_path("logs", "evaluate_{model}{rep}.log"),
     resources:
         mem_mb=8000,
         gpu=gpu_count("evaluate"),

@@ -6,15 +6,15 @@ rule finetune:
                             pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
     output:
-        model=ds_path("finetune", "{head}", "model.pt"),
-        skipped=ds_path("finetune", "{head}", "skipped_images.parquet"),
+        model=ds_path("finetune", "{head}{rep}", "model.pt"),
+        skipped=ds_path("finetune", "{head}{rep}", "skipped_images.parquet"),
     params:
         cfg=stage_params("finetune", "head"),
         opts=input_opts("text_emb", "pretrain"),
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "finetune_{head}.log"),
+        ds_path("logs", "finetune_{head}{rep}.log"),
     threads: 2
     resources:
         mem_mb=16000,

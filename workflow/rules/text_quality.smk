@@ -11,6 +11,10 @@ rule text_quality:
         # training checkpoints (their extra.history: the training-curves figure), Pure first
         checkpoints=lambda w: [artifact(w.dataset, "finetune", "finetune", "fc", "model.pt")]
         + [os.path.join(RESULTS, w.dataset, "ca4ltr", s, "model.pt") for s in cfg(w.dataset).ca4ltr.sources],
+        # the other seeds of finetune.seeds (Pure and every source): mean +/- std
+        seed_metrics=lambda w: [os.path.join(eval_dir(w.dataset, "fc", r), "metrics.json") for r in seed_reps(w)[1:]]
+        + [os.path.join(RESULTS, w.dataset, "eval", f"ca4ltr_{s}{r}", "metrics.json")
+           for r in seed_reps(w)[1:] for s in cfg(w.dataset).ca4ltr.sources],
     output:
         report=ds_path("text_quality.md"),
         figure=ds_path("figures", "text_quality_per_class.png"),
@@ -22,6 +26,10 @@ rule text_quality:
         ca4ltr=lambda w, input: " ".join(sorted({os.path.dirname(f) for f in input.ca4ltr})),
         curves=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(
             ["finetune/fc"] + [f"ca4ltr/{s}" for s in cfg(w.dataset).ca4ltr.sources], input.checkpoints)),
+        seeds=lambda w, input: " ".join(f"{m}{r}={p}" for (m, r), p in zip(
+            [("fc", r) for r in seed_reps(w)[1:]]
+            + [(f"ca4ltr_{s}", r) for r in seed_reps(w)[1:] for s in cfg(w.dataset).ca4ltr.sources],
+            input.seed_metrics)),
         configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
@@ -29,4 +37,4 @@ rule text_quality:
         ds_path("logs", "text_quality.log"),
     shell:
         "langtail text-quality --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
-        " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --curves {params.curves} --out {output.report} {params.configs} 2> {log}"
+        " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --curves {params.curves} --seed-metrics {params.seeds} --out {output.report} {params.configs} 2> {log}"
