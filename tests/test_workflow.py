@@ -123,7 +123,7 @@ def test_adding_a_seed_reruns_no_existing_job(built, tmp_path):
     p = _snakemake(wd, "-n", "-p", "results/demo/report.md")
     out = p.stdout + p.stderr
     assert "results/demo/finetune/lgr/seed1/model.pt" in out and "results/demo/eval/fc/seed1/metrics.json" in out
-    assert "results/demo/finetune/lgr/model.pt," not in out  # the existing seed-0 run is not planned
+    assert "output: results/demo/finetune/lgr/model.pt" not in out  # the existing seed-0 run is not planned
 
 
 def test_declared_keys_match_the_rerun_table():

@@ -104,6 +104,9 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
                           seed=ca.seed, augment=ca.augment, device=device)
     opt = torch.optim.AdamW(param_groups(model, ca.weight_decay), lr=ca.lr)
     ft = cfg.finetune
+    if ft.loss != "ce" and ca.sampler != "instance":
+        log.warning("finetune.loss=%s takes its priors from the train counts, but ca4ltr.sampler=%s already "
+                    "re-balances the batches: the adjustment over-corrects (use sampler: instance)", ft.loss, ca.sampler)
     loss_fn = LongTailLoss(ft.loss, class_counts(df, C), where=str(manifest_path),
                            **{k: getattr(ft, k) for k in LOSS_KEYS[ft.loss]}).to(device)
 

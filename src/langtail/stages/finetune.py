@@ -82,6 +82,9 @@ def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
     """The :class:`~langtail.losses.LongTailLoss` of ``finetune.loss`` for train ``counts [C]``."""
     fc = cfg.finetune
     kw = {k: getattr(fc, k) for k in LOSS_KEYS[fc.loss]}
+    if fc.loss != "ce" and fc.sampler != "instance":
+        log.warning("finetune.loss=%s takes its priors from the train counts, but finetune.sampler=%s already "
+                    "re-balances the batches: the adjustment over-corrects (use sampler: instance)", fc.loss, fc.sampler)
     return LongTailLoss(fc.loss, counts, where=where, **kw)
 
 
