@@ -218,3 +218,21 @@ def test_cifar10_lt_quick_pipeline_on_real_cifar10(tmp_path):
     report = (tmp_path / "results/cifar10_lt_quick/report.md").read_text()
     assert "12406 training images (5000 .. 50 per class" in report
     assert "many 8 classes, medium 2 classes, few 0 classes" in report
+
+
+@pytest.mark.slow
+def test_seeded_run_reports_mean_std_and_curves(built, tmp_path):
+    """finetune.seeds: [0, 1] trains seed 1 of every head next to the existing seed-0 runs; the
+    report shows mean ± std per head and the curves of every run."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copytree(built / "results", wd / "results", symlinks=True)
+    shutil.copytree(built / ".snakemake", wd / ".snakemake", symlinks=True)
+    (wd / "config.yaml").write_text(yaml.safe_dump(_config(finetune={"seeds": [0, 1]})))
+    before = (wd / "results/demo/finetune/lgr/model.pt").stat().st_mtime_ns
+    _snakemake(wd, "--cores", "2", "results/demo/report.md")
+    assert (wd / "results/demo/finetune/lgr/model.pt").stat().st_mtime_ns == before
+    assert (wd / "results/demo/eval/fc/seed1/metrics.json").exists()
+    report = (wd / "results/demo/report.md").read_text()
+    assert "## Seeds: mean ± std" in report and "| 0, 1 |" in report and " ± " in report
+    assert "| finetune/lgr/seed1 | 2 |" in report
