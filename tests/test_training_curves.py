@@ -24,7 +24,7 @@ def test_curves_section_without_tau_says_so(tmp_path):
     from langtail.report.curves import curves_section
 
     text = "\n".join(curves_section({"ca4ltr/label": _hist(2)}, tmp_path, "."))
-    assert "no per-epoch tau recorded" in text
+    assert "no run shown records a per-epoch tau" in text
 
 
 def test_report_reads_histories_from_declared_checkpoints(tmp_path):

@@ -20,6 +20,7 @@ def plot_training_curves(histories: Mapping[str, History], path: Path, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with_tau = {k: h for k, h in histories.items() if h and all("tau" in r for r in h)}
     fig, axes = plt.subplots(1, 2 if with_tau else 1, figsize=(11 if with_tau else 6.5, 3.8), squeeze=False)
@@ -28,6 +29,7 @@ def plot_training_curves(histories: Mapping[str, History], path: Path, title: st
         if h:
             ax.plot([r["epoch"] for r in h], [r["loss"] for r in h], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training loss (epoch mean)")
     ax.set_title(title)
     ax.legend(fontsize=7)
@@ -36,6 +38,7 @@ def plot_training_curves(histories: Mapping[str, History], path: Path, title: st
         for label, h in with_tau.items():
             ax.plot([r["epoch"] for r in h], [r["tau"] for r in h], marker="o", ms=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("tau (end of epoch)")
         ax.set_title("CVLP temperature")
         ax.legend(fontsize=7)
@@ -61,7 +64,8 @@ def curves_section(histories: Mapping[str, History], fig_dir: Path, rel: str, na
               "Loss = the epoch's mean training loss of each stage (its own objective: CVLP Eq. 8, "
               "finetune Eq. 9 with `finetune.loss`, CA4LTR's classification loss); "
               + ("right: the learned CVLP temperature tau at the end of each epoch." if tau else
-                 "no per-epoch tau recorded (checkpoints from before the tau history)."), "",
+                 "no run shown records a per-epoch tau (only CVLP does; its checkpoints from before the "
+                 "tau history lack it)."), "",
               "| run | epochs | first loss | last loss |", "|---|---|---|---|"]
     lines += [f"| {k} | {len(h)} | {h[0]['loss']:.4f} | {h[-1]['loss']:.4f} |" for k, h in present.items()]
     lines += [""]
