@@ -38,8 +38,8 @@ wildcard_constraints:
     dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
     head="|".join(HEAD_NAMES),
     model="|".join(EVAL_MODELS),
-    # a seed replicate of a training run (finetune.seeds): "" for finetune.seed (the plain
-    # paths), "/seed<k>" for the others: finetune/<head>/seed<k>/model.pt, eval/<model>/seed<k>/
+    # a seed replicate of a training run (finetune.seeds): empty for finetune.seed (the plain
+    # paths), a seed<k> level for the others: finetune/<head>/seed<k>/model.pt, eval/<model>/seed<k>/
     rep=SEED_DIR_PATTERN,
 
 
@@ -130,7 +130,7 @@ def eval_dir(ds, model, rep=""):
 
 
 def seed_reps(wildcards):
-    """The seed replicates of the training runs ("" and "/seed<k>", finetune.seeds)."""
+    """The seed replicates of the training runs (langtail.config.seed_dirs: empty, then one seed<k> level per other seed)."""
     return seed_dirs(cfg(wildcards.dataset))
 
 
