@@ -214,3 +214,32 @@ def deep_cfg(cfg, **over):
     import dataclasses
 
     return dataclasses.replace(cfg, **{sec: dataclasses.replace(getattr(cfg, sec), **kv) for sec, kv in over.items()})
+
+
+def test_ca4ltr_trains_with_ldam_drw_and_evaluates_with_posthoc_la(tmp_path):
+    """CA4LTR shares finetune.loss (CLI path, real frozen MiniLM) and ca4ltr-evaluate applies post-hoc LA."""
+    import json
+
+    pytest.importorskip("sentence_transformers")
+    from test_ca4ltr_e2e import _files
+
+    from langtail import io
+    from langtail.cli import main
+
+    manifest, anchors, _ = _files(tmp_path)
+    params = json.dumps({"data": {"name": "e2e", "many_threshold": 8, "few_threshold": 3},
+                         "model": {"image_encoder": "demo_cnn", "embed_dim": 16},
+                         "finetune": {"loss": "ldam", "drw_epoch": 1},
+                         "ca4ltr": {"width": 32, "heads": 4, "depth": 1, "ffn_mult": 2, "epochs": 2, "batch_size": 8,
+                                    "device": "cpu", "sampler": "instance"},
+                         "evaluate": {"device": "cpu", "batch_size": 16, "posthoc_la_tau": 1.0}})
+    out = tmp_path / "ca4ltr" / "description" / "model.pt"
+    assert main(["ca4ltr-finetune", "--params", params, "--source", "description", "--manifest", str(manifest),
+                 "--anchors", str(anchors), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    ck = io.torch_load(out)
+    assert ck["extra"]["loss"] == "ldam" and len(ck["extra"]["history"]) == 2
+    ev = tmp_path / "eval" / "ca4ltr_description"
+    assert main(["ca4ltr-evaluate", "--params", params, "--manifest", str(manifest), "--checkpoint", str(out),
+                 "--anchors", str(anchors), "--out-dir", str(ev)]) == 0
+    m = io.read_json(ev / "metrics.json")
+    assert m["posthoc_la_tau"] == 1.0 and m["train_loss"] == "ldam"
