@@ -75,8 +75,9 @@ def bench_config(name: str, epochs: int, device: str, lr: float, batch: int) -> 
 
 
 #: the order the rows are computed in (one Snakemake call each, so an interrupted run leaves the
-#: first rows finished): the four rows of the issue, then post-hoc LA (evaluation only), then BS
-PRIORITY = [("", "fc"), ("la", "fc"), ("", "lgr"), ("la", "lgr"), ("posthoc", "fc"), ("posthoc", "lgr"),
+#: first rows finished): the FC rows of the issue and FC's post-hoc LA (evaluation only), then the
+#: LGR rows (they need CVLP pre-training, anchors and text embeddings first), then BS
+PRIORITY = [("", "fc"), ("la", "fc"), ("posthoc", "fc"), ("", "lgr"), ("la", "lgr"), ("posthoc", "lgr"),
             ("bs", "fc"), ("bs", "lgr")]
 
 
