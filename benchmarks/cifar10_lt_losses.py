@@ -147,7 +147,8 @@ def main() -> int:
              f"Schedule (every row): {schedule}. CIFAR-10-LT IF100 (JPEG-decoded CIFAR-10 copy, 12,406 train "
              "images), ResNet-32 from scratch + MiniLM; class text = CLIP prompts + CuPL descriptions. "
              "Groups: 8 many / 2 medium / 0 few. Priors = the manifest's train counts.", "",
-             f"{PUBLISHED} They are for orientation only: this table's schedule is {a.epochs} epochs, "
+             f"{PUBLISHED} They are for orientation only: this table's schedule is {a.epochs} "
+             f"epoch{'s' if a.epochs != 1 else ''} per stage, "
              "far from convergence, so compare the rows with each other, not with the published numbers.", "",
              "| row | overall | many | medium | published (200 ep.) |", "|---|---|---|---|---|"]
     f = lambda v: "not run" if v is None else f"{v:.1f}"  # noqa: E731
