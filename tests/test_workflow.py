@@ -59,6 +59,9 @@ def test_pipeline_writes_report_with_all_rows(built):
     for row in ("VL-LTR", "Baseline (vision-only, FC)", "zero-shot", "switched off", "M_min"):
         assert row in report, row
     assert (built / "results/demo/figures/report/per_class_accuracy.png").stat().st_size > 1000
+    # training curves from the declared checkpoints' histories (pretrain with tau, every head)
+    assert "## Training curves" in report and "| finetune/lgr | 2 |" in report and "| pretrain | 1 |" in report
+    assert (built / "results/demo/figures/report/training_curves.png").stat().st_size > 1000
 
 
 def test_second_run_has_nothing_to_do(built):
@@ -116,6 +119,9 @@ RERUNS = [
     ("finetune", "alpha", 0.3, {"evaluate", "report"}),              # evaluate (inference only)
     ("evaluate", "batch_size", 17, {"evaluate", "report"}),          # evaluate
     ("report", "top_sentences", 2, {"report"}),                      # report
+    ("finetune", "loss", "balanced_softmax", {"finetune", "evaluate", "report"}),  # finetune (every head)
+    ("finetune", "la_tau", 2.0, set()),     # read only under loss: logit_adjusted (demo: ce)
+    ("evaluate", "posthoc_la_tau", 1.0, {"evaluate", "report"}),  # evaluate (post-hoc logit adjustment)
     ("finetune", "knn_k", 3, set()),        # read only by the knn head, not trained here
     ("ca4ltr", "width", 8, set()),          # CA4LTR stages are not in this target
     ("captions", "max_new_tokens", 5, set()),  # captions are not a corpus source here
@@ -151,6 +157,19 @@ def test_every_variant_report_reads_its_declared_inputs(built, tmp_path):
     assert "--manifest results/demo/manifest.parquet" in report_cmd[0]
     assert "--corpus-stats results/demo/corpus_stats.parquet" in report_cmd[0]
     assert "results/demo+cutoff/eval/lgr" in report_cmd[0]
+
+
+def test_adding_a_seed_reruns_no_existing_job(built, tmp_path):
+    """finetune.seeds only selects jobs: the finetune.seed run keeps its plain paths, each other
+    seed adds finetune/<head>/seed<k>/ + eval/<head>/seed<k>/ per head, and the report (new inputs)."""
+    wd = _with_config(built, tmp_path, finetune={"seeds": [0]})
+    assert _planned_jobs(wd) == {}
+    (wd / "config.yaml").write_text(yaml.safe_dump(_config(finetune={"seeds": [0, 1]})))
+    assert _planned_jobs(wd) == {"finetune": 2, "evaluate": 2, "report": 1}
+    p = _snakemake(wd, "-n", "-p", "results/demo/report.md")
+    out = p.stdout + p.stderr
+    assert "results/demo/finetune/lgr/seed1/model.pt" in out and "results/demo/eval/fc/seed1/metrics.json" in out
+    assert "output: results/demo/finetune/lgr/model.pt" not in out  # the existing seed-0 run is not planned
 
 
 def test_declared_keys_match_the_rerun_table():
@@ -245,3 +264,21 @@ def test_cifar10_lt_quick_pipeline_on_real_cifar10(tmp_path):
     report = (tmp_path / "results/cifar10_lt_quick/report.md").read_text()
     assert "12406 training images (5000 .. 50 per class" in report
     assert "many 8 classes, medium 2 classes, few 0 classes" in report
+
+
+@pytest.mark.slow
+def test_seeded_run_reports_mean_std_and_curves(built, tmp_path):
+    """finetune.seeds: [0, 1] trains seed 1 of every head next to the existing seed-0 runs; the
+    report shows mean ± std per head and the curves of every run."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copytree(built / "results", wd / "results", symlinks=True)
+    shutil.copytree(built / ".snakemake", wd / ".snakemake", symlinks=True)
+    (wd / "config.yaml").write_text(yaml.safe_dump(_config(finetune={"seeds": [0, 1]})))
+    before = (wd / "results/demo/finetune/lgr/model.pt").stat().st_mtime_ns
+    _snakemake(wd, "--cores", "2", "results/demo/report.md")
+    assert (wd / "results/demo/finetune/lgr/model.pt").stat().st_mtime_ns == before
+    assert (wd / "results/demo/eval/fc/seed1/metrics.json").exists()
+    report = (wd / "results/demo/report.md").read_text()
+    assert "## Seeds: mean ± std" in report and "| 0, 1 |" in report and " ± " in report
+    assert "| finetune/lgr/seed1 | 2 |" in report

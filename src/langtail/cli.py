@@ -110,7 +110,7 @@ def cmd_report(a):
 
     report.run(_config(a, "report"), a.dataset, Path(a.out), Path(a.manifest), [Path(d) for d in a.eval],
                Path(a.corpus_stats), Path(a.anchors), _pairs(a.skipped, "--skipped"), _opt(a.captions),
-               a.config_file)
+               a.config_file, _pairs(a.curves, "--curves"), _pairs(a.seed_metrics, "--seed-metrics"))
 
 
 def cmd_ca4ltr_finetune(a):
@@ -131,7 +131,9 @@ def cmd_text_quality(a):
     from langtail.stages import text_quality
 
     text_quality.run(_config(a, "text_quality"), a.dataset, Path(a.out), Path(a.manifest),
-                     [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file)
+                     [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file,
+                     _pairs(a.curves, "--curves") if a.curves is not None else None,
+                     _pairs(a.seed_metrics, "--seed-metrics"))
 
 
 def cmd_ablations(a):
@@ -216,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     reports[0].add_argument("--eval", nargs="+", required=True, help="eval/<model> directories to show")
     reports[0].add_argument("--skipped", nargs="*", default=[],
                             help="STAGE=skipped_images.parquet of the training / evaluation stages shown")
+    reports[0].add_argument("--curves", nargs="*", default=[],
+                            help="RUN=model.pt of the training stages (pretrain, finetune/<head>): training curves")
+    reports[0].add_argument("--seed-metrics", nargs="*", default=[],
+                            help="MODEL/seed<k>=metrics.json of the other seeds (finetune.seeds): mean +/- std")
     stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
           ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
@@ -223,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr"],
               help="CA4LTR text-quality study")
     s.add_argument("--ca4ltr", nargs="+", required=True, help="eval/ca4ltr_<source> directories")
+    s.add_argument("--curves", nargs="*", default=None,
+                   help="RUN=model.pt of the training runs (ca4ltr/<source>, finetune/fc): training curves")
+    s.add_argument("--seed-metrics", nargs="*", default=[],
+                   help="fc/seed<k> or ca4ltr_<source>/seed<k>=metrics.json of the other seeds (finetune.seeds)")
     reports.append(s)
     for s in reports:
         s.add_argument("--config-file", action="append", default=[],

@@ -165,10 +165,26 @@ class FinetuneConfig:
     lgr_attention_lr: float = 0.0  #: lr of the LGR LayerNorms and Q/K projections (0 = finetune.lr; authors' code: text_lr 1e-6)
     alpha: float = 0.5  #: inference: alpha * P_I + (1 - alpha) * P_T (paper Eq. 7: plain sum = 0.5)
     knn_k: int = 0  #: KNN head: 0 = nearest class-mean of anchors
+    #: classification loss of every head (both LGR branches: Eq. 9 with this loss) and of CA4LTR:
+    #: ce (paper); logit_adjusted (Menon et al. 2021, CE(z + la_tau log pi)); balanced_softmax
+    #: (Ren et al. 2020, CE(z + log pi)); ldam (Cao et al. 2019, margins C/n^(1/4), DRW from drw_epoch).
+    #: Priors pi = the manifest's train counts. Docs: docs/method.md "Long-tail losses"
+    loss: Literal["ce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
+    la_tau: float = 1.0  #: logit_adjusted: temperature tau on the log priors
+    ldam_max_margin: float = 0.5  #: ldam: the largest class margin (C of C/n^(1/4) is set from it)
+    ldam_scale: float = 30.0  #: ldam: s, the scale of the cosine logits (fc heads become cosine classifiers)
+    drw_epoch: int = 0  #: ldam: deferred re-weighting from this 0-based epoch on (0 = no re-weighting; Cao et al.: 160 of 200)
+    drw_beta: float = 0.9999  #: ldam + DRW: class-balanced weights (1 - beta) / (1 - beta^n_j)
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
     seed: int = 0
+    #: repeat the training stages (finetune, ca4ltr_finetune) and their evaluations once per
+    #: seed; reports show mean +/- std. [] = one run with ``seed``. Must contain ``seed``, whose
+    #: run keeps the plain paths (finetune/<head>/model.pt); seed k != seed lives in
+    #: finetune/<head>/seed<k>/, eval/<model>/seed<k>/ (docs/artifacts.md "Seeds"). Only selects
+    #: jobs: adding a seed reruns nothing that exists. Upstream (CVLP, anchors) is shared.
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -215,6 +231,9 @@ class EvaluateConfig:
     #: P^I + P^T logits (authors' code: overall uses the alpha combination, shot groups the sum)
     group_ranking: Literal["combined", "logit_sum"] = "combined"
     recipe: str = "paper"  #: name of the recipe this run follows (written to metrics.json and the report)
+    #: post-hoc logit adjustment (Menon et al. 2021, Eq. 9): logits - tau * log pi before the
+    #: softmax (every branch), pi = the manifest's train counts; 0 = off
+    posthoc_la_tau: float = 0.0
 
 
 @dataclass
@@ -410,6 +429,39 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
     return over
 
 
+# ----------------------------------------------------------------------------- seeds
+
+#: a seed replicate's path part: "" (the run of ``finetune.seed``) or "/seed<k>"
+SEED_DIR_PATTERN = r"(/seed\d+)?"
+
+
+def seed_dirs(cfg: DatasetConfig) -> list[str]:
+    """The replicate path parts of the training runs: ``""`` for ``finetune.seed``, then
+    ``"/seed<k>"`` for every other seed of ``finetune.seeds`` (in the listed order)."""
+    base = cfg.finetune.seed
+    return [""] + [f"/seed{k}" for k in cfg.finetune.seeds if k != base]
+
+
+def seed_of(rep: str, default: int) -> int:
+    """The seed of a replicate path part (``""`` -> ``default``, ``"/seed3"`` -> 3)."""
+    if not rep:
+        return default
+    name = rep.strip("/")
+    if not name.startswith("seed") or not name[4:].isdigit():
+        raise ValueError(f"not a seed replicate: {rep!r} (expected '' or '/seed<k>')")
+    return int(name[4:])
+
+
+def with_seed(cfg: DatasetConfig, rep: str) -> DatasetConfig:
+    """``cfg`` for the replicate ``rep``: ``finetune.seed`` and ``ca4ltr.seed`` set to its seed
+    (the plain run ``""`` is ``cfg`` itself)."""
+    if not rep:
+        return cfg
+    k = seed_of(rep, cfg.finetune.seed)
+    return dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, seed=k),
+                               ca4ltr=dataclasses.replace(cfg.ca4ltr, seed=k))
+
+
 # ----------------------------------------------------------------------------- schema
 
 
@@ -549,6 +601,16 @@ def check_consistency(cfg: DatasetConfig) -> None:
         raise ConfigError(f"pretrain.distill={cfg.pretrain.distill!r} with lambda_ccl={cfg.pretrain.lambda_ccl} "
                           "needs a teacher: set model.teacher (an open_clip name) or pretrain.distill: none "
                           "with pretrain.lambda_ccl: 1.0")
+    seeds = cfg.finetune.seeds
+    if seeds:
+        if len(set(seeds)) != len(seeds) or any(k < 0 for k in seeds):
+            raise ConfigError(f"finetune.seeds {seeds}: seeds must be distinct non-negative integers")
+        if cfg.finetune.seed not in seeds:
+            raise ConfigError(f"finetune.seeds {seeds} must contain finetune.seed ({cfg.finetune.seed}): its run "
+                              "keeps the plain paths (finetune/<head>/model.pt); add it or change finetune.seed")
+        if len(seeds) > 1 and cfg.ca4ltr.seed != cfg.finetune.seed:
+            raise ConfigError(f"finetune.seeds with ca4ltr.seed ({cfg.ca4ltr.seed}) != finetune.seed "
+                              f"({cfg.finetune.seed}): CA4LTR repeats the same seeds; set them equal")
     if cfg.data.few_threshold > cfg.data.many_threshold:
         raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
                           f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")

@@ -8,12 +8,30 @@ class of image i), embeddings ``E^I, E^T [N, D]``, ``S = cos(E^I, E^T) [N, N]``
 - :func:`logit_distillation_loss` — Eq. 3 (teacher similarities ``S'`` of a frozen CLIP).
 - :func:`feature_distillation_loss` — the feature-level alternative of Table 9.
 - :func:`pretrain_loss` — Eq. 8, ``lambda * L_ccl + (1 - lambda) * L_dis``.
-- :func:`recognition_loss` — Eq. 9, ``CE(P^I, y) + CE(P^T, y)``.
+- :func:`recognition_loss` — Eq. 9, ``CE(P^I, y) + CE(P^T, y)``, or the same sum with any
+  long-tail loss below in place of CE (``finetune.loss``).
+
+Long-tail classification losses (``finetune.loss``; logits ``z [B, C]``, labels ``y [B]``,
+class priors ``pi [C]`` = the manifest's train counts normalised, :func:`class_priors`):
+
+- :func:`logit_adjusted_loss` — Menon et al. 2021 (ICLR), loss form:
+  ``CE(z + tau * log pi, y)``; the post-hoc form at inference is :func:`posthoc_adjust`,
+  ``z - tau * log pi``.
+- :func:`balanced_softmax_loss` — Ren et al. 2020: ``CE(z + log pi, y)`` (logit adjustment
+  with tau = 1).
+- :func:`ldam_loss` — Cao et al. 2019: margins ``m_j = C / n_j^{1/4}`` scaled so that
+  ``max_j m_j = max_margin`` (:func:`ldam_margins`), subtracted from the true-class cosine:
+  ``CE(s * (cos - m_y e_y), y, weight)``; with deferred re-weighting (DRW) the weights are
+  the class-balanced ones of Cui et al. 2019 (:func:`class_balanced_weights`, beta 0.9999)
+  from epoch ``drw_epoch`` on, none before (:class:`LongTailLoss.set_epoch`).
+
+:class:`LongTailLoss` bundles the choice, the priors and the schedule for the training loops.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -123,9 +141,143 @@ def pretrain_loss(l_ccl: torch.Tensor, l_dis: torch.Tensor | None, lam: float) -
     return lam * l_ccl + (1 - lam) * l_dis
 
 
-def recognition_loss(logits_image: torch.Tensor, logits_text: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: ``CE(P^I, y) + CE(P^T, y)`` from pre-softmax logits ``[B, C]``."""
-    loss = F.cross_entropy(logits_image, y)
+LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "ldam")  #: values of ``finetune.loss``
+#: the ``finetune`` config keys each loss reads (= :class:`LongTailLoss` keyword arguments)
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ce": (), "logit_adjusted": ("la_tau",), "balanced_softmax": (),
+    "ldam": ("ldam_max_margin", "ldam_scale", "drw_epoch", "drw_beta"),
+}
+
+
+def _counts(counts: Sequence[int] | np.ndarray | torch.Tensor, where: str = "the manifest") -> torch.Tensor:
+    """Train counts ``[C]`` as float64; a class without training image is refused, naming ``where``."""
+    c = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+    if c.ndim != 1 or c.numel() == 0:
+        raise ValueError(f"{where}: class counts must be a non-empty 1-d list, got shape {tuple(c.shape)}")
+    if bool((c <= 0).any()):
+        bad = torch.nonzero(c <= 0).flatten().tolist()
+        raise ValueError(f"{where}: class(es) {bad[:10]} have no training image; the long-tail losses and "
+                         "post-hoc logit adjustment need every class's prior (drop those classes, or use loss: ce)")
+    return c
+
+
+def class_priors(counts: Sequence[int] | np.ndarray | torch.Tensor, where: str = "the manifest") -> torch.Tensor:
+    """``pi [C]`` float64 = train counts / their sum. A class without training image has no
+    prior (log 0): refused, naming ``where``."""
+    c = _counts(counts, where)
+    return c / c.sum()
+
+
+def _shift(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``z [B, C] + v [C]`` in z's dtype and device."""
+    return z + v.to(device=z.device, dtype=z.dtype)
+
+
+def logit_adjusted_loss(logits: torch.Tensor, y: torch.Tensor, priors: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Menon et al. 2021, Eq. 10 (loss form): ``CE(z + tau * log pi, y)``. ``[B, C], [B], [C] -> []``."""
+    return F.cross_entropy(_shift(logits, tau * priors.log()), y)
+
+
+def balanced_softmax_loss(logits: torch.Tensor, y: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+    """Balanced softmax (Ren et al. 2020): ``CE(z + log pi, y)``; scale-free in pi (counts work too)."""
+    return F.cross_entropy(_shift(logits, priors.log()), y)
+
+
+def posthoc_adjust(logits: torch.Tensor, priors: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Menon et al. 2021, Eq. 9 (post-hoc form, at inference): ``z - tau * log pi``. ``[B, C] -> [B, C]``."""
+    return _shift(logits, -tau * priors.log())
+
+
+def ldam_margins(counts: Sequence[int] | np.ndarray | torch.Tensor, max_margin: float = 0.5) -> torch.Tensor:
+    """Cao et al. 2019: ``m_j = C / n_j^{1/4}`` with C such that ``max_j m_j = max_margin``. ``[C]`` float64."""
+    n = _counts(counts)
+    m = 1.0 / n.pow(0.25)
+    return m * (max_margin / m.max())
+
+
+def class_balanced_weights(counts: Sequence[int] | np.ndarray | torch.Tensor, beta: float = 0.9999) -> torch.Tensor:
+    """Cui et al. 2019 (the DRW weights of Cao et al.): ``w_j = (1 - beta) / (1 - beta^{n_j})``,
+    normalised to sum to C. ``[C]`` float64."""
+    n = _counts(counts)
+    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+    return w / w.sum() * len(w)
+
+
+def ldam_loss(logits: torch.Tensor, y: torch.Tensor, margins: torch.Tensor, scale: float = 30.0,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cao et al. 2019: ``CE(scale * (z - m_y e_y), y, weight)`` where ``z [B, C]`` are cosine
+    similarities (their normalised classifier), ``margins [C]``, ``weight [C]`` or None. A branch
+    whose logits are already ``cos / tau`` passes ``z = logits * tau`` and ``scale = 1 / tau``
+    (:func:`recognition_loss` does this for the LGR text branch)."""
+    m = margins.to(device=logits.device, dtype=logits.dtype)[y]  # [B]
+    onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    w = None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)
+    return F.cross_entropy(scale * (logits - m[:, None] * onehot), y, weight=w)
+
+
+class LongTailLoss(torch.nn.Module):
+    """The classification loss of ``finetune.loss`` for one run: ``(z [B, C], y [B], cosine_tau) -> []``.
+
+    ``counts [C]``: training images per class (the manifest's train split). ``cosine_tau``:
+    for LDAM, the temperature of a branch whose logits are ``cos / tau`` (LGR text branch, KNN
+    head, the cosine FC head that ``fc``/``fc_cvlp`` use under LDAM, ``tau = 1 / ldam_scale``):
+    the margin applies to the cosine and the branch's own scale ``1 / tau`` is ``s``; ``None`` =
+    a linear branch (LGR image-branch MLP, CA4LTR classifier), on whose raw logits Cao et al.'s
+    formula runs as their code does without the normalised layer: ``CE(s * (z - m_y e_y))``.
+    DRW (LDAM only): class-balanced weights from 0-based epoch ``drw_epoch`` on (``0`` = off;
+    Cao et al.: 160 of 200); the loop calls :meth:`set_epoch` before every epoch.
+    """
+
+    def __init__(self, kind: str = "ce", counts: Sequence[int] | np.ndarray | None = None, la_tau: float = 1.0,
+                 ldam_max_margin: float = 0.5, ldam_scale: float = 30.0, drw_epoch: int = 0,
+                 drw_beta: float = 0.9999, where: str = "the manifest"):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
+        self.kind, self.la_tau, self.scale, self.drw_epoch = kind, float(la_tau), float(ldam_scale), int(drw_epoch)
+        self.epoch = 0
+        if kind == "ce":
+            return
+        if counts is None:
+            raise ValueError(f"loss {kind!r} needs the class counts of the training split")
+        self.register_buffer("priors", class_priors(counts, where).float(), persistent=False)
+        if kind == "ldam":
+            self.register_buffer("margins", ldam_margins(counts, ldam_max_margin).float(), persistent=False)
+            self.register_buffer("drw_weights", class_balanced_weights(counts, drw_beta).float(), persistent=False)
+
+    def set_epoch(self, epoch: int) -> None:
+        """0-based index of the epoch about to run (DRW switches on at ``drw_epoch``)."""
+        self.epoch = int(epoch)
+
+    def drw_active(self) -> bool:
+        return self.kind == "ldam" and self.drw_epoch > 0 and self.epoch >= self.drw_epoch
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, cosine_tau: float | None = None) -> torch.Tensor:
+        if self.kind == "ce":
+            return F.cross_entropy(logits, y)
+        if self.kind == "logit_adjusted":
+            return logit_adjusted_loss(logits, y, self.priors, self.la_tau)
+        if self.kind == "balanced_softmax":
+            return balanced_softmax_loss(logits, y, self.priors)
+        w = self.drw_weights if self.drw_active() else None
+        if cosine_tau is not None:
+            return ldam_loss(logits * cosine_tau, y, self.margins, 1.0 / cosine_tau, w)
+        return ldam_loss(logits, y, self.margins, self.scale, w)
+
+
+def recognition_loss(logits_image: torch.Tensor, logits_text: torch.Tensor | None, y: torch.Tensor,
+                     loss_fn: LongTailLoss | None = None, text_tau: float | None = None,
+                     image_tau: float | None = None) -> torch.Tensor:
+    """Eq. 9: ``L(P^I, y) + L(P^T, y)`` from pre-softmax logits ``[B, C]``; ``L`` = cross-entropy
+    (paper), or ``loss_fn`` (``finetune.loss``). ``text_tau`` / ``image_tau``: the temperature of
+    a branch whose logits are ``cos / tau`` (LDAM puts its margin on the cosine), None for a
+    linear branch."""
+    if loss_fn is None:
+        loss = F.cross_entropy(logits_image, y)
+        if logits_text is not None:
+            loss = loss + F.cross_entropy(logits_text, y)
+        return loss
+    loss = loss_fn(logits_image, y, image_tau)
     if logits_text is not None:
-        loss = loss + F.cross_entropy(logits_text, y)
+        loss = loss + loss_fn(logits_text, y, text_tau)
     return loss

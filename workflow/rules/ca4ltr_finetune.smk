@@ -7,7 +7,7 @@ rule ca4ltr_finetune:
                             captions=("captions", "captions.parquet"), pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
     output:
-        ds_path("ca4ltr", "{source}", "model.pt"),
+        ds_path("ca4ltr", "{source}{rep}", "model.pt"),
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
@@ -19,9 +19,9 @@ rule ca4ltr_finetune:
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "ca4ltr_{source}.log"),
+        ds_path("logs", "ca4ltr_{source}{rep}.log"),
     benchmark:
-        ds_path("benchmarks", "ca4ltr_{source}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
+        ds_path("benchmarks", "ca4ltr_{source}{rep}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("ca4ltr")
     resources:
         **job_resources_of("ca4ltr"),

@@ -5,8 +5,9 @@ import os
 import shlex
 import sys
 
-from langtail.config import (EVAL_MODELS, HEAD_NAMES, ZEROSHOT_MODELS, dataset_config, job_resources, select_keys,
-                             slurm_site, split_variant, validate_config, variant_overrides)
+from langtail.config import (EVAL_MODELS, HEAD_NAMES, SEED_DIR_PATTERN, ZEROSHOT_MODELS, dataset_config, job_resources,
+                             seed_dirs, select_keys, slurm_site, split_variant, validate_config, variant_overrides,
+                             with_seed)
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
 from langtail.distributed import launch_prefix
 from langtail.stages import module as stage_module, stage_keys, stage_owner
@@ -39,6 +40,9 @@ wildcard_constraints:
     dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
     head="|".join(HEAD_NAMES),
     model="|".join(EVAL_MODELS),
+    # a seed replicate of a training run (finetune.seeds): empty for finetune.seed (the plain
+    # paths), a seed<k> level for the others: finetune/<head>/seed<k>/model.pt, eval/<model>/seed<k>/
+    rep=SEED_DIR_PATTERN,
 
 
 def cfg(ds):
@@ -69,6 +73,8 @@ def stage_params(stage, wildcard=None):
 
     def f(wildcards):
         c = cfg(wildcards.dataset)
+        if "rep" in wildcards.keys():  # a seed replicate: the same keys, finetune.seed / ca4ltr.seed = its seed
+            c = with_seed(c, wildcards.rep)
         wc = {wildcard: wildcards[wildcard]} if wildcard else {}
         return json.dumps(select_keys(c, stage_keys(stage, c, **wc)), sort_keys=True)
 
@@ -154,13 +160,20 @@ def corpus_inputs(wildcards):
 
 def eval_checkpoint(wildcards):
     if wildcards.model in ZEROSHOT_MODELS:
+        if wildcards.rep:
+            raise ValueError(f"{wildcards.model} is not trained: it has no seed replicate {wildcards.rep!r}")
         return up("pretrain", "pretrain", "model.pt")(wildcards)
-    return up("finetune", "finetune", wildcards.model, "model.pt")(wildcards)
+    return up("finetune", "finetune", wildcards.model + wildcards.rep, "model.pt")(wildcards)
 
 
-def eval_dir(ds, model):
-    """results/<owner>/eval/<model> of dataset ``ds`` (a variant shares its base run's when unchanged)."""
-    return artifact(ds, "evaluate", "eval", model)
+def eval_dir(ds, model, rep=""):
+    """results/<owner>/eval/<model><rep> of dataset ``ds`` (a variant shares its base run's when unchanged)."""
+    return artifact(ds, "evaluate", "eval", model + rep)
+
+
+def seed_reps(wildcards):
+    """The seed replicates of the training runs (langtail.config.seed_dirs: empty, then one seed<k> level per other seed)."""
+    return seed_dirs(cfg(wildcards.dataset))
 
 
 def report_models(wildcards):
@@ -171,6 +184,12 @@ def skip_labels(wildcards):
     """Stage labels of report_inputs' ``skipped`` files, in the same order."""
     return (["pretrain"] + [f"finetune/{h}" for h in cfg(wildcards.dataset).finetune.heads]
             + [f"evaluate/{m}" for m in report_models(wildcards)])
+
+
+def curve_labels(wildcards):
+    """Run labels of report_inputs' ``checkpoints`` (training curves), in the same order."""
+    return ["pretrain"] + [f"finetune/{h}{r}" for r in seed_reps(wildcards)
+                           for h in cfg(wildcards.dataset).finetune.heads]
 
 
 def report_inputs(wildcards):
@@ -185,6 +204,13 @@ def report_inputs(wildcards):
         "skipped": [artifact(ds, "pretrain", "pretrain", "skipped_images.parquet")]
         + [artifact(ds, "finetune", "finetune", h, "skipped_images.parquet") for h in c.finetune.heads]
         + [os.path.join(eval_dir(ds, m), "skipped_images.parquet") for m in report_models(wildcards)],
+        # the training stages' checkpoints: their extra.history is the training-curves figure
+        "checkpoints": [artifact(ds, "pretrain", "pretrain", "model.pt")]
+        + [artifact(ds, "finetune", "finetune", h + r, "model.pt") for r in seed_reps(wildcards)
+           for h in c.finetune.heads],
+        # the other seeds' evaluations (finetune.seeds): mean +/- std per row and group
+        "seed_metrics": [os.path.join(eval_dir(ds, h, r), "metrics.json")
+                         for r in seed_reps(wildcards)[1:] for h in c.finetune.heads],
     }
     if "caption" in c.corpus.sources:
         d["captions"] = artifact(ds, "captions", "captions.parquet")
@@ -196,5 +222,10 @@ def ablation_inputs(wildcards):
     from langtail.stages.ablations import metrics_key, rows_needed
 
     ds = wildcards.dataset
-    return {metrics_key(v, m).replace(":", "__"): os.path.join(eval_dir(f"{ds}+{v}" if v else ds, m), "metrics.json")
-            for v, m in rows_needed(cfg(ds))}
+    out = {}
+    for v, m in rows_needed(cfg(ds)):
+        run = f"{ds}+{v}" if v else ds
+        # trained models: one file per seed replicate (finetune.seeds); zero-shot: one
+        for r in ([""] if m in ZEROSHOT_MODELS else seed_dirs(cfg(run))):
+            out[metrics_key(v, m, r).replace(":", "__")] = os.path.join(eval_dir(run, m, r), "metrics.json")
+    return out

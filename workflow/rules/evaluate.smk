@@ -5,24 +5,24 @@ rule evaluate:
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=eval_checkpoint,
     output:
-        metrics=report(ds_path("eval", "{model}", "metrics.json"), caption=report_caption("eval_metrics"),
-                       category="Evaluation", subcategory="{model}", labels=accuracy_labels("model")),
-        per_class=report(ds_path("eval", "{model}", "per_class.parquet"), caption=report_caption("eval_per_class"),
-                         category="Evaluation", subcategory="{model}",
-                         labels={"model": "{model}", "table": "per class"}),
-        skipped=ds_path("eval", "{model}", "skipped_images.parquet"),
+        metrics=report(ds_path("eval", "{model}{rep}", "metrics.json"), caption=report_caption("eval_metrics"),
+                       category="Evaluation", subcategory="{model}{rep}", labels=accuracy_labels("model")),
+        per_class=report(ds_path("eval", "{model}{rep}", "per_class.parquet"), caption=report_caption("eval_per_class"),
+                         category="Evaluation", subcategory="{model}{rep}",
+                         labels={"model": "{model}{rep}", "table": "per class"}),
+        skipped=ds_path("eval", "{model}{rep}", "skipped_images.parquet"),
     params:
         launch=job_launch("evaluate"),
         cfg=stage_params("evaluate"),
-        out_dir=ds_path("eval", "{model}"),
+        out_dir=ds_path("eval", "{model}{rep}"),
         opts=input_opts("text_emb"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "evaluate_{model}.log"),
+        ds_path("logs", "evaluate_{model}{rep}.log"),
     benchmark:
-        ds_path("benchmarks", "evaluate_{model}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
+        ds_path("benchmarks", "evaluate_{model}{rep}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("evaluate")
     resources:
         **job_resources_of("evaluate"),

@@ -6,8 +6,8 @@ rule finetune:
                             pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
     output:
-        model=ds_path("finetune", "{head}", "model.pt"),
-        skipped=ds_path("finetune", "{head}", "skipped_images.parquet"),
+        model=ds_path("finetune", "{head}{rep}", "model.pt"),
+        skipped=ds_path("finetune", "{head}{rep}", "skipped_images.parquet"),
     params:
         launch=job_launch("finetune"),
         cfg=stage_params("finetune", "head"),
@@ -15,9 +15,9 @@ rule finetune:
     conda:
         "../envs/langtail.yaml"
     log:
-        ds_path("logs", "finetune_{head}.log"),
+        ds_path("logs", "finetune_{head}{rep}.log"),
     benchmark:
-        ds_path("benchmarks", "finetune_{head}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
+        ds_path("benchmarks", "finetune_{head}{rep}.tsv"),  # Snakemake: s, max_rss (MB), io, cpu_time per job
     threads: job_threads("finetune")
     resources:
         **job_resources_of("finetune"),

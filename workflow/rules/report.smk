@@ -13,6 +13,9 @@ rule report:
         evals=lambda w, input: " ".join(os.path.dirname(f) for f in input.metrics),
         captions=input_opts("captions"),
         skipped=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(skip_labels(w), input.skipped)),
+        curves=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(curve_labels(w), input.checkpoints)),
+        seeds=lambda w, input: " ".join(f"{h}{r}={p}" for (r, h), p in zip(
+            [(r, h) for r in seed_reps(w)[1:] for h in cfg(w.dataset).finetune.heads], input.seed_metrics)),
         configs=CONFIG_FILE_OPTS,
     conda:
         "../envs/langtail.yaml"
@@ -25,5 +28,5 @@ rule report:
         **job_resources_of("report"),
     shell:
         "langtail report --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
-        " --eval {params.evals} --skipped {params.skipped} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
+        " --eval {params.evals} --skipped {params.skipped} --curves {params.curves} --seed-metrics {params.seeds} --corpus-stats {input.corpus_stats} --anchors {input.anchors} {params.captions}"
         " --out {output.report} {params.configs} 2> {log}"

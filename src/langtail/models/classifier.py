@@ -31,10 +31,11 @@ LGR_OPTIONS = {"lgr_qk_bias": "qk_bias", "lgr_init": "init", "v_detach": "v_deta
 
 def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
                 tau: float = 0.07, knn_k: int = 0, lgr_qk_bias: bool = True, lgr_init: str = "pytorch",
-                v_detach: bool = False) -> torch.nn.Module:
-    """Head ``kind`` for ``dim``-d image embeddings; ``text_emb [C, M, D]`` / ``mask [C, M]`` for lgr, knn."""
+                v_detach: bool = False, fc_cosine_scale: float = 0.0) -> torch.nn.Module:
+    """Head ``kind`` for ``dim``-d image embeddings; ``text_emb [C, M, D]`` / ``mask [C, M]`` for lgr, knn.
+    ``fc_cosine_scale > 0``: fc / fc_cvlp as a cosine classifier with that scale (LDAM)."""
     if kind in ("fc", "fc_cvlp"):
-        return FCHead(dim, num_classes)
+        return FCHead(dim, num_classes, fc_cosine_scale)
     if text_emb is None:
         raise ValueError(f"head {kind!r} needs anchor text embeddings")
     if kind == "lgr":
@@ -83,7 +84,7 @@ def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.dev
     ex = ck["extra"]
     emb = sd.get("head.text_emb", sd.get("head.anchors"))
     mask = sd.get("head.mask")
-    lgr = {k: ex[k] for k in LGR_OPTIONS if k in ex}
+    lgr = {k: ex[k] for k in (*LGR_OPTIONS, "fc_cosine_scale") if k in ex}
     head = create_head(ck["kind"], image.embed_dim, ex["num_classes"], emb, mask, ex.get("tau", 0.07),
                        ex.get("knn_k", 0), **lgr)
     clf = Classifier(image, head, ck["kind"])

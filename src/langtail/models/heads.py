@@ -204,13 +204,19 @@ class LGRHead(nn.Module):
 
 
 class FCHead(nn.Module):
-    """Vision-only linear classifier: ``[B, D] -> {"image": [B, C]}``."""
+    """Vision-only linear classifier: ``[B, D] -> {"image": [B, C]}``.
 
-    def __init__(self, dim: int, num_classes: int):
+    ``cosine_scale > 0``: the normalised classifier of LDAM (Cao et al. 2019, ``NormedLinear``):
+    logits ``s * cos(E^I, W_c)`` (the bias is unused)."""
+
+    def __init__(self, dim: int, num_classes: int, cosine_scale: float = 0.0):
         super().__init__()
         self.fc = nn.Linear(dim, num_classes)
+        self.cosine_scale = float(cosine_scale)
 
     def forward(self, e_img: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cosine_scale > 0:
+            return {"image": self.cosine_scale * F.normalize(e_img, dim=-1) @ F.normalize(self.fc.weight, dim=-1).t()}
         return {"image": self.fc(e_img)}
 
 

@@ -9,7 +9,7 @@ module / rule       command                writes (under ``results/<dataset>/``)
 ``pretrain``        ``pretrain``           ``pretrain/model.pt``
 ``anchors``         ``anchors``            ``anchors.parquet``
 ``embed_text``      ``embed-text``         ``text_embeddings.safetensors``
-``finetune``        ``finetune``           ``finetune/<head>/model.pt``
+``finetune``        ``finetune``           ``finetune/<head>[/seed<k>]/model.pt``
 ``evaluate``        ``evaluate``           ``eval/<model>/metrics.json``, ``per_class.parquet``
 ``report``          ``report``             ``report.md``, ``figures/*.png``
 ``ca4ltr_finetune`` ``ca4ltr-finetune``    ``ca4ltr/<source>/model.pt``

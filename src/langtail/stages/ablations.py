@@ -14,6 +14,7 @@ from pathlib import Path
 from langtail import io
 from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
+from langtail.report.seeds import close_pairs, fmt_runs
 from langtail.report.tables import md_table
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,19 @@ ROWS = [  # (paper row, label, variant or None for the main run, evaluated model
 ]
 
 
-def metrics_key(variant: str | None, model: str) -> str:
-    """How the rule names one metrics file: ``model`` (main run) or ``variant:model``."""
-    return f"{variant}:{model}" if variant else model
+def metrics_key(variant: str | None, model: str, rep: str = "") -> str:
+    """How the rule names one metrics file: ``model`` (main run) or ``variant:model``, with
+    ``:seed<k>`` appended for a seed replicate ``rep = "/seed<k>"`` (``finetune.seeds``)."""
+    key = f"{variant}:{model}" if variant else model
+    return f"{key}:{rep.strip('/')}" if rep else key
+
+
+def split_seed(key: str) -> tuple[str, str]:
+    """``"no_cvlp:lgr:seed1" -> ("no_cvlp:lgr", "seed1")``; ``"lgr" -> ("lgr", "")``."""
+    head, _, last = key.rpartition(":")
+    if head and last.startswith("seed") and last[4:].isdigit():
+        return head, last
+    return key, ""
 
 
 def rows_needed(cfg: DatasetConfig) -> list[tuple[str | None, str]]:
@@ -59,7 +70,12 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, metrics: dict[str, Path], v
     variant_list = list(cfg.report.ablations)
     known = {r[2] for r in ROWS}
     entries = list(ROWS) + [("", f"variant `{v}`", v, "lgr") for v in variant_list if v not in known]
-    rows = []
+    replicates: dict[str, list[Path]] = {}
+    for k in sorted(metrics, key=lambda k: (split_seed(k)[0], int(split_seed(k)[1][4:] or -1))):
+        base, rep = split_seed(k)
+        if rep:
+            replicates.setdefault(base, []).append(metrics[k])
+    rows, runs_by_row = [], {}
     for tag, label, v, model in entries:
         if (v, model) not in rows_needed(cfg):
             continue
@@ -67,11 +83,21 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, metrics: dict[str, Path], v
         if key not in metrics:
             raise ValueError(f"ablations: no metrics file given for {key!r} (--metrics {key}=PATH)")
         setting = json.dumps(variants.get(v, {}), sort_keys=True) if v else f"main run, `{model}`"
-        rows.append([tag, label, *fmt_accuracies(io.read_json(metrics[key])), setting])
+        runs = [io.read_json(metrics[key])] + [io.read_json(p) for p in replicates.get(key, [])]
+        runs_by_row[f"{tag} {label}".strip()] = runs
+        cells = fmt_runs(runs) if len(runs) > 1 else fmt_accuracies(runs[0])
+        rows.append([tag, label, *cells, setting] + ([len(runs)] if replicates else []))
     lines = [f"# Ablations: {dataset}", "",
              "Rows follow the VL-LTR paper's Table 4 (#1-#7), Table 10 (prompt only) and Table 8 (zero-shot);",
              "every row shares the dataset, backbone, epochs, sampler and seed of the main run and changes only",
              "what the setting column says. Top-1 accuracy (%).", "",
-             md_table(rows, ["row", "setting", *ACCURACY_KEYS, "overrides"]), ""]
+             md_table(rows, ["row", "setting", *ACCURACY_KEYS, "overrides"] + (["seeds"] if replicates else [])), ""]
+    if replicates:
+        close = close_pairs(runs_by_row)
+        lines += ["Trained rows: mean ± sample std over the seeds of `finetune.seeds` (column seeds = runs); "
+                  "zero-shot rows are not trained and have one run.", ""]
+        if close:
+            lines += ["Rows whose difference is smaller than their spread (|mean_a - mean_b| < std_a + std_b):", "",
+                      *close, ""]
     io.write_text(out, "\n".join(lines))
     log.info("ablations: %d rows -> %s", len(rows), out)

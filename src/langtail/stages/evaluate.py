@@ -13,7 +13,9 @@ Outputs in ``eval/<model>/``:
   %, over test images of the classes in each group; ``null`` for an empty group),
   ``n_images``, ``n_classes`` per group, ``skipped_images``, and for LGR the branch
   accuracies ``image_branch`` / ``text_branch``, ``alpha`` and ``group_ranking``; for zero-shot
-  ``class_text``; ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
+  ``class_text``; for a fine-tuned classifier ``posthoc_la_tau`` (``evaluate.posthoc_la_tau``:
+  logits ``- tau * log pi`` of every branch before the softmax, 0 = off) and ``train_loss``
+  (the checkpoint's ``finetune.loss``); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
   (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image,
   ``torch.utils.flop_counter``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
@@ -32,6 +34,7 @@ from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import run_batches
+from langtail.losses import class_priors, posthoc_adjust
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
 from langtail.models.heads import combine_probs
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "finetune": ("alpha",),  # inference: alpha * P_I + (1 - alpha) * P_T
-    "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe"),
+    "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe", "posthoc_la_tau"),
 }
 
 
@@ -96,9 +99,13 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     else:
         clf, ck = load_classifier(model_path, device)
         alpha = float(cfg.finetune.alpha)
+        la_tau = float(ec.posthoc_la_tau)
+        priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
 
         def fn(x):
             out = clf(x)
+            if priors is not None:  # post-hoc logit adjustment (Menon et al. 2021, Eq. 9), every branch
+                out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
             cols = [combine_probs(out, alpha)]
             if len(out) > 1:  # image branch, text branch (+ raw logit sum: authors' shot-group ranking)
                 cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
@@ -116,6 +123,8 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
             if scores.shape[1] == 4:
                 group_pred = scores[:, 3].argmax(1).numpy()
         extra["alpha"] = alpha
+        extra["posthoc_la_tau"] = la_tau
+        extra["train_loss"] = ck["extra"].get("loss", "ce")
         extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
         extra.update(model_cost(clf, dc.image_size, device))
     counts = class_counts(df, C)

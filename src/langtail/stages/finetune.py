@@ -9,6 +9,11 @@ One run per head (``finetune/<head>/model.pt``):
   ``baseline_epochs`` epochs.
 - ``fc_cvlp`` / ``knn``: Table 4 #5 / #6 heads on the CVLP encoder.
 
+``finetune.loss`` replaces cross-entropy in every head (both LGR branches: Eq. 9 with that
+loss; :class:`langtail.losses.LongTailLoss`, priors from the manifest's train counts); under
+``ldam`` the ``fc`` / ``fc_cvlp`` heads are cosine classifiers with scale ``ldam_scale``
+(Cao et al.'s normalised layer; ``fc_cosine_scale`` in the checkpoint's ``extra``).
+
 ``finetune.init_from_pretrain: false`` starts the language-guided heads from
 ``model.pretrained`` instead of the CVLP weights (ablation "no CVLP", Table 4 #2).
 Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buffers),
@@ -26,9 +31,9 @@ import torch
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.data.dataset import train_loader
-from langtail.data.manifest import read_manifest
+from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
-from langtail.losses import recognition_loss
+from langtail.losses import LOSS_OPTIONS, LongTailLoss, recognition_loss
 from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
                                          save_classifier, set_visual_mode)
 from langtail.models.encoders import load_vl_checkpoint
@@ -57,10 +62,31 @@ HEAD_KEYS = {
 }
 
 
+#: ``finetune.loss`` and the keys each loss reads (only the chosen loss's keys are declared, so
+#: e.g. ``la_tau`` does not rerun a ``ce`` run; every head reads the loss)
+LOSS_KEYS = LOSS_OPTIONS
+
+
+def loss_keys(cfg: DatasetConfig | None = None) -> dict[str, tuple[str, ...]]:
+    """``{"finetune": ("loss", <the chosen loss's keys>)}`` (every loss's keys when ``cfg`` is None)."""
+    losses = [cfg.finetune.loss] if cfg is not None else list(LOSS_KEYS)
+    return {"finetune": ("loss",) + tuple(k for l_ in losses for k in LOSS_KEYS[l_])}
+
+
 def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> dict[str, tuple[str, ...]]:
     """The keys the run of ``head`` reads (all heads' keys when ``head`` is None)."""
     heads = [head] if head else list(HEAD_KEYS)
-    return merge_keys(KEYS, *(HEAD_KEYS[h] for h in heads))
+    return merge_keys(KEYS, loss_keys(cfg), *(HEAD_KEYS[h] for h in heads))
+
+
+def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
+    """The :class:`~langtail.losses.LongTailLoss` of ``finetune.loss`` for train ``counts [C]``."""
+    fc = cfg.finetune
+    kw = {k: getattr(fc, k) for k in LOSS_KEYS[fc.loss]}
+    if fc.loss != "ce" and fc.sampler != "instance":
+        log.warning("finetune.loss=%s takes its priors from the train counts, but finetune.sampler=%s already "
+                    "re-balances the batches: the adjustment over-corrects (use sampler: instance)", fc.loss, fc.sampler)
+    return LongTailLoss(fc.loss, counts, where=where, **kw)
 
 
 def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
@@ -85,6 +111,8 @@ def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> d
         opts.update(lgr_qk_bias=fc.lgr_qk_bias, lgr_init=fc.lgr_init, v_detach=fc.v_detach)
     if head == "knn":
         opts["knn_k"] = fc.knn_k
+    if head in ("fc", "fc_cvlp") and fc.loss == "ldam":
+        opts["fc_cosine_scale"] = fc.ldam_scale
     return opts
 
 
@@ -121,6 +149,10 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
                           seed=fc.seed, augment=fc.augment, device=device)
     opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr if head_kind == "lgr" else 0.0)), lr=fc.lr)
+    loss_fn = make_loss(cfg, class_counts(df, C), str(manifest_path)).to(device)
+    # LDAM puts its margin on the cosine of branches whose logits are cos / tau
+    text_tau = options.get("tau")
+    image_tau = 1.0 / options["fc_cosine_scale"] if options.get("fc_cosine_scale") else None
 
     def step(batch):
         x = batch["image"]
@@ -129,18 +161,19 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
         if "image" in out_:
-            return recognition_loss(out_["image"], out_.get("text"), batch["label"])
-        return recognition_loss(out_["text"], None, batch["label"])
+            return recognition_loss(out_["image"], out_.get("text"), batch["label"], loss_fn, text_tau, image_tau)
+        return recognition_loss(out_["text"], None, batch["label"], loss_fn, text_tau=None, image_tau=text_tau)
 
     resume = out.with_name(out.name + ".resume")
     fp = io.fingerprint({"head": head_kind, **select_keys(cfg, config_keys(cfg, head_kind))},
                         *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
-              amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]")
+              amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]",
+              on_epoch=loss_fn.set_epoch)
     if not distributed.is_main():
         return
     save_classifier(out, clf.cpu(), cfg.model, {
-        "num_classes": C, **options, "epochs": epochs,
+        "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})

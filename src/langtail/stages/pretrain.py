@@ -8,8 +8,8 @@ frozen CLIP teacher; or feature distillation, Table 9). Without a teacher only L
 used. AdamW (no weight decay on norms, biases and tau), cosine schedule.
 
 Output ``pretrain/model.pt`` (see :func:`langtail.models.encoders.save_vl_checkpoint`):
-``model_cfg``, ``state_dict``, image/text identities and ``extra`` = training history,
-seconds, skipped images. ``pretrain.enabled: false`` writes the initial weights
+``model_cfg``, ``state_dict``, image/text identities and ``extra`` = training history (per
+epoch: ``epoch``, ``loss``, ``lr``, ``tau`` at the epoch's end), seconds, skipped images. ``pretrain.enabled: false`` writes the initial weights
 (ablation "no CVLP").
 """
 from __future__ import annotations
@@ -147,7 +147,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
 
     fp = io.fingerprint(select_keys(cfg, KEYS), manifest_path, corpus_path)
     res = fit(model, opt, loader, step, epochs=pc.epochs, resume_path=resume, fingerprint=fp, device=device,
-              amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau)
+              amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau,
+              epoch_stats=lambda: {"tau": float(model.tau.detach())})
     extra.update({"history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
                   "resumed_from_epoch": res.resumed_from, "tau": float(model.tau.detach()), "device": str(device)})
     if distributed.is_main():

@@ -3,7 +3,8 @@
 Reads only the files its rule passes: the manifest, the ``eval/<model>/`` directories of the
 models to show (``metrics.json`` + ``per_class.parquet``; the model name is the directory
 name), the ``skipped_images.parquet`` of the training and evaluation stages, ``corpus_stats.parquet``, ``anchors.parquet`` and, when the corpus uses captions,
-``captions.parquet``. Writes ``report.md`` and the PNGs in ``<report dir>/figures/report/``
+``captions.parquet``, and the checkpoints of the training stages (``pretrain/model.pt``,
+``finetune/<head>/model.pt``), whose ``extra.history`` gives the training-curves figure. Writes ``report.md`` and the PNGs in ``<report dir>/figures/report/``
 (sections: :mod:`langtail.report.markdown`).
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ import pandas as pd
 from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
-from langtail.report.markdown import (accuracy_section, anchors_section, ca4ltr_pointer, captions_section,
+from langtail.report.curves import curves_section
+from langtail.report.seeds import seeds_section
+from langtail.report.markdown import (MODEL_LABELS, accuracy_section, anchors_section, ca4ltr_pointer, captions_section,
                                       corpus_section, figures_section, setting_section)
 from langtail.report.skipped import skipped_images_section
 from langtail.report.tables import reproduce_line
@@ -33,7 +36,7 @@ KEYS = {
     "model": ("image_encoder", "text_encoder", "pretrained", "embed_dim", "train_text_encoder", "teacher"),
     "pretrain": ("enabled", "epochs", "batch_size", "lr", "sampler", "distill"),
     "anchors": ("strategy", "num_anchors"),
-    "finetune": ("epochs", "baseline_epochs", "batch_size", "lr", "sampler", "alpha"),
+    "finetune": ("epochs", "baseline_epochs", "batch_size", "lr", "sampler", "alpha", "seed"),
     "ca4ltr": ("sources",),
     "evaluate": ("split",),
     "report": ("title", "top_sentences"),
@@ -52,11 +55,37 @@ def read_evals(eval_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[str, pd
     return metrics, per
 
 
+def seed_rows(metrics: Mapping[str, dict], seed_metrics: Mapping[str, Path], base_seed: int
+              ) -> tuple[dict[str, list[dict]], dict[str, list[int]]]:
+    """``(model -> replicate metrics, model -> seeds)`` for the models with seed replicates:
+    the ``finetune.seed`` run (``metrics[model]``) first, then ``seed_metrics`` (``<model>/seed<k>``)."""
+    rows: dict[str, list[dict]] = {}
+    seeds: dict[str, list[int]] = {}
+    for key, path in seed_metrics.items():
+        model, _, rep = key.rpartition("/")
+        if not model or not rep.startswith("seed") or not rep[4:].isdigit():
+            raise ValueError(f"report: seed metrics key {key!r}: expected <model>/seed<k>")
+        if model not in metrics:
+            raise ValueError(f"report: seed metrics {key!r} for model {model!r}, which has no --eval directory")
+        rows.setdefault(model, [metrics[model]]).append(io.read_json(path))
+        seeds.setdefault(model, [base_seed]).append(int(rep[4:]))
+    return rows, seeds
+
+
+def read_histories(checkpoints: Mapping[str, Path]) -> dict[str, list[dict]]:
+    """Run label -> the per-epoch ``extra.history`` of its checkpoint (``[]`` when it has none)."""
+    return {label: list((io.torch_load(p).get("extra") or {}).get("history") or []) for label, p in checkpoints.items()}
+
+
 def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: Sequence[Path], corpus_stats: Path,
         anchors: Path, skipped: Mapping[str, Path] | None = None, captions: Path | None = None,
-        config_files: Sequence[str] = ()) -> None:
+        config_files: Sequence[str] = (), checkpoints: Mapping[str, Path] | None = None,
+        seed_metrics: Mapping[str, Path] | None = None) -> None:
     """``skipped``: stage label -> its ``skipped_images.parquet``; ``config_files``: snakemake's
-    extra ``--configfile`` files (named in the Reproduce line)."""
+    extra ``--configfile`` files (named in the Reproduce line); ``checkpoints``: run label
+    (``pretrain``, ``finetune/<head>[/seed<k>]``) -> its ``model.pt`` (training curves);
+    ``seed_metrics``: ``<model>/seed<k>`` -> ``eval/<model>/seed<k>/metrics.json`` of the other
+    seeds of ``finetune.seeds`` (the ``eval_dirs`` hold the ``finetune.seed`` run)."""
     out = Path(out)
     df, meta = read_manifest(manifest)
     metrics, per = read_evals(eval_dirs)
@@ -68,6 +97,12 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: 
     if skipped is not None:
         lines += skipped_images_section(skipped)
     lines += figures_section(per, out.parent / FIGURES, FIGURES, dataset)
+    if seed_metrics:
+        rows, seeds = seed_rows(metrics, seed_metrics, cfg.finetune.seed)
+        lines += seeds_section({MODEL_LABELS.get(m, m): r for m, r in rows.items()},
+                               {MODEL_LABELS.get(m, m): s for m, s in seeds.items()})
+    if checkpoints:
+        lines += curves_section(read_histories(checkpoints), out.parent / FIGURES, FIGURES)
     lines += corpus_section(cfg.corpus.sources, io.read_parquet(corpus_stats), io.read_parquet_metadata(corpus_stats))
     caps = cmeta = None
     if captions is not None and "caption" in cfg.corpus.sources:

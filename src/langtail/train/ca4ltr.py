@@ -55,8 +55,10 @@ def text_encoder(cfg: DatasetConfig) -> LazyMiniLM:
 
 
 @torch.no_grad()
-def predict(model: CA4LTR, texts: TextInputs, loader, device: torch.device, desc: str = "eval"):
-    """``(pred [N], labels [N], rows [N], skipped)`` over a loader."""
+def predict(model: CA4LTR, texts: TextInputs, loader, device: torch.device, desc: str = "eval",
+            logit_shift: torch.Tensor | None = None):
+    """``(pred [N], labels [N], rows [N], skipped)`` over a loader; ``logit_shift [C]`` is added
+    to the logits before the argmax (post-hoc logit adjustment)."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -66,7 +68,10 @@ def predict(model: CA4LTR, texts: TextInputs, loader, device: torch.device, desc
         if "image" not in batch:
             continue
         t, m = texts.batch(batch["row"], device)
-        preds.append(model(batch["image"].to(device), t, m).argmax(1).cpu())
+        z = model(batch["image"].to(device), t, m)
+        if logit_shift is not None:
+            z = z.float() + logit_shift.to(device=z.device, dtype=torch.float32)
+        preds.append(z.argmax(1).cpu())
         labels.append(batch["label"])
         rows.append(batch["row"])
     if not preds:

@@ -91,13 +91,19 @@ def fit(
     warmup_epochs: int = 0,
     desc: str = "train",
     after_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+    epoch_stats: Callable[[], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
 
     In a process group (torchrun, :mod:`langtail.distributed`) the step runs inside
     DistributedDataParallel (gradients averaged over ranks; BatchNorm made SyncBatchNorm on
     GPU), the history holds the loss averaged over ranks, and only rank 0 writes the resume
-    file; every rank resumes from it."""
+    file; every rank resumes from it.
+    ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
+    epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart).
+    ``epoch_stats()`` adds values to each epoch's history record (the CVLP temperature ``tau``).
+    History record: ``epoch`` (1-based), ``loss`` (mean over the epoch's steps), ``lr`` (at its end)."""
     from langtail import distributed
 
     steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
@@ -135,6 +141,8 @@ def fit(
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch)
         tot, n = 0.0, 0
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
                    disable=None if distributed.is_main() else True)
@@ -160,6 +168,8 @@ def fit(
             n += 1
             bar.set_postfix(loss=f"{tot / n:.4f}")
         rec = {"epoch": epoch + 1, "loss": distributed.all_mean(tot / max(1, n)), "lr": optimizer.param_groups[0]["lr"]}
+        if epoch_stats is not None:
+            rec.update({k: float(v) for k, v in epoch_stats().items()})
         res.history.append(rec)
         log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
         if distributed.is_main():
