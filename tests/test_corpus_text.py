@@ -214,10 +214,17 @@ def test_loaders(tmp_path):
 
 
 def test_descriptions_matching_reports(caplog):
-    raw = {"Aquarium_Fish": ["  A fish\nin a tank. ", "", "A fish in a tank.", "Orange."], "cra": ["A cra."]}
+    raw = {"Aquarium_Fish": ["  A fish\nin a tank. ", "", "A fish in a tank.", "Orange."], "sea lion": ["A seal."]}
     with caplog.at_level("WARNING"):
         m = match_descriptions(raw, ["aquarium_fish", "crab"])
     assert m.per_class == [["A fish in a tank.", "Orange."], []]
-    assert m.unmatched_keys == ["cra"] and m.classes_without_entry == ["crab"]
+    assert m.unmatched_keys == ["sea lion"] and m.classes_without_entry == ["crab"]
     assert m.empty_dropped == 1 and m.duplicates_removed == 1
-    assert "cra" in caplog.text and "crab" in caplog.text
+    assert "sea lion" in caplog.text and "crab" in caplog.text
+
+
+def test_descriptions_built_in_synonym_maps_a_known_key():
+    """CuPL's CIFAR-100 file says `cra` for `crab`: the built-in synonyms map it (and say so)."""
+    m = match_descriptions({"cra": ["A crab on the sand."]}, ["crab"])
+    assert m.per_class == [["A crab on the sand."]] and m.unmatched_keys == []
+    assert m.mapped_keys == {"cra": "crab"}
