@@ -23,7 +23,6 @@ hash of its parameters where cheap), stored with every cached embedding.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, Callable, Sequence
 
@@ -344,15 +343,6 @@ def create_teacher(cfg: ModelConfig) -> nn.Module | None:
     for p in clip.parameters():
         p.requires_grad_(False)
     return clip
-
-
-def state_hash(module: nn.Module) -> str:
-    """sha256 (first 16 hex) over a module's parameters and buffers."""
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- checkpoints
