@@ -40,6 +40,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+def vlltr_sections(shared: Path, epochs: int, device: str, lr: float, batch: int, sampler: str,
+                   heads: list[str]) -> dict:
+    """The CIFAR-10-LT IF100 VL-LTR setting every CIFAR benchmark shares (ResNet-32 from scratch +
+    MiniLM, prompts + CuPL descriptions): the data .. finetune and evaluate sections."""
+    return {
+        "data": {"name": "cifar10_lt", "root": str(shared / "data/cifar-10-python-from-jpeg.tar.gz"),
+                 "imbalance_factor": 100, "verify_checksums": False, "image_size": 32, "normalize": "cifar",
+                 "num_workers": 1 if device == "cpu" else 8},
+        "corpus": {"sources": ["prompt", "descriptions"],
+                   "descriptions_file": str(shared / "data/text/susx_cupl/CuPL_prompts_cifar10.json")},
+        "model": {"image_encoder": "resnet32", "text_encoder": "minilm", "embed_dim": 128},
+        "pretrain": {"epochs": epochs, "batch_size": batch, "lr": lr, "device": device,
+                     "amp": device != "cpu", "sampler": sampler, "channels_last": True},
+        "anchors": {"num_anchors": 64, "images_per_class": 50},
+        "finetune": {"heads": heads, "epochs": epochs, "batch_size": batch, "lr": lr,
+                     "device": device, "amp": device != "cpu", "sampler": sampler, "channels_last": True},
+        "evaluate": {"device": device},
+    }
+
+
 def bench_config(name: str, epochs: int, device: str, lr: float, batch: int,
                  captions_model: str = "tiny-random") -> dict:
     return {
@@ -47,17 +67,7 @@ def bench_config(name: str, epochs: int, device: str, lr: float, batch: int,
         # CA4LTR with the CVLP visual encoder as its "pre-trained" image model (results/<name>+ca4ltr_cvlp/)
         "variants": {"ca4ltr_cvlp": {"ca4ltr": {"init": "cvlp"}}},
         "datasets": {name: {
-            "data": {"name": "cifar10_lt", "root": str(SHARED / "data/cifar-10-python-from-jpeg.tar.gz"),
-                     "imbalance_factor": 100, "verify_checksums": False, "image_size": 32, "normalize": "cifar",
-                     "num_workers": 1 if device == "cpu" else 8},
-            "corpus": {"sources": ["prompt", "descriptions"],
-                       "descriptions_file": str(SHARED / "data/text/susx_cupl/CuPL_prompts_cifar10.json")},
-            "model": {"image_encoder": "resnet32", "text_encoder": "minilm", "embed_dim": 128},
-            "pretrain": {"epochs": epochs, "batch_size": batch, "lr": lr, "device": device,
-                         "amp": device != "cpu", "sampler": "sqrt", "channels_last": True},
-            "anchors": {"num_anchors": 64, "images_per_class": 50},
-            "finetune": {"heads": ["lgr", "fc", "knn"], "epochs": epochs, "batch_size": batch, "lr": lr,
-                         "device": device, "amp": device != "cpu", "sampler": "sqrt", "channels_last": True},
+            **vlltr_sections(SHARED, epochs, device, lr, batch, "sqrt", ["lgr", "fc", "knn"]),
             # CA4LTR text-quality study (issue #6): every train+test image captioned (the caption
             # source is per image), same epochs / lr / batch / sampler as the VL-LTR rows.
             "captions": {"enabled": True, "model": captions_model, "splits": ["train", "test"], "per_class": 0,
@@ -68,7 +78,6 @@ def bench_config(name: str, epochs: int, device: str, lr: float, batch: int,
             "ca4ltr": {"sources": ["label", "description", "caption", "nonsense"], "epochs": epochs,
                        "width": 128, "heads": 4, "depth": 1, "ffn_mult": 2,
                        "batch_size": batch, "lr": lr, "sampler": "sqrt", "device": device, "amp": device != "cpu"},
-            "evaluate": {"device": device},
             "report": {"ablations": ["cutoff", "prompt_only", "no_cvlp"],
                        "title": f"CIFAR-10-LT IF100 benchmark ({epochs} epochs)"},
         }},

@@ -54,23 +54,12 @@ PUBLISHED = ("Published top-1 of a from-scratch ResNet-32 on CIFAR-10-LT IF100, 
 
 
 def bench_config(name: str, epochs: int, device: str, lr: float, batch: int) -> dict:
+    from cifar10_lt import vlltr_sections  # the shared CIFAR-10-LT setting (this folder is on sys.path)
+
     return {
         "results_dir": "results",
         "variants": VARIANTS,
-        "datasets": {name: {
-            "data": {"name": "cifar10_lt", "root": str(SHARED / "data/cifar-10-python-from-jpeg.tar.gz"),
-                     "imbalance_factor": 100, "verify_checksums": False, "image_size": 32, "normalize": "cifar",
-                     "num_workers": 1 if device == "cpu" else 8},
-            "corpus": {"sources": ["prompt", "descriptions"],
-                       "descriptions_file": str(SHARED / "data/text/susx_cupl/CuPL_prompts_cifar10.json")},
-            "model": {"image_encoder": "resnet32", "text_encoder": "minilm", "embed_dim": 128},
-            "pretrain": {"epochs": epochs, "batch_size": batch, "lr": lr, "device": device,
-                         "amp": device != "cpu", "sampler": "instance", "channels_last": True},
-            "anchors": {"num_anchors": 64, "images_per_class": 50},
-            "finetune": {"heads": ["lgr", "fc"], "epochs": epochs, "batch_size": batch, "lr": lr,
-                         "device": device, "amp": device != "cpu", "sampler": "instance", "channels_last": True},
-            "evaluate": {"device": device},
-        }},
+        "datasets": {name: vlltr_sections(SHARED, epochs, device, lr, batch, "instance", ["lgr", "fc"])},
     }
 
 
