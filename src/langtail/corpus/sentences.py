@@ -55,23 +55,47 @@ from typing import Iterable, Sequence
 from langtail.corpus.language import LanguageRules, language_rules
 
 _WS = re.compile(r"\s+")
-_CLOSERS = "\"')]}\u201d\u2019\u00bb"
-_OPENERS = "\"'([{\u201c\u2018\u00ab\u00bf\u00a1"
+# quotes/brackets that close (at a word's end: German "schläft.“" and "»schläft.«" too) and open
+_CLOSERS = "\"')]}\u201d\u2019\u00bb\u203a\u201c\u2018\u00ab\u2039 "
+_OPENERS = "\"'([{\u201c\u2018\u00ab\u2039\u201e\u201a\u00bb\u203a\u00bf\u00a1 "
 _TRAIL = ".,;:!?\u2026" + _CLOSERS
 _END = re.compile(r"(?:[.!?]|\u2026)$")
 _NUMBER = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*$")
+_NUMBER_OR_RANGE = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*(?:[-\u2013\u2212/][\d.,]*\d)?$")
 _DOTTED = re.compile(r"^(?:[^\W\d_]{1,3}\.-?)+[^\W\d_]{1,3}$")
 _INITIAL = re.compile(r"^[^\W\d_]\.$")
+# a word of only closing quotes/brackets (French "dort. »", "end. ”"), maybe with punctuation
+_CLOSE_TOKEN = re.compile("^[\"')\\]}\u201d\u2019\u00bb\u203a]+[.,;:!?\u2026]*$")
+_OPEN_TOKEN = re.compile("^[([{\u201c\u2018\u00ab\u2039\u201e\u201a\u00bf\u00a1]+$")
 
 
 def _core(word: str) -> str:
-    """``word`` without trailing closing quotes/brackets (``end.)`` -> ``end.``)."""
+    """``word`` without trailing closing quotes/brackets (``end.)`` -> ``end.``, ``dort. »`` -> ``dort.``)."""
     return word.rstrip(_CLOSERS)
 
 
 def _bare(word: str) -> str:
     """``word`` without leading openers and trailing punctuation (``("Les,`` -> ``Les``)."""
     return word.lstrip(_OPENERS).rstrip(_TRAIL)
+
+
+def _tokens(para: str) -> list[str]:
+    """Words of ``para`` (split at spaces), a word of only closing quotes joined to the word
+    before it and one of only opening quotes to the word after it (``dort. »``, ``« Il``):
+    ``" ".join`` gives ``para`` back."""
+    out: list[str] = []
+    pending = ""
+    for w in para.split(" "):
+        if out and not pending and _CLOSE_TOKEN.match(w):
+            out[-1] += " " + w
+        elif _OPEN_TOKEN.match(w):
+            pending += w + " "
+        else:
+            out.append(pending + w)
+            pending = ""
+    if pending:
+        out.append(pending.rstrip(" "))
+    return out
 
 
 @dataclass
@@ -92,7 +116,7 @@ class OrthoContext:
         for text in texts:
             for para in text.split("\n"):
                 after_end = True
-                for w in para.split():
+                for w in _tokens(_WS.sub(" ", para).strip()):
                     b = _bare(w)
                     if b[:1].isalpha():
                         if b[0].islower():
@@ -103,14 +127,17 @@ class OrthoContext:
         return ctx
 
 
+def _abbreviation_like(nxt: str, rules: LanguageRules) -> bool:
+    """``nxt`` is an initial (``J.``) or an abbreviation (``Dr.``, ``R.M.S.``): no sentence start."""
+    core = _core(nxt.lstrip(_OPENERS))
+    return bool(_INITIAL.match(core) or (core.endswith(".") and (
+        _DOTTED.match(core[:-1]) or rules.is_prefix(core[:-1]) or rules.is_abbreviation(core[:-1]))))
+
+
 def _evidence(nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
     """Sentence-start evidence for the word ``nxt`` after an abbreviation (rule 6)."""
     word = _bare(nxt)
-    if not word[:1].isupper():
-        return False
-    core = _core(nxt.lstrip(_OPENERS))
-    if _INITIAL.match(core) or (core.endswith(".") and (_DOTTED.match(core[:-1]) or rules.is_prefix(core[:-1])
-                                                       or rules.is_abbreviation(core[:-1]))):
+    if not word[:1].isupper() or _abbreviation_like(nxt, rules):
         return False
     if rules.is_starter(word):
         return True
@@ -118,8 +145,21 @@ def _evidence(nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
     return low in ctx.lower and low not in ctx.mid_upper
 
 
-def _is_boundary(prev2: str, word: str, nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
-    """Does a sentence end between ``word`` and ``nxt`` (``prev2`` = the word before ``word``)?"""
+def _final_split(key: str, nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
+    """After a sentence-final-capable abbreviation ``key`` (``etc``, ``u.s``, ``kg`` after a
+    number): does the word ``nxt`` start a new sentence (rule 5)?"""
+    word = _bare(nxt)
+    if not word[:1].isupper() or rules.is_continuation(key, word) or _abbreviation_like(nxt, rules):
+        return False
+    if rules.capitalized_nouns or rules.is_starter(word):
+        return True
+    low = word.lower()  # a name the page capitalises mid-sentence and never writes in lower case
+    return not (low in ctx.mid_upper and low not in ctx.lower)
+
+
+def _is_boundary(words: Sequence[str], i: int, rules: LanguageRules, ctx: OrthoContext) -> bool:
+    """Does a sentence end between ``words[i]`` and ``words[i + 1]``?"""
+    word, nxt = words[i], words[i + 1]
     core = _core(word)
     if not _END.search(core):
         return False
@@ -135,9 +175,12 @@ def _is_boundary(prev2: str, word: str, nxt: str, rules: LanguageRules, ctx: Ort
         return True
     if _NUMBER.match(stem):  # rule 3
         return _evidence(nxt, rules, ctx) if rules.ordinal_period and stem.isdigit() else True
-    if rules.is_unit(stem) and _NUMBER.match(_core(prev2).rstrip(".")) and not rules.capitalized_nouns:
-        word_n = _bare(nxt)  # rule 5 (before rule 4: "60 ft. The" is a unit, "Ft. Worth" a prefix)
-        return word_n[:1].isupper() and word_n.lower() not in ctx.mid_upper and not _INITIAL.match(_core(n))
+    prev = _core(words[i - 1]).lstrip(_OPENERS) if i else ""
+    key = rules.final_key(prev, stem)
+    if key is None and _NUMBER_OR_RANGE.match(prev.rstrip(".")):
+        key = rules.after_number_key(stem)  # "3,2 kg." / "44 B.C." (before rule 4: "Ft. Worth" is a prefix)
+    if key is not None:
+        return _final_split(key, nxt, rules, ctx)  # rule 5
     if rules.is_prefix(stem):  # rule 4
         return False
     if rules.is_abbreviation(stem) or _DOTTED.match(stem) or (len(stem) == 1 and stem.isalpha()):
@@ -146,11 +189,11 @@ def _is_boundary(prev2: str, word: str, nxt: str, rules: LanguageRules, ctx: Ort
 
 
 def _split_paragraph(para: str, rules: LanguageRules, ctx: OrthoContext) -> list[str]:
-    words = para.split(" ")
+    words = _tokens(para)
     out: list[str] = []
     start = 0
     for i in range(len(words) - 1):
-        if _is_boundary(words[i - 1] if i else "", words[i], words[i + 1], rules, ctx):
+        if _is_boundary(words, i, rules, ctx):
             out.append(" ".join(words[start:i + 1]))
             start = i + 1
     out.append(" ".join(words[start:]))
@@ -249,11 +292,58 @@ def _cut_word(word: str, budget: int) -> list[str]:
     return pieces
 
 
-def split_long(sentence: str, max_tokens: int) -> list[str]:
-    """Split ``sentence`` at word boundaries into near-equal chunks of <= ``max_tokens``.
+def _soft_segments(sentence: str, rules: LanguageRules) -> list[str]:
+    """``sentence`` cut wherever a period/``!``/``?`` is followed by a capitalised word, except
+    after an initial or a ``[prefix]`` abbreviation and before an abbreviation: the places
+    where a pair of sentences the splitter kept joined (``... the U.S. Farmers ...``) can meet."""
+    words = _tokens(_WS.sub(" ", sentence).strip())
+    out: list[str] = []
+    start = 0
+    for i in range(len(words) - 1):
+        core = _core(words[i])
+        stem = core[:-1].lstrip(_OPENERS)
+        if (_END.search(core) and _bare(words[i + 1])[:1].isupper() and not _INITIAL.match(core)
+                and not rules.is_prefix(stem) and not _abbreviation_like(words[i + 1], rules)):
+            out.append(" ".join(words[start:i + 1]))
+            start = i + 1
+    out.append(" ".join(words[start:]))
+    return out
 
-    ``max_tokens`` includes SOS/EOS. Returns ``[sentence]`` if it already fits.
+
+def split_long(sentence: str, max_tokens: int, language: str = "en") -> list[str]:
+    """Split ``sentence`` into chunks of <= ``max_tokens`` (SOS/EOS included).
+
+    Returns ``[sentence]`` if it already fits. Otherwise it is first cut at its
+    :func:`_soft_segments` (so two sentences kept joined are cut where one ends, never in
+    the middle of the next); consecutive segments are packed into one chunk while they
+    fit, and a segment that does not fit alone is cut at word boundaries into near-equal
+    chunks (:func:`_split_even`).
     """
+    if max_tokens - 2 < 1:
+        raise ValueError(f"max_tokens must be >= 3, got {max_tokens}")
+    if count_tokens(sentence) <= max_tokens:
+        return [" ".join(sentence.split())]
+    segments = _soft_segments(sentence, language_rules(language))
+    if len(segments) == 1:
+        return _split_even(sentence, max_tokens)
+    out: list[str] = []
+    cur = ""
+    for seg in segments:
+        if cur and count_tokens(f"{cur} {seg}") <= max_tokens:
+            cur = f"{cur} {seg}"
+            continue
+        if cur:
+            out.append(cur)
+        cur = ""
+        if count_tokens(seg) <= max_tokens:
+            cur = seg
+        else:
+            out.extend(_split_even(seg, max_tokens))
+    return out + ([cur] if cur else [])
+
+
+def _split_even(sentence: str, max_tokens: int) -> list[str]:
+    """Split ``sentence`` at word boundaries into near-equal chunks of <= ``max_tokens``."""
     budget = max_tokens - 2
     if budget < 1:
         raise ValueError(f"max_tokens must be >= 3, got {max_tokens}")
@@ -289,8 +379,8 @@ def split_long(sentence: str, max_tokens: int) -> list[str]:
         if count_tokens(c) > max_tokens and len(c.split()) > 1:
             words_c = c.split()
             half = len(words_c) // 2
-            out.extend(split_long(" ".join(words_c[:half]), max_tokens))
-            out.extend(split_long(" ".join(words_c[half:]), max_tokens))
+            out.extend(_split_even(" ".join(words_c[:half]), max_tokens))
+            out.extend(_split_even(" ".join(words_c[half:]), max_tokens))
         else:
             out.append(c)
     return out
@@ -312,15 +402,18 @@ class FilterCounts:
         d[key] = d.get(key, 0) + n
 
 
-def fit_sentence(sentence: str, min_tokens: int, max_tokens: int,
-                 counts: FilterCounts | None = None, source: str = "") -> list[tuple[str, int]]:
-    """Apply the length filter to one sentence -> ``[(text, n_tokens), ...]`` (maybe empty)."""
+def fit_sentence(sentence: str, min_tokens: int, max_tokens: int, counts: FilterCounts | None = None,
+                 source: str = "", language: str = "en") -> list[tuple[str, int]]:
+    """Apply the length filter to one sentence -> ``[(text, n_tokens), ...]`` (maybe empty).
+
+    ``language``: the rules :func:`split_long` cuts an over-long sentence with.
+    """
     s = _WS.sub(" ", sentence).strip()
     if not s:
         return []
     n = count_tokens(s)
     if n > max_tokens:
-        pieces = [(p, count_tokens(p)) for p in split_long(s, max_tokens)]
+        pieces = [(p, count_tokens(p)) for p in split_long(s, max_tokens, language)]
         if counts is not None:
             counts.add(source, "split_too_long")
             counts.add(source, "chunks_from_split", len(pieces))
