@@ -64,9 +64,13 @@ _NUMBER = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*$")
 _NUMBER_OR_RANGE = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*(?:[-\u2013\u2212/][\d.,]*\d)?$")
 _DOTTED = re.compile(r"^(?:[^\W\d_]{1,3}\.-?)+[^\W\d_]{1,3}$")
 _INITIAL = re.compile(r"^[^\W\d_]\.$")
-# a word of only closing quotes/brackets (French "dort. »", "end. ”"), maybe with punctuation
-_CLOSE_TOKEN = re.compile("^[\"')\\]}\u201d\u2019\u00bb\u203a]+[.,;:!?\u2026]*$")
-_OPEN_TOKEN = re.compile("^[([{\u201c\u2018\u00ab\u2039\u201e\u201a\u00bf\u00a1]+$")
+# a word of only quotes/brackets (French "dort. \u00bb", "\u00ab Il"), maybe with punctuation after it
+_QUOTES = "\"()[]{}\u00ab\u00bb\u2039\u203a\u201c\u201d\u201e\u2018\u2019\u201a"
+_LONE = re.compile("(?:^| )[" + re.escape(_QUOTES) + "]+[.,;:!?\u2026]*(?= |$)")
+_LONE_TOKEN = re.compile("^[" + re.escape(_QUOTES) + "]+[.,;:!?\u2026]*$")
+# opening mark -> the marks that close it (German \u201e...\u201c and \u00bb...\u00ab, French \u00ab...\u00bb)
+_PAIRS = {"\u00ab": "\u00bb", "\u00bb": "\u00ab", "\u2039": "\u203a", "\u203a": "\u2039", "\u201e": "\u201c\u201d",
+          "\u201a": "\u2018\u2019", "\u201c": "\u201d", "\u2018": "\u2019", '"': '"', "(": ")", "[": "]", "{": "}"}
 
 
 def _core(word: str) -> str:
@@ -79,20 +83,50 @@ def _bare(word: str) -> str:
     return word.lstrip(_OPENERS).rstrip(_TRAIL)
 
 
+def _closes(c: str, stack: list[str]) -> bool:
+    """Does the mark ``c`` close one of the open marks in ``stack``? (then popped down to it)"""
+    for j in range(len(stack) - 1, -1, -1):
+        if c in _PAIRS[stack[j]]:
+            del stack[j:]
+            return True
+    return False
+
+
+def _track(word: str, stack: list[str]) -> None:
+    """Update ``stack`` (open quotes/brackets) with the marks at the start and end of ``word``."""
+    lead = len(word) - len(word.lstrip(_QUOTES))
+    for c in word[:lead]:
+        if not _closes(c, stack) and c in _PAIRS:
+            stack.append(c)
+    body = word.rstrip(".,;:!?\u2026")
+    for c in body[max(lead, len(body.rstrip(_QUOTES))):]:
+        _closes(c, stack)
+
+
 def _tokens(para: str) -> list[str]:
-    """Words of ``para`` (split at spaces), a word of only closing quotes joined to the word
-    before it and one of only opening quotes to the word after it (``dort. »``, ``« Il``):
-    ``" ".join`` gives ``para`` back."""
+    """Words of ``para`` (split at spaces); a word of only quotes/brackets is joined to the word
+    before it when it closes an open mark (``dort. \u00bb``, ``"it bites. "``) or has none to
+    close (``\u201d``), else to the word after it (``\u00ab Il``): ``" ".join`` gives ``para`` back."""
+    words = para.split(" ")
+    if not _LONE.search(para):
+        return words
     out: list[str] = []
     pending = ""
-    for w in para.split(" "):
-        if out and not pending and _CLOSE_TOKEN.match(w):
-            out[-1] += " " + w
-        elif _OPEN_TOKEN.match(w):
-            pending += w + " "
+    stack: list[str] = []
+    for w in words:
+        if _LONE_TOKEN.match(w):
+            closes = any(w[0] in _PAIRS[m] for m in stack) or w[0] not in _PAIRS
+            _track(w, stack)
+            if closes and out and not pending:
+                out[-1] += " " + w
+                continue
+            if not closes:
+                pending += w + " "
+                continue
         else:
-            out.append(pending + w)
-            pending = ""
+            _track(w, stack)
+        out.append(pending + w)
+        pending = ""
     if pending:
         out.append(pending.rstrip(" "))
     return out
