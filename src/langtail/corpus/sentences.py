@@ -8,25 +8,35 @@ from ``langtail/resources/languages/<language>.txt`` (:mod:`langtail.corpus.lang
 ``corpus.language`` selects them). Paragraphs are split separately: a sentence never
 spans a newline. Candidate boundaries are only after ``.``, ``!``, ``?`` or an ellipsis
 followed by a space (closing quotes/brackets may sit between), so ``3.5``, ``U.S.A`` and
-URLs are never cut. For a candidate after word ``w`` followed by word ``n``:
+URLs are never cut. A word of only quote marks/brackets (``»``, ``"`` written apart) is
+joined to the word before it when it closes an open mark (or has none to close:
+``”``), else to the word after it (``«``): ``il dort. » Puis`` -> ``… il dort. »`` |
+``Puis …``, German ``„…“`` and ``»…«`` are paired too. For a candidate after word ``w``
+(the word before it: ``p``) followed by word ``n``:
 
-1. ``n`` starts with a lower-case letter -> no split (``approx. five``, ``z. B. in``).
+1. ``n`` starts with a lower-case letter -> no split (``approx. five``, ``z. B. in``,
+   ``EE. UU. durante``).
 2. ``!``/``?`` -> split.
 3. ``w`` is a number: split, except in languages with ordinal periods (``de``: ``19. Jh.``,
    ``3. Oktober``) where it needs evidence (below).
-4. ``w`` is a *prefix* abbreviation (``Dr.``, ``St.``, ``c.``, ``ca.``, ``e.g.``, ``z. B.``,
-   ``M.``) -> no split.
-5. (checked before 4) ``w`` is a *unit* (``t``, ``g``, ``ft``) after a number -> split when ``n`` is
-   capitalised and not known as a mid-sentence capitalised word (``2.5 t. Mass ...``,
-   ``about 2 g. The ...``); in languages that capitalise nouns (``de``) -> rule 6.
-6. ``w`` is a listed abbreviation (``etc.``, ``U.S.``, ``Jh.``, ``Mio.``), a dotted
-   abbreviation (letters and periods: ``R.M.S.``, ``U.S.``, ``J.-C.``), a single letter
-   (an initial: ``J.``) or an ellipsis -> split only with **sentence-start evidence**:
-   ``n`` is capitalised, is not itself an initial or abbreviation, and either is a
-   sentence starter of the language (``The``, ``Die``, ``Les``, ``Los``, ``L'...``) or is
-   a word the same page writes in lower case and never capitalises mid-sentence (Punkt's
-   orthographic heuristic: ``... in the U.S. Newspapers ...`` splits when the page says
-   "newspapers" elsewhere; ``R.M.S. Titanic`` and ``2 Mio. Einwohner`` do not split).
+5. (checked before 4) ``w`` is a *final* abbreviation (``[final]``: ``etc.``, ``U.S.``,
+   ``usw.``; two-word entries with ``p``: ``EE. UU.``, ``v. Chr.``, ``av. J.-C.``), or a
+   *unit* / *after-number* marker after a number or range ``p`` (``3,2 kg.``, ``20–30 m.``,
+   ``44 B.C.``, ``9 a.m.``) -> split when ``n`` is capitalised, unless ``n`` is a listed
+   continuation of that entry (``[continuations]``: ``U.S. Army``, ``U.S. President``), an
+   initial or abbreviation, or, in languages that do not capitalise nouns, a word the page
+   capitalises mid-sentence and never writes in lower case (a name: ``U.S. Bancorp``).
+4. ``w`` is a *prefix* abbreviation (``Dr.``, ``St.``, ``Ft.``, ``c.``, ``e.g.``, ``No.``,
+   ``z. B.``, ``M.``) -> no split.
+6. ``w`` is a listed abbreviation (``Jh.``, ``Mio.``, ``Co.``; units and after-number
+   markers elsewhere: ``B.C. Forbes``), a dotted abbreviation (letters and periods:
+   ``R.M.S.``, ``W.P.A.``), a single letter (an initial: ``J.``) or an ellipsis -> split
+   only with **sentence-start evidence**: ``n`` is capitalised, is not itself an initial
+   or abbreviation, and either is a sentence starter of the language (``The``, ``Die``,
+   ``Les``, ``Los``, ``L'...``) or is a word the same page writes in lower case and never
+   capitalises mid-sentence (Punkt's orthographic heuristic: ``... under the W.P.A.
+   Newspapers ...`` splits when the page says "newspapers" elsewhere; ``R.M.S. Titanic``
+   and ``2 Mio. Einwohner`` do not split).
 7. any other word -> split.
 
 The orthographic context (:class:`OrthoContext`) is collected from the whole page
@@ -38,8 +48,10 @@ offline), **including** the start and end tokens, i.e. ``len(encode(s)) + 2``. T
 the number compared with ``CorpusConfig.min_tokens`` / ``max_tokens`` (77 = CLIP context).
 
 Length filter (:func:`fit_sentence`): fewer than ``min_tokens`` -> dropped (counted);
-more than ``max_tokens`` -> split at word boundaries into near-equal chunks that each fit
-(counted); chunks of a split sentence are kept even if short. A single "word" longer
+more than ``max_tokens`` -> split into chunks that each fit (counted; :func:`split_long`:
+first where a period/``!``/``?`` is followed by a capitalised word, so a pair of sentences
+kept joined is cut where the first ends, then packed; a piece too long alone is cut at
+word boundaries into near-equal chunks); chunks of a split sentence are kept even if short. A single "word" longer
 than the context (a URL, a chemical name) is cut between characters.
 """
 from __future__ import annotations
@@ -53,6 +65,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from langtail.corpus.language import LanguageRules, language_rules
+from langtail.corpus.quotes import words_of as _tokens
 
 _WS = re.compile(r"\s+")
 # quotes/brackets that close (at a word's end: German "schläft.“" and "»schläft.«" too) and open
@@ -60,19 +73,12 @@ _CLOSERS = "\"')]}\u201d\u2019\u00bb\u203a\u201c\u2018\u00ab\u2039 "
 _OPENERS = "\"'([{\u201c\u2018\u00ab\u2039\u201e\u201a\u00bb\u203a\u00bf\u00a1 "
 _TRAIL = ".,;:!?\u2026" + _CLOSERS
 _END = re.compile(r"(?:[.!?]|\u2026)$")
+_SENT_END = (".", "!", "?", "\u2026")  # what _END matches, for str.endswith
+_CLAUSE_END = _SENT_END + (":",)
 _NUMBER = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*$")
 _NUMBER_OR_RANGE = re.compile(r"^[+-]?\d[\d.,\u2009\u00a0]*(?:[-\u2013\u2212/][\d.,]*\d)?$")
 _DOTTED = re.compile(r"^(?:[^\W\d_]{1,3}\.-?)+[^\W\d_]{1,3}$")
 _INITIAL = re.compile(r"^[^\W\d_]\.$")
-# a word of only quotes/brackets (French "dort. \u00bb", "\u00ab Il"), maybe with punctuation after it
-_QUOTES = "\"()[]{}\u00ab\u00bb\u2039\u203a\u201c\u201d\u201e\u2018\u2019\u201a"
-_LONE = re.compile("(?:^| )[" + re.escape(_QUOTES) + "]+[.,;:!?\u2026]*(?= |$)")
-_LONE_TOKEN = re.compile("^[" + re.escape(_QUOTES) + "]+[.,;:!?\u2026]*$")
-# opening mark -> the marks that close it (German \u201e...\u201c and \u00bb...\u00ab, French \u00ab...\u00bb)
-_PAIRS = {"\u00ab": "\u00bb", "\u00bb": "\u00ab", "\u2039": "\u203a", "\u203a": "\u2039", "\u201e": "\u201c\u201d",
-          "\u201a": "\u2018\u2019", "\u201c": "\u201d", "\u2018": "\u2019", '"': '"', "(": ")", "[": "]", "{": "}"}
-
-
 def _core(word: str) -> str:
     """``word`` without trailing closing quotes/brackets (``end.)`` -> ``end.``, ``dort. »`` -> ``dort.``)."""
     return word.rstrip(_CLOSERS)
@@ -81,55 +87,6 @@ def _core(word: str) -> str:
 def _bare(word: str) -> str:
     """``word`` without leading openers and trailing punctuation (``("Les,`` -> ``Les``)."""
     return word.lstrip(_OPENERS).rstrip(_TRAIL)
-
-
-def _closes(c: str, stack: list[str]) -> bool:
-    """Does the mark ``c`` close one of the open marks in ``stack``? (then popped down to it)"""
-    for j in range(len(stack) - 1, -1, -1):
-        if c in _PAIRS[stack[j]]:
-            del stack[j:]
-            return True
-    return False
-
-
-def _track(word: str, stack: list[str]) -> None:
-    """Update ``stack`` (open quotes/brackets) with the marks at the start and end of ``word``."""
-    lead = len(word) - len(word.lstrip(_QUOTES))
-    for c in word[:lead]:
-        if not _closes(c, stack) and c in _PAIRS:
-            stack.append(c)
-    body = word.rstrip(".,;:!?\u2026")
-    for c in body[max(lead, len(body.rstrip(_QUOTES))):]:
-        _closes(c, stack)
-
-
-def _tokens(para: str) -> list[str]:
-    """Words of ``para`` (split at spaces); a word of only quotes/brackets is joined to the word
-    before it when it closes an open mark (``dort. \u00bb``, ``"it bites. "``) or has none to
-    close (``\u201d``), else to the word after it (``\u00ab Il``): ``" ".join`` gives ``para`` back."""
-    words = para.split(" ")
-    if not _LONE.search(para):
-        return words
-    out: list[str] = []
-    pending = ""
-    stack: list[str] = []
-    for w in words:
-        if _LONE_TOKEN.match(w):
-            closes = any(w[0] in _PAIRS[m] for m in stack) or w[0] not in _PAIRS
-            _track(w, stack)
-            if closes and out and not pending:
-                out[-1] += " " + w
-                continue
-            if not closes:
-                pending += w + " "
-                continue
-        else:
-            _track(w, stack)
-        out.append(pending + w)
-        pending = ""
-    if pending:
-        out.append(pending.rstrip(" "))
-    return out
 
 
 @dataclass
@@ -150,14 +107,17 @@ class OrthoContext:
         for text in texts:
             for para in text.split("\n"):
                 after_end = True
-                for w in _tokens(_WS.sub(" ", para).strip()):
-                    b = _bare(w)
+                for w in para.split():
+                    core = w.rstrip(_CLOSERS)
+                    if not core:
+                        continue  # a lone closing/opening quote ("dort. » Puis") keeps after_end
+                    b = core.lstrip(_OPENERS).rstrip(_TRAIL)
                     if b[:1].isalpha():
                         if b[0].islower():
                             ctx.lower.add(b.lower())
                         elif b[0].isupper() and not after_end:
                             ctx.mid_upper.add(b.lower())
-                    after_end = bool(re.search(r"[.!?:\u2026]$", _core(w)))
+                    after_end = core.endswith(_CLAUSE_END)
         return ctx
 
 
@@ -194,8 +154,8 @@ def _final_split(key: str, nxt: str, rules: LanguageRules, ctx: OrthoContext) ->
 def _is_boundary(words: Sequence[str], i: int, rules: LanguageRules, ctx: OrthoContext) -> bool:
     """Does a sentence end between ``words[i]`` and ``words[i + 1]``?"""
     word, nxt = words[i], words[i + 1]
-    core = _core(word)
-    if not _END.search(core):
+    core = word.rstrip(_CLOSERS)
+    if not core.endswith(_SENT_END):
         return False
     n = nxt.lstrip(_OPENERS)
     if n[:1].islower():
