@@ -47,6 +47,10 @@ EN = [
     ("hold", "The U.S. Navy and the U.K. Parliament agreed.", None),
     ("hold", "The trail ran 60 ft. along the creek.", None),
     ("hold", "B.C. Hardy wrote about the river.", None),
+    ("hold", "In 44 B.C. Caesar crossed the river.", None),
+    ("hold", "At 6 a.m. Hale opened the gate.", None),
+    ("hold", "The song reached number 9 on the U.S. Billboard Hot 100.", None),
+    ("hold", "The 1,200 ft. Tower was never built.", None),
 ]
 
 FR = [
@@ -78,6 +82,7 @@ FR = [
     ("hold", "Le sac pèse 4 kg environ.", None),
     ("hold", "Voir le chap. 3 et la fig. 2 pour le détail.", None),
     ("hold", "Elle dit « il dort » et sortit.", None),
+    ("hold", "En 58 av. J.-C. César entre en Gaule.", None),
 ]
 
 ES = [
@@ -105,6 +110,7 @@ ES = [
     ("hold", "Algunas aves, p. ej. la garza, pescan de pie.", None),
     ("hold", "La torre mide aprox. 3,5 m de alto.", None),
     ("hold", "Véase el núm. 5 de la revista.", None),
+    ("hold", "En el 218 a. C. Aníbal cruzó los Alpes.", None),
 ]
 
 DE = [

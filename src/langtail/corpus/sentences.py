@@ -139,20 +139,32 @@ def _evidence(nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
     return low in ctx.lower and low not in ctx.mid_upper
 
 
-def _final_split(key: str, nxt: str, rules: LanguageRules, ctx: OrthoContext) -> bool:
+def _intro_date(head: Sequence[str], rules: LanguageRules) -> bool:
+    """``head`` (the sentence so far, up to the abbreviation) is only an opening phrase, a
+    starter and a number as its 2nd or 3rd word: ``In 44 B.C.``, ``En el 44 a. C.``,
+    ``At 9 a.m.`` (then a name may follow in the same sentence)."""
+    return (len(head) <= 5 and rules.is_starter(_bare(head[0]))
+            and any(_NUMBER_OR_RANGE.match(_core(w).rstrip(".,")) for w in head[1:3]))
+
+
+def _final_split(key: str, nxt: str, head: Sequence[str], rules: LanguageRules, ctx: OrthoContext) -> bool:
     """After a sentence-final-capable abbreviation ``key`` (``etc``, ``u.s``, ``kg`` after a
-    number): does the word ``nxt`` start a new sentence (rule 5)?"""
+    number) that ends ``head`` (the sentence so far): does the word ``nxt`` start a new
+    sentence (rule 5)?"""
     word = _bare(nxt)
     if not word[:1].isupper() or rules.is_continuation(key, word) or _abbreviation_like(nxt, rules):
         return False
     if rules.capitalized_nouns or rules.is_starter(word):
-        return True
+        return True  # German is verb-second: "Im Jahr 50 v. Chr. eroberte ..." goes on in lower case
+    if _intro_date(head, rules):
+        return False  # "In 44 B.C. Caesar was killed." is one sentence
     low = word.lower()  # a name the page capitalises mid-sentence and never writes in lower case
     return not (low in ctx.mid_upper and low not in ctx.lower)
 
 
-def _is_boundary(words: Sequence[str], i: int, rules: LanguageRules, ctx: OrthoContext) -> bool:
-    """Does a sentence end between ``words[i]`` and ``words[i + 1]``?"""
+def _is_boundary(words: Sequence[str], i: int, rules: LanguageRules, ctx: OrthoContext, start: int = 0) -> bool:
+    """Does a sentence end between ``words[i]`` and ``words[i + 1]`` (the sentence so far
+    starts at ``words[start]``)?"""
     word, nxt = words[i], words[i + 1]
     core = word.rstrip(_CLOSERS)
     if not core.endswith(_SENT_END):
@@ -174,7 +186,7 @@ def _is_boundary(words: Sequence[str], i: int, rules: LanguageRules, ctx: OrthoC
     if key is None and _NUMBER_OR_RANGE.match(prev.rstrip(".")):
         key = rules.after_number_key(stem)  # "3,2 kg." / "44 B.C." (before rule 4: "Ft. Worth" is a prefix)
     if key is not None:
-        return _final_split(key, nxt, rules, ctx)  # rule 5
+        return _final_split(key, nxt, words[start:i + 1], rules, ctx)  # rule 5
     if rules.is_prefix(stem):  # rule 4
         return False
     if rules.is_abbreviation(stem) or _DOTTED.match(stem) or (len(stem) == 1 and stem.isalpha()):
@@ -187,7 +199,7 @@ def _split_paragraph(para: str, rules: LanguageRules, ctx: OrthoContext) -> list
     out: list[str] = []
     start = 0
     for i in range(len(words) - 1):
-        if _is_boundary(words, i, rules, ctx):
+        if _is_boundary(words, i, rules, ctx, start):
             out.append(" ".join(words[start:i + 1]))
             start = i + 1
     out.append(" ".join(words[start:]))
