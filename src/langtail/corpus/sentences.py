@@ -2,7 +2,7 @@
 
 Splitting (:func:`split_sentences`, :func:`split_blocks`) follows the Punkt idea (Kiss &
 Strunk 2006): a period ends a sentence unless it belongs to an abbreviation, and after an
-abbreviation it ends one only with *sentence-start evidence* for the next word. NLTK's
+abbreviation the next word decides, by the abbreviation's class (rules 4-6). NLTK's
 trained ``punkt`` models are not used (they cannot be downloaded here); the lists come
 from ``langtail/resources/languages/<language>.txt`` (:mod:`langtail.corpus.language`,
 ``corpus.language`` selects them). Paragraphs are split separately: a sentence never
