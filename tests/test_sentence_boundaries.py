@@ -173,22 +173,30 @@ def test_page_context_does_not_undo_splits(lang):
 # (language, a long sentence ending in an unlisted dotted abbreviation, a long next sentence that
 # starts with a capitalised word the splitter has no evidence for: the pair stays joined)
 JOINED = [
-    ("en", "The survey counted every heron, egret, bittern and crane nesting along the slow brown river "
-           "that winds past the old mill, the chapel and the orchards near the farms of the W.P.A.",
-     "Volunteers from the valley walked the banks each spring with notebooks, counting the nests, "
-     "the eggs and the young birds until the floods came and the water rose over the meadows."),
-    ("fr", "Le relevé comptait chaque héron, aigrette, butor et grue nichant le long de la rivière lente "
-           "qui passe devant le vieux moulin, la chapelle et les vergers près des fermes du C.R.P.A.",
-     "Bénévoles et riverains longeaient les berges chaque printemps avec des carnets, comptant les nids, "
-     "les œufs et les jeunes oiseaux jusqu'aux crues qui noyaient les prés."),
-    ("es", "El censo contó cada garza, garceta, avetoro y grulla que anidaba junto al río lento que pasa "
-           "ante el viejo molino, la capilla y los huertos cerca de las granjas del C.R.P.A.",
-     "Voluntarios del valle recorrían las orillas cada primavera con cuadernos, contando los nidos, "
-     "los huevos y las crías hasta que llegaban las crecidas y el agua cubría los prados."),
-    ("de", "Die Zählung erfasste jeden Reiher, jede Rohrdommel und jeden Kranich, die am langsamen braunen "
-           "Fluss an der alten Mühle, der Kapelle und den Obstgärten der Höfe des L.W.V.A.",
-     "Freiwillige aus dem Tal gingen jedes Frühjahr mit Notizbüchern die Ufer ab und zählten Nester, "
-     "Eier und Jungvögel, bis das Hochwasser kam und die Wiesen überflutete."),
+    ("en",
+     ("The survey counted every heron, egret, bittern and crane nesting along the slow brown "
+      "river that winds past the old mill, the chapel and the orchards near the farms of the "
+      "W.P.A."),
+     ("Volunteers from the valley walked the banks each spring with notebooks, counting the "
+      "nests, the eggs and the young birds until the floods came and the water rose over the "
+      "meadows.")),
+    ("fr",
+     ("Le relevé comptait chaque héron, aigrette, butor et grue nichant le long de la rivière "
+      "lente qui passe devant le vieux moulin, la chapelle et les vergers près des fermes du "
+      "C.R.P.A."),
+     ("Bénévoles et riverains longeaient les berges chaque printemps avec des carnets, comptant "
+      "les nids, les œufs et les jeunes oiseaux jusqu'aux crues qui noyaient les prés.")),
+    ("es",
+     ("El censo contó cada garza, garceta, avetoro y grulla que anidaba junto al río lento que "
+      "pasa ante el viejo molino, la capilla y los huertos cerca de las granjas del C.R.P.A."),
+     ("Voluntarios del valle recorrían las orillas cada primavera con cuadernos, contando los "
+      "nidos, los huevos y las crías hasta que llegaban las crecidas y el agua cubría los "
+      "prados.")),
+    ("de",
+     ("Die Zählung erfasste jeden Reiher, jede Rohrdommel und jeden Kranich, die am langsamen "
+      "braunen Fluss an der alten Mühle, der Kapelle und den Obstgärten der Höfe des L.W.V.A."),
+     ("Freiwillige aus dem Tal gingen jedes Frühjahr mit Notizbüchern die Ufer ab und zählten "
+      "Nester, Eier und Jungvögel, bis das Hochwasser kam und die Wiesen überflutete.")),
 ]
 
 
