@@ -45,6 +45,9 @@ EN = [
     ("hold", "The pike was caught at No. 5 pier.", None),
     ("hold", "The tale was told by J. R. R. Tolkien to his sons.", None),
     ("hold", "The U.S. Navy and the U.K. Parliament agreed.", None),
+    ("hold", "Storms hit the U.S. Midwest and the U.S. Gulf Coast.", None),
+    ("final", "The family moved to the U.S. Hale later became a judge.",
+     ["The family moved to the U.S.", "Hale later became a judge."]),
     ("hold", "The trail ran 60 ft. along the creek.", None),
     ("hold", "B.C. Hardy wrote about the river.", None),
     ("hold", "In 44 B.C. Caesar crossed the river.", None),
@@ -223,3 +226,20 @@ def test_chunking_packs_short_sentences_and_never_cuts_after_prefix_or_initial()
     # every cut falls between two of the parts (packed while they fit), never inside one
     assert all(c.endswith(("it.", "big.", "of it.", "came.")) for c in out)
     assert all(sentences.count_tokens(c) <= 77 for c in out)
+
+
+# ----------------------------------------------------------------------------- rules files
+
+
+def test_rules_file_errors_name_the_entry():
+    from langtail.corpus import language
+
+    with pytest.raises(ValueError, match=r"x\.txt: \[continuations\] key 'u\.k' is no"):
+        language._parse("x", "[final]\nu.s\n[continuations]\nu.s, u.k: army\n", "x.txt")
+    with pytest.raises(ValueError, match=r"x\.txt: bad \[continuations\] line 'u\.s army'"):
+        language._parse("x", "[final]\nu.s\n[continuations]\nu.s army\n", "x.txt")
+    with pytest.raises(ValueError, match=r"x\.txt: etc both in \[prefix\]"):
+        language._parse("x", "[prefix]\netc\n[final]\netc\n", "x.txt")
+    rules = language._parse("x", "[final]\nEE. UU\n[units]\nkg\n[continuations]\nee. uu, kg, *: Norte\n", "x.txt")
+    assert rules.final_key("EE.", "UU") == "ee. uu" and rules.final_key("la", "UU") is None
+    assert rules.is_continuation("ee. uu", "NORTE") and rules.is_continuation("etc", "norte")
