@@ -139,6 +139,8 @@ DE = [
      ["Er nannte ihn \u00bb den König des Sees. \u00ab", "Viele fürchten ihn."]),
     ("hold", "Viele Fische, z. B. Karpfen, leben lange.", None),
     ("hold", "Die Art ist selten, d. h. sie steht unter Schutz.", None),
+    ("hold", "Die Tiere fressen viel, d. h. Die meiste Zeit suchen sie Futter.", None),
+    ("hold", "Im Sommer, v. a. Im Juli, ist es heiß.", None),
     ("hold", "Dr. Weber wohnt in St. Gallen.", None),
     ("hold", "Im 19. Jh. wuchs die Stadt auf 2 Mio. Einwohner.", None),
     ("hold", "Er schrieb u. a. Romane und Gedichte.", None),

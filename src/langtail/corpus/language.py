@@ -8,7 +8,8 @@ Shipped for ``en``, ``de``, ``fr``, ``es`` as ``langtail/resources/languages/<co
   evidence) and ``capitalized_nouns = true|false`` (all nouns are capitalised, German: a
   capitalised word is no sentence-start evidence by itself);
 * ``[prefix]`` -- abbreviations that never end a sentence (``Dr.``, ``St.``, ``c.``,
-  ``e.g.``, ``z. B.``): one per line without the final period;
+  ``e.g.``, ``z. B.``): one per line without the final period; a two-word entry
+  (``d. h``) matches the word and the one before it;
 * ``[abbreviations]`` -- abbreviations that may end a sentence (``etc.``, ``U.S.``,
   ``Jh.``, ``Mio.``): a period after them ends a sentence only with sentence-start
   evidence (see :mod:`langtail.corpus.sentences`);

@@ -187,8 +187,8 @@ def _is_boundary(words: Sequence[str], i: int, rules: LanguageRules, ctx: OrthoC
         key = rules.after_number_key(stem)  # "3,2 kg." / "44 B.C." (before rule 4: "Ft. Worth" is a prefix)
     if key is not None:
         return _final_split(key, nxt, words[start:i + 1], rules, ctx)  # rule 5
-    if rules.is_prefix(stem):  # rule 4
-        return False
+    if rules.is_prefix(stem) or (prev.endswith(".") and rules.is_prefix(f"{prev} {stem}")):  # rule 4
+        return False  # two-word prefixes: "d. h.", "z. B." (the "h." or "B." after "d."/"z.")
     if rules.is_abbreviation(stem) or _DOTTED.match(stem) or (len(stem) == 1 and stem.isalpha()):
         return _evidence(nxt, rules, ctx)  # rule 6
     return True  # rule 7
