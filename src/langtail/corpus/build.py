@@ -168,7 +168,7 @@ class _CorpusRows:
 
         def emit(source: str, sentences, page_title="", section="", page_id=-1, rev=-1) -> None:
             for s in sentences:
-                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, self.counts, source):
+                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, self.counts, source, cfg.language):
                     if cfg.dedup:
                         key = " ".join(text.split()).casefold()
                         if key in seen:
