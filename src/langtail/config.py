@@ -151,7 +151,7 @@ class AnchorsConfig:
 class FinetuneConfig:
     """LGR / FC / KNN fine-tuning (paper Sec. 3.3-3.4)."""
 
-    heads: list[str] = field(default_factory=lambda: ["lgr", "fc"])  #: models trained: lgr, fc, knn
+    heads: list[str] = field(default_factory=lambda: ["lgr", "fc"])  #: models trained: names of langtail.registry.HEADS (lgr, fc, fc_cvlp, knn, plugins)
     epochs: int = 50
     baseline_epochs: int = 0  #: epochs for the vision-only FC baseline (0 = same as epochs)
     batch_size: int = 128
@@ -175,7 +175,8 @@ class FinetuneConfig:
     #: ce (paper); logit_adjusted (Menon et al. 2021, CE(z + la_tau log pi)); balanced_softmax
     #: (Ren et al. 2020, CE(z + log pi)); ldam (Cao et al. 2019, margins C/n^(1/4), DRW from drw_epoch).
     #: Priors pi = the manifest's train counts. Docs: docs/method.md "Long-tail losses"
-    loss: Literal["ce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
+    #: A name of langtail.registry.LOSSES (plugins add more, docs/extending.md).
+    loss: str = "ce"
     la_tau: float = 1.0  #: logit_adjusted: temperature tau on the log priors
     ldam_max_margin: float = 0.5  #: ldam: the largest class margin (C of C/n^(1/4) is set from it)
     ldam_scale: float = 30.0  #: ldam: s, the scale of the cosine logits (fc heads become cosine classifiers)
@@ -303,12 +304,10 @@ class DatasetConfig:
 SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(DatasetConfig)[f.name] for f in dataclasses.fields(DatasetConfig)}
 
 
-HEAD_NAMES = ("lgr", "fc", "fc_cvlp", "knn")  #: fine-tuning runs (see langtail.models.classifier)
 #: zero-shot evaluations of the CVLP encoders (no fine-tuning): ``zeroshot`` = standard CLIP
 #: zero-shot (class text = mean of the 80 CLIP prompt embeddings; no training image is used),
 #: ``zeroshot_anchors`` = class text = mean of the AnSS-selected anchors (chosen with training images)
 ZEROSHOT_MODELS = ("zeroshot", "zeroshot_anchors")
-EVAL_MODELS = HEAD_NAMES + ZEROSHOT_MODELS  #: every ``eval/<model>/`` the evaluate stage writes
 
 
 class ConfigError(ValueError):
@@ -607,6 +606,7 @@ def check_consistency(cfg: DatasetConfig) -> None:
         raise ConfigError(f"pretrain.distill={cfg.pretrain.distill!r} with lambda_ccl={cfg.pretrain.lambda_ccl} "
                           "needs a teacher: set model.teacher (an open_clip name) or pretrain.distill: none "
                           "with pretrain.lambda_ccl: 1.0")
+    _check_parts(cfg)
     seeds = cfg.finetune.seeds
     if seeds:
         if len(set(seeds)) != len(seeds) or any(k < 0 for k in seeds):
@@ -620,6 +620,19 @@ def check_consistency(cfg: DatasetConfig) -> None:
     if cfg.data.few_threshold > cfg.data.many_threshold:
         raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
                           f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")
+
+
+def _check_parts(cfg: DatasetConfig) -> None:
+    """Parts chosen by name are registered ones (:mod:`langtail.registry`, plugins included)."""
+    from langtail.registry import HEADS, LOSSES
+
+    unknown = [h for h in cfg.finetune.heads if h not in HEADS]
+    if unknown:
+        raise ConfigError(f"finetune.heads: unknown head(s) {unknown}; known: {', '.join(HEADS.names())} "
+                          "(add one: docs/extending.md)")
+    if cfg.finetune.loss not in LOSSES:
+        raise ConfigError(f"finetune.loss: unknown loss {cfg.finetune.loss!r}; known: {', '.join(LOSSES.names())} "
+                          "(add one: docs/extending.md)")
 
 
 def from_dict(d: Mapping[str, Any]) -> DatasetConfig:

@@ -2,26 +2,34 @@
 import dataclasses
 import json
 import os
+import re
 import shlex
 import sys
 
-from langtail.config import (EVAL_MODELS, HEAD_NAMES, SEED_DIR_PATTERN, ZEROSHOT_MODELS, dataset_config, job_resources,
+from langtail.config import (SEED_DIR_PATTERN, ZEROSHOT_MODELS, dataset_config, job_resources,
                              seed_dirs, select_keys, slurm_site, split_variant, validate_config, variant_overrides,
                              with_seed)
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
 from langtail.distributed import launch_prefix
+from langtail.registry import HEADS, PLUGINS_ENV
 from langtail.stages import module as stage_module, stage_keys, stage_owner
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
 validate_config(config)
 
-# Rules call the `langtail` console script: find it next to the Python running Snakemake
-# (a venv's bin/), also when that environment is not activated.
+# $LANGTAIL_PLUGINS (plugin parts, docs/extending.md) is read here, when the rules are parsed,
+# and by every job: declared so that cluster executors pass it on ("" = none).
+os.environ.setdefault(PLUGINS_ENV, "")
+
+
 envvars:
     "PATH",
+    PLUGINS_ENV,
 
 
+# Rules call the `langtail` console script: find it next to the Python running Snakemake
+# (a venv's bin/), also when that environment is not activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 RESULTS = config.get("results_dir", "results")
@@ -38,8 +46,8 @@ DATASETS = sorted(config["datasets"])
 # stage the variant does not change.
 wildcard_constraints:
     dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
-    head="|".join(HEAD_NAMES),
-    model="|".join(EVAL_MODELS),
+    head="|".join(map(re.escape, HEADS.names())),  # the registered heads (langtail.registry.HEADS, plugins included)
+    model="|".join(map(re.escape, HEADS.names() + list(ZEROSHOT_MODELS))),
     # a seed replicate of a training run (finetune.seeds): empty for finetune.seed (the plain
     # paths), a seed<k> level for the others: finetune/<head>/seed<k>/model.pt, eval/<model>/seed<k>/
     rep=SEED_DIR_PATTERN,

@@ -36,7 +36,7 @@ from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import run_batches
 from langtail.losses import class_priors, posthoc_adjust
 from langtail.metrics import accuracy_table, write_eval
-from langtail.models.classifier import load_classifier
+from langtail.models.classifier import read_classifier
 from langtail.models.heads import combine_probs
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
@@ -97,7 +97,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
     else:
-        clf, ck = load_classifier(model_path, device)
+        clf, ck = read_classifier(model_path, device)
         alpha = float(cfg.finetune.alpha)
         la_tau = float(ec.posthoc_la_tau)
         priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
