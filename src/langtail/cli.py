@@ -162,9 +162,12 @@ def cmd_schema(a):
 
 
 def cmd_validate(a):
-    from langtail.config import load_yaml, validate_config
+    from langtail.config import dataset_config, load_yaml, validate_config
 
-    validate_config(load_yaml(a.config))
+    raw = load_yaml(a.config)
+    validate_config(raw)
+    for ds in raw.get("datasets") or {}:  # cross-key rules and part names (plugins included)
+        dataset_config(raw, ds)
     print(f"{a.config}: ok")
 
 

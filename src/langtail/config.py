@@ -497,11 +497,35 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     raise TypeError(f"no schema for {tp!r}")
 
 
-def _section_schema(cls: type) -> dict[str, Any]:
+#: config keys whose value names a registered part: ``(section, key) -> registry`` (the schema
+#: describes them from the registry's declarations; :func:`check_consistency` validates them)
+PART_KEYS: dict[tuple[str, str], str] = {
+    ("data", "name"): "DATASETS", ("model", "image_encoder"): "IMAGE_ENCODERS",
+    ("model", "text_encoder"): "TEXT_ENCODERS", ("model", "backbone_mode"): "TUNING_MODES",
+    ("finetune", "heads"): "HEADS", ("finetune", "loss"): "LOSSES",
+}
+
+
+def _part_description(registry: str) -> str:
+    """Schema description of a part-naming key: the built-in parts (plugins add more, so the
+    generated schema does not depend on what is installed) and their declared ``doc``/``label``."""
+    from langtail import registry as reg
+
+    r = getattr(reg, registry)
+    names = [f"{p.name}" + (f" ({p.info.get('label') or p.info.get('doc')})" if p.info.get("label") or p.info.get("doc")
+                            else "") for p in r.parts() if p.factory.__module__ in r.builtin]
+    also = " (or an open_clip model name: RN50, ViT-B-16, ...)" if registry == "IMAGE_ENCODERS" else ""
+    return (f"a name of langtail.registry.{registry}{also}; built-in: {'; '.join(names)}; plugins add more "
+            "(docs/extending.md)")
+
+
+def _section_schema(cls: type, section: str = "") -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     props = {}
     for f in dataclasses.fields(cls):
         s = _type_schema(hints[f.name])
+        if (section, f.name) in PART_KEYS:
+            s["description"] = _part_description(PART_KEYS[section, f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         s["default"] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
         props[f.name] = s
@@ -512,7 +536,7 @@ def dataset_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "properties": {name: _section_schema(cls) for name, cls in SECTIONS.items()},
+        "properties": {name: _section_schema(cls, name) for name, cls in SECTIONS.items()},
     }
 
 

@@ -222,7 +222,8 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto"
                          "written by `langtail finetune`)")
     if ck["kind"] not in HEADS:
         raise ValueError(f"{path}: a {ck['kind']!r} checkpoint; langtail predict takes the fine-tuned heads "
-                         f"({', '.join(HEADS.names())}: finetune/<head>/model.pt)")
+                         f"({', '.join(HEADS.names())}: finetune/<head>/model.pt); a head from a plugin needs "
+                         "the plugin loaded: set $LANGTAIL_PLUGINS (docs/extending.md)")
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
     clf = classifier_from_checkpoint(ck, path, dev)
