@@ -90,7 +90,8 @@ def test_tiny_chain_with_authors_switches_and_both_zeroshot_rows(tmp_path):
     """(slow: ~75 s on 2 busy cores) The demo chain with every authors' switch on (CPU: amp falls back), plus both zero-shot rows."""
     from conftest import TINY, run_chain, staged
 
-    from langtail.config import BUILTIN_VARIANTS, deep_merge, from_dict
+    from langtail.config import deep_merge, from_dict
+    from langtail.recipes import BUILTIN_VARIANTS
     from langtail.stages.evaluate import run as run_evaluate
     from langtail.models.classifier import read_classifier
     from langtail.models.heads import pretrain_tau

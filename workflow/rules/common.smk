@@ -6,9 +6,9 @@ import re
 import shlex
 import sys
 
-from langtail.config import (SEED_DIR_PATTERN, ZEROSHOT_MODELS, dataset_config, job_resources,
-                             seed_dirs, select_keys, slurm_site, split_variant, validate_config, variant_overrides,
-                             with_seed)
+from langtail.config import ZEROSHOT_MODELS, dataset_config, select_keys, split_variant, validate_config
+from langtail.launch import job_resources, slurm_site
+from langtail.seeds import SEED_DIR_PATTERN, seed_dirs, with_seed
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
 from langtail.distributed import launch_prefix
 from langtail.registry import HEADS, PLUGINS_ENV
@@ -180,7 +180,7 @@ def eval_dir(ds, model, rep=""):
 
 
 def seed_reps(wildcards):
-    """The seed replicates of the training runs (langtail.config.seed_dirs: empty, then one seed<k> level per other seed)."""
+    """The seed replicates of the training runs (langtail.seeds.seed_dirs: empty, then one seed<k> level per other seed)."""
     return seed_dirs(cfg(wildcards.dataset))
 
 

@@ -19,14 +19,14 @@ import torch
 
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
-from langtail.corpus.ca4ltr_text import SOURCES, build_source
+from langtail.corpus.ca4ltr_text import SOURCES
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import class_counts, read_manifest
 from langtail.losses import loss_keys, make_loss
 from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
 from langtail.models.classifier import IMAGE_KEYS
 from langtail.runtime import seed_everything
-from langtail.train.ca4ltr import TextInputs, text_encoder
+from langtail.train.ca4ltr import TextInputs, build_source, text_encoder
 from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
