@@ -26,7 +26,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -40,15 +39,10 @@ from langtail.models.classifier import classifier_from_checkpoint
 from langtail.models.heads import combine_probs
 from langtail.registry import HEADS
 from langtail.runtime import resolve_device
+from langtail.schemas import PREDICTION_COLUMNS, PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 
-#: column -> dtype of a predictions table (one row per (image, rank); see the module doc)
-PREDICTION_COLUMNS = {"input": "int32", "image": "string", "rank": "int32", "class_id": "int32",
-                      "class_name": "string", "probability": "float64", "error": "string"}
-PREDICTION_SCHEMA = pa.schema([("input", pa.int32()), ("image", pa.string()), ("rank", pa.int32()),
-                               ("class_id", pa.int32()), ("class_name", pa.string()),
-                               ("probability", pa.float64()), ("error", pa.string())])
 #: the paper's default weight of the image branch in ``alpha * P^I + (1 - alpha) * P^T``
 DEFAULT_ALPHA = 0.5
 #: output suffixes :func:`write_predictions` knows

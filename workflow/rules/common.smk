@@ -12,7 +12,8 @@ from langtail.seeds import SEED_DIR_PATTERN, seed_dirs, with_seed
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
 from langtail.distributed import launch_prefix
 from langtail.registry import HEADS, PLUGINS_ENV
-from langtail.stages import module as stage_module, stage_keys, stage_owner
+# the package's workflow API (langtail.stages docstring), no stage internals
+from langtail.stages import ablation_metrics_key, ablation_runs, stage_inputs as inputs_of, stage_keys, stage_owner
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
@@ -94,7 +95,7 @@ def stage_inputs(stage, wildcard, **paths):
     ``langtail.stages.<stage>.inputs(cfg, <wildcard value>)`` says one run reads."""
 
     def f(wildcards):
-        names = stage_module(stage).inputs(cfg(wildcards.dataset), wildcards[wildcard])
+        names = inputs_of(stage, cfg(wildcards.dataset), wildcards[wildcard])
         return {n: artifact(wildcards.dataset, *paths[n]) for n in names}
 
     return f
@@ -227,13 +228,11 @@ def report_inputs(wildcards):
 
 def ablation_inputs(wildcards):
     """``metrics_key -> metrics.json`` of every row of the dataset's ablation table."""
-    from langtail.stages.ablations import metrics_key, rows_needed
-
     ds = wildcards.dataset
     out = {}
-    for v, m in rows_needed(cfg(ds)):
+    for v, m in ablation_runs(cfg(ds)):
         run = f"{ds}+{v}" if v else ds
         # trained models: one file per seed replicate (finetune.seeds); zero-shot: one
         for r in ([""] if m in ZEROSHOT_MODELS else seed_dirs(cfg(run))):
-            out[metrics_key(v, m, r).replace(":", "__")] = os.path.join(eval_dir(run, m, r), "metrics.json")
+            out[ablation_metrics_key(v, m, r).replace(":", "__")] = os.path.join(eval_dir(run, m, r), "metrics.json")
     return out
