@@ -110,6 +110,14 @@ class ModelConfig:
     #: lightweight modes registered beside them
     backbone_mode: str = "full"
     partial_blocks: int = 1  #: partial: how many of the backbone's last blocks train
+    #: lora (``langtail.models.peft``): rank r, alpha (update scale alpha / r; LIFT: alpha 1,
+    #: rank = adapter width), and which weights: auto (q, v on transformers = LIFT; conv on
+    #: CNNs) or any of q, k, v, out, mlp, conv
+    lora_rank: int = 8
+    lora_alpha: float = 1.0
+    lora_targets: list[str] = field(default_factory=lambda: ["auto"])
+    #: adapter: bottleneck width of the AdaptFormer branch (LIFT: 2^floor(log2(C / 2L)), L blocks)
+    adapter_dim: int = 16
 
 
 @dataclass

@@ -38,6 +38,7 @@ from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, f
                                          save_classifier, set_visual_mode)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
+from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
 from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
@@ -128,7 +129,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     if head_kind == "fc" or not fc.init_from_pretrain:
         image = fresh_image_encoder(cfg.model)
     else:
-        image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
+        image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
     emb = mask = None
     if head_kind in ("lgr", "knn"):
         emb, mask = read_text_embeddings(text_emb_path)[:2]

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from langtail import io
 from langtail.runtime import rng_state, set_rng_state
 from langtail.data.skipped import SkipLog
+from langtail.models.tuning import set_frozen_eval
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def fit(
     t0 = time.time()
     for epoch in range(start, epochs):
         model.train()
+        set_frozen_eval(model)  # BatchNorms without a trained parameter keep their statistics
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
