@@ -179,6 +179,15 @@ class FinetuneConfig:
     lgr_attention_lr: float = 0.0  #: lr of the LGR LayerNorms and Q/K projections (0 = finetune.lr; authors' code: text_lr 1e-6)
     alpha: float = 0.5  #: inference: alpha * P_I + (1 - alpha) * P_T (paper Eq. 7: plain sum = 0.5)
     knn_k: int = 0  #: KNN head: 0 = nearest class-mean of anchors
+    #: fc / fc_cvlp classifier weights at step 0 (LIFT's "semantic-aware initialisation"):
+    #: random (PyTorch default); text: the class prompt ensemble (the ``zeroshot`` class
+    #: embeddings: 80 CLIP prompts through the text tower: fc = model.pretrained's CLIP text,
+    #: fc_cvlp = the CVLP checkpoint's, MiniLM through its CVLP projection); anchors: the mean
+    #: of the AnSS anchors (``zeroshot_anchors``). Rows L2-normalised, bias 0
+    head_init: Literal["random", "text", "anchors"] = "random"
+    fc_cosine_scale: float = 0.0  #: > 0: fc / fc_cvlp are cosine classifiers s * cos(E^I, W_c) (LIFT: 30); ldam uses ldam_scale
+    optimizer: Literal["adamw", "sgd"] = "adamw"  #: sgd: momentum ``momentum`` (LIFT: SGD lr 0.01, momentum 0.9, wd 5e-4)
+    momentum: float = 0.9  #: sgd only
     #: classification loss of every head (both LGR branches: Eq. 9 with this loss) and of CA4LTR:
     #: ce (paper); logit_adjusted (Menon et al. 2021, CE(z + la_tau log pi)); balanced_softmax
     #: (Ren et al. 2020, CE(z + log pi)); ldam (Cao et al. 2019, margins C/n^(1/4), DRW from drw_epoch).

@@ -214,6 +214,16 @@ class FCHead(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
         self.cosine_scale = float(cosine_scale)
 
+    @torch.no_grad()
+    def init_from_text(self, class_emb: torch.Tensor) -> None:
+        """LIFT's semantic-aware initialisation: ``W = normalize(class_emb [C, D])``, bias 0. With a
+        cosine scale s the step-0 logits are ``s * cos(E^I, t_c)``: the zero-shot classifier at scale s."""
+        if class_emb.shape != self.fc.weight.shape:
+            raise ValueError(f"class text embeddings {tuple(class_emb.shape)} do not fit the head "
+                             f"{tuple(self.fc.weight.shape)} ([C, D])")
+        self.fc.weight.copy_(F.normalize(class_emb.float(), dim=-1))
+        self.fc.bias.zero_()
+
     def forward(self, e_img: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cosine_scale > 0:
             return {"image": self.cosine_scale * F.normalize(e_img, dim=-1) @ F.normalize(self.fc.weight, dim=-1).t()}

@@ -41,7 +41,7 @@ from langtail.models.heads import Classifier
 from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
 from langtail.runtime import seed_everything
-from langtail.train.loop import finish, fit, param_groups
+from langtail.train.loop import finish, fit, make_optimizer, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,15 @@ KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS,
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
-                 "channels_last", "seed"),
+                 "channels_last", "seed", "optimizer", "momentum"),
 }
 #: the CVLP-encoder heads' keys: init, and how the visual encoder is held (authors' code: frozen, eval mode)
 _CVLP = ("epochs", "init_from_pretrain", "freeze_visual", "visual_eval_mode")
 #: keys only some heads read (``finetune.heads`` itself only selects jobs: adding a head trains only it)
 HEAD_KEYS = {
     "lgr": {"finetune": _CVLP + ("tau", "tau_from_pretrain", "lgr_qk_bias", "lgr_init", "v_detach", "lgr_attention_lr")},
-    "fc": {"finetune": ("baseline_epochs", "epochs")},  # always fine-tuned in train mode (paper Sec. 4.3)
-    "fc_cvlp": {"finetune": _CVLP},
+    "fc": {"finetune": ("baseline_epochs", "epochs", "head_init", "fc_cosine_scale")},  # always fine-tuned in train mode (paper Sec. 4.3)
+    "fc_cvlp": {"finetune": _CVLP + ("head_init", "fc_cosine_scale")},
     "knn": {"finetune": _CVLP + ("tau", "tau_from_pretrain", "knn_k")},
 }
 
@@ -93,7 +93,7 @@ def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
 def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
     """The upstream artifacts (``text_emb``, ``pretrain``) the run of ``head`` reads besides the manifest."""
     needs: tuple[str, ...] = ()
-    if head in ("lgr", "knn"):
+    if head in ("lgr", "knn") or (head in ("fc", "fc_cvlp") and cfg.finetune.head_init == "anchors"):
         needs += ("text_emb",)
     if head != "fc" and (cfg.finetune.init_from_pretrain
                          or (head in ("lgr", "knn") and cfg.finetune.tau_from_pretrain)):
@@ -114,7 +114,35 @@ def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> d
         opts["knn_k"] = fc.knn_k
     if head in ("fc", "fc_cvlp") and fc.loss == "ldam":
         opts["fc_cosine_scale"] = fc.ldam_scale
+    elif head in ("fc", "fc_cvlp") and fc.fc_cosine_scale > 0:
+        opts["fc_cosine_scale"] = float(fc.fc_cosine_scale)
     return opts
+
+
+def init_head(cfg: DatasetConfig, head_kind: str, head: torch.nn.Module, class_names: list[str],
+              pretrain_path: Path | None, text_emb_path: Path | None) -> str:
+    """``finetune.head_init`` of an fc / fc_cvlp head (LIFT's semantic-aware initialisation); returns
+    what the weights started from. The class embeddings come from the text tower aligned with the
+    head's image tower: model.pretrained's CLIP for ``fc`` (and without CVLP init), the CVLP
+    checkpoint's (MiniLM through its CVLP projection) for ``fc_cvlp``."""
+    from langtail.models.classifier import create_vl_model, image_model_config
+    from langtail.models.zeroshot import anchor_class_embeddings, prompt_class_embeddings
+
+    if head_kind not in ("fc", "fc_cvlp") or cfg.finetune.head_init == "random":
+        return "random"
+    fresh = head_kind == "fc" or not cfg.finetune.init_from_pretrain
+    if fresh and cfg.model.text_encoder != "clip":
+        raise ValueError(f"finetune.head_init={cfg.finetune.head_init} on head {head_kind!r}: its image tower comes "
+                         f"from model.pretrained, which is aligned with no text tower for text_encoder "
+                         f"{cfg.model.text_encoder!r}; use the fc_cvlp head (CVLP encoder) or a CLIP model")
+    if cfg.finetune.head_init == "anchors":
+        emb, mask = read_text_embeddings(text_emb_path)[:2]
+        class_emb = anchor_class_embeddings(emb, mask)
+    else:
+        text = (create_vl_model(image_model_config(cfg.model)) if fresh else load_vl_checkpoint(pretrain_path)[0]).text
+        class_emb = prompt_class_embeddings(text, class_names)
+    head.init_from_text(class_emb)
+    return cfg.finetune.head_init
 
 
 def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
@@ -137,6 +165,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
             raise ValueError(f"{text_emb_path}: {emb.shape[0]} classes, manifest has {C}; rerun embed_text")
     options = head_options(cfg, head_kind, pretrain_path)
     head = create_head(head_kind, image.embed_dim, C, emb, mask, **options)
+    head_init = init_head(cfg, head_kind, head, meta["class_names"], pretrain_path, text_emb_path)
     clf = Classifier(image, head, head_kind).to(device)
     # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
     # freeze / eval-mode switches concern the CVLP encoder under the language-guided heads
@@ -149,7 +178,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
                           seed=fc.seed, augment=fc.augment, device=device)
-    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr if head_kind == "lgr" else 0.0)), lr=fc.lr)
+    groups = param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr if head_kind == "lgr" else 0.0))
+    opt = make_optimizer(fc.optimizer, groups, fc.lr, fc.momentum)
     loss_fn = make_loss(cfg, class_counts(df, C), str(manifest_path)).to(device)
     # LDAM puts its margin on the cosine of branches whose logits are cos / tau
     text_tau = options.get("tau")
@@ -174,7 +204,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     if not distributed.is_main():
         return
     save_classifier(out, clf.cpu(), cfg.model, {
-        "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
+        "num_classes": C, **options, "epochs": epochs, "loss": fc.loss, "head_init": head_init,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})

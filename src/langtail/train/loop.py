@@ -43,6 +43,15 @@ def cosine_lambda(total_steps: int, warmup_steps: int = 0) -> Callable[[int], fl
     return f
 
 
+def make_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``adamw`` or ``sgd`` (with ``momentum``, LIFT's) over :func:`param_groups` ``groups``."""
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; known: adamw, sgd")
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float,
                  lr_by_prefix: dict[str, float] | None = None) -> list[dict]:
     """AdamW groups: no decay on 1-d params (norms, biases) and the temperature.
