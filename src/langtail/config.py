@@ -257,6 +257,11 @@ class EvaluateConfig:
     #: post-hoc logit adjustment (Menon et al. 2021, Eq. 9): logits - tau * log pi before the
     #: softmax (every branch), pi = the manifest's train counts; 0 = off
     posthoc_la_tau: float = 0.0
+    #: test-time ensembling (LIFT): logits averaged over views; none (1 forward pass per image),
+    #: flip (2: image + mirror), five_crop (5: LIFT's default, resize to image_size + tta_expand,
+    #: 4 corners + centre), ten_crop (10: those + mirrors). Cost: x that many forward passes
+    tta: Literal["none", "flip", "five_crop", "ten_crop"] = "none"
+    tta_expand: int = 24  #: crop modes: pixels added to image_size before cropping (LIFT: 24 at 224)
 
 
 @dataclass

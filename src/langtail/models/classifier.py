@@ -83,7 +83,9 @@ def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[s
     if class_names is not None:
         ck["class_names"] = [str(c) for c in class_names]
     if preprocess is not None:
-        ck["preprocess"] = {"image_size": int(preprocess["image_size"]), "normalize": str(preprocess["normalize"])}
+        from langtail.data.dataset import preprocess_info
+
+        ck["preprocess"] = preprocess_info(preprocess["image_size"], preprocess["normalize"])
     io.torch_save(path, ck)
 
 
