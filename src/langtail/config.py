@@ -357,7 +357,43 @@ BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
                      "visual_eval_mode": True, "warmup_epochs": 0, "lgr_attention_lr": 1e-6},
         "evaluate": {"amp": True, "group_ranking": "logit_sum", "recipe": "authors_code"},
     },
+    # LIFT (Shi et al. ICML 2024, shijxcs/LIFT): lightweight fine-tuning (AdaptFormer) of the
+    # visual encoder, text-initialised cosine classifier, logit-adjusted loss, SGD, 10 epochs,
+    # five-crop test-time ensembling; the row is the fc_cvlp head (its encoder: the CVLP
+    # checkpoint, which for LIFT's datasets is CLIP unchanged: pretrain.enabled false in
+    # LIFT_DATASETS). Per-dataset backbone and adapter width: LIFT_DATASETS; docs/method.md "LIFT".
+    "lift": {
+        "model": {"backbone_mode": "adapter"},
+        "finetune": {"heads": ["fc_cvlp"], "head_init": "text", "fc_cosine_scale": 25.0, "optimizer": "sgd",
+                     "momentum": 0.9, "lr": 0.01, "weight_decay": 5e-4, "epochs": 10, "baseline_epochs": 10,
+                     "warmup_epochs": 0, "loss": "logit_adjusted", "la_tau": 1.0, "sampler": "instance",
+                     "freeze_visual": False, "visual_eval_mode": False, "init_from_pretrain": True},
+        "evaluate": {"tta": "five_crop", "tta_expand": 24, "recipe": "lift"},
+    },
 }
+
+#: LIFT's model (CLIP ViT-B/16, no CVLP, no distillation) for its benchmarks
+_LIFT_MODEL = {"image_encoder": "ViT-B-16", "text_encoder": "clip", "pretrained": "openai", "embed_dim": 512,
+               "teacher": "", "teacher_pretrained": "", "backbone_mode": "adapter"}
+_LIFT_PRETRAIN = {"enabled": False, "distill": "none", "lambda_ccl": 1.0}
+#: ``lift`` overrides per dataset (``data.name``), from LIFT's configs and scripts
+#: (configs/model/clip_vit_b16_peft.yaml, utils/config.py, scripts/run_tab1to4_main_results.sh):
+#: adapter width 2^floor(log2(C / 2L)) with L = 12 blocks; iNaturalist 20 epochs; CIFAR at 224 px.
+LIFT_DATASETS: dict[str, dict[str, Any]] = {
+    "imagenet_lt": {"model": {**_LIFT_MODEL, "adapter_dim": 32}, "pretrain": _LIFT_PRETRAIN},
+    "places_lt": {"model": {**_LIFT_MODEL, "adapter_dim": 8}, "pretrain": _LIFT_PRETRAIN},
+    "inat2018": {"model": {**_LIFT_MODEL, "adapter_dim": 256}, "pretrain": _LIFT_PRETRAIN,
+                 "finetune": {"epochs": 20, "baseline_epochs": 20}},
+    "cifar100_lt": {"model": {**_LIFT_MODEL, "adapter_dim": 4}, "pretrain": _LIFT_PRETRAIN,
+                    "data": {"image_size": 224, "normalize": "clip"}},
+}
+
+
+def lift_adapter_dim(num_classes: int, num_blocks: int = 12) -> int:
+    """LIFT's default bottleneck width: ``2 ** max(0, floor(log2(C / (2 L))))``."""
+    import math
+
+    return 2 ** max(0, int(math.log2(num_classes / (num_blocks * 2))))
 
 #: ``authors_code`` overrides that depend on the dataset (``data.name``), from the released
 #: R-50 configs (configs/<dataset>/{pretrain,finetune}/*_r50.py) and engine.py
@@ -448,12 +484,16 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
     over = variants[variant]
-    if variant == "authors_code" and variant not in user and dataset is not None:
+    per_dataset = {"authors_code": AUTHORS_CODE_DATASETS, "lift": LIFT_DATASETS}.get(variant)
+    if per_dataset is not None and variant not in user and dataset is not None:
         base = split_variant(dataset)[0]
-        entry = (raw.get("datasets") or {}).get(base) or {}
-        name = deep_merge(raw.get("defaults") or {}, entry).get("data", {}).get("name", base)
-        if name in AUTHORS_CODE_DATASETS:
-            over = deep_merge(over, AUTHORS_CODE_DATASETS[name])
+        entry = deep_merge(raw.get("defaults") or {}, (raw.get("datasets") or {}).get(base) or {})
+        name = entry.get("data", {}).get("name", base)
+        if name in per_dataset:
+            over = deep_merge(over, per_dataset[name])
+        if variant == "lift":  # LIFT's 24 px crop margin is for 224 px images: scale it to the dataset's size
+            size = int(over.get("data", {}).get("image_size", entry.get("data", {}).get("image_size", 32)))
+            over = deep_merge(over, {"evaluate": {"tta_expand": max(1, round(24 * size / 224))}})
     return over
 
 

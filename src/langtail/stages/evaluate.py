@@ -21,7 +21,8 @@ Outputs in ``eval/<model>/``:
   image: the cost of test-time ensembling is ``forward_passes x gflops``), ``tta_expand`` (crop
   modes) and ``preprocess`` (``image_size`` loaded, ``crop``, ``normalize``, ``interpolation``
   of the resize); for a fine-tuned classifier also :data:`TRAINING_FACTS` (``backbone_mode``,
-  ``params_trained`` / ``params_total`` of the image tower, ``params_head``, ``head_init``).
+  ``params_trained`` / ``params_total`` of the image tower, ``params_head``, ``head_init``) and
+  ``train_seconds`` (the fine-tuning run's wall time).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -137,6 +138,8 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         extra["posthoc_la_tau"] = la_tau
         extra["train_loss"] = ck["extra"].get("loss", "ce")
         extra.update({k: ck["extra"][k] for k in TRAINING_FACTS if k in ck["extra"]})
+        if "seconds" in ck["extra"]:
+            extra["train_seconds"] = float(ck["extra"]["seconds"])  # wall time of the fine-tuning run
         extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
         extra.update(model_cost(clf, dc.image_size, device))
     counts = class_counts(df, C)
