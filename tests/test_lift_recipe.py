@@ -52,3 +52,16 @@ def test_lift_rows_in_report_and_ablations():
     assert "LIFT (lightweight fine-tuning" in text and "| five_crop | 5 | adapter | 0.00 M / 0.10 M (1.0 %) |" in text
     cfg = from_dict({"report": {"ablations": ["lift"]}})
     assert ("lift", "fc_cvlp") in rows_needed(cfg) and (None, "lgr") in rows_needed(cfg)
+
+
+def test_lift_row_in_the_ca4ltr_study_table():
+    from langtail.config import from_dict
+    from langtail.report.ca4ltr import study_rows, study_table
+
+    acc = {"overall": 40.0, "many": 50.0, "medium": 40.0, "few": 30.0}
+    cfg = from_dict({"ca4ltr": {"sources": ["label"]}})
+    rows = study_rows({"label": {**acc, "text_tokens": 1, "epochs": 3}}, cfg, {**acc, "overall": 35.0}, acc,
+                      {**acc, "overall": 45.0, "backbone_mode": "adapter", "head_init": "text", "epochs": 10})
+    assert [r["key"] for r in rows] == ["fc", "lgr", "lift", "ca4ltr_label"]
+    assert rows[2]["delta"] == 10.0 and "LIFT (adapter" in rows[2]["model"] and rows[2]["epochs"] == 10
+    assert "LIFT (adapter, text-init cosine head)" in study_table(rows)

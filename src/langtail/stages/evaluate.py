@@ -58,7 +58,7 @@ KEYS = {
 
 
 #: facts of a classifier checkpoint's ``extra`` copied to metrics.json (how the backbone trained)
-TRAINING_FACTS = ("backbone_mode", "params_trained", "params_total", "params_head", "head_init")
+TRAINING_FACTS = ("backbone_mode", "params_trained", "params_total", "params_head", "head_init", "epochs")
 
 
 def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
