@@ -52,7 +52,7 @@ def test_checkpoint_stores_class_names_and_preprocess(tmp_path):
     _checkpoint(tmp_path / "m.pt")
     ck = torch.load(tmp_path / "m.pt", weights_only=True)  # the safe loader reads it
     assert ck["class_names"] == NAMES
-    assert ck["preprocess"] == {"image_size": 32, "normalize": "cifar"}
+    assert ck["preprocess"] == {"image_size": 32, "normalize": "cifar", "interpolation": "bilinear"}
 
 
 def test_predict_paths_pil_and_arrays_match_the_model(tmp_path):

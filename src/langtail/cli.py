@@ -133,7 +133,7 @@ def cmd_text_quality(a):
     text_quality.run(_config(a, "text_quality"), a.dataset, Path(a.out), Path(a.manifest),
                      [Path(d) for d in a.ca4ltr], Path(a.pure), _opt(a.lgr), a.config_file,
                      _pairs(a.curves, "--curves") if a.curves is not None else None,
-                     _pairs(a.seed_metrics, "--seed-metrics"))
+                     _pairs(a.seed_metrics, "--seed-metrics"), _opt(a.lift))
 
 
 def cmd_ablations(a):
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
           ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
           ["cache-dir", "anchors", "captions"], help="top-1 metrics of one CA4LTR run")
-    s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr"],
+    s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr", "lift"],
               help="CA4LTR text-quality study")
     s.add_argument("--ca4ltr", nargs="+", required=True, help="eval/ca4ltr_<source> directories")
     s.add_argument("--curves", nargs="*", default=None,

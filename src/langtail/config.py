@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from langtail import config_schema
-from langtail.recipes import AUTHORS_CODE_DATASETS, BUILTIN_VARIANTS
+from langtail.recipes import AUTHORS_CODE_DATASETS, BUILTIN_VARIANTS, LIFT_DATASETS
 
 # ----------------------------------------------------------------------------- sections
 
@@ -112,6 +112,14 @@ class ModelConfig:
     #: lightweight modes registered beside them
     backbone_mode: str = "full"
     partial_blocks: int = 1  #: partial: how many of the backbone's last blocks train
+    #: lora (``langtail.models.peft``): rank r, alpha (update scale alpha / r; LIFT: alpha 1,
+    #: rank = adapter width), and which weights: auto (q, v on transformers = LIFT; conv on
+    #: CNNs) or any of q, k, v, out, mlp, conv
+    lora_rank: int = 8
+    lora_alpha: float = 1.0
+    lora_targets: list[str] = field(default_factory=lambda: ["auto"])
+    #: adapter: bottleneck width of the AdaptFormer branch (LIFT: 2^floor(log2(C / 2L)), L blocks)
+    adapter_dim: int = 16
 
 
 @dataclass
@@ -173,6 +181,15 @@ class FinetuneConfig:
     lgr_attention_lr: float = 0.0  #: lr of the LGR LayerNorms and Q/K projections (0 = finetune.lr; authors' code: text_lr 1e-6)
     alpha: float = 0.5  #: inference: alpha * P_I + (1 - alpha) * P_T (paper Eq. 7: plain sum = 0.5)
     knn_k: int = 0  #: KNN head: 0 = nearest class-mean of anchors
+    #: fc / fc_cvlp classifier weights at step 0 (LIFT's "semantic-aware initialisation"):
+    #: random (PyTorch default); text: the class prompt ensemble (the ``zeroshot`` class
+    #: embeddings: 80 CLIP prompts through the text tower: fc = model.pretrained's CLIP text,
+    #: fc_cvlp = the CVLP checkpoint's, MiniLM through its CVLP projection); anchors: the mean
+    #: of the AnSS anchors (``zeroshot_anchors``). Rows L2-normalised, bias 0
+    head_init: Literal["random", "text", "anchors"] = "random"
+    fc_cosine_scale: float = 0.0  #: > 0: fc / fc_cvlp are cosine classifiers s * cos(E^I, W_c) (LIFT: 30); ldam uses ldam_scale
+    optimizer: Literal["adamw", "sgd"] = "adamw"  #: sgd: momentum ``momentum`` (LIFT: SGD lr 0.01, momentum 0.9, wd 5e-4)
+    momentum: float = 0.9  #: sgd only
     #: classification loss of every head (both LGR branches: Eq. 9 with this loss) and of CA4LTR:
     #: ce (paper); logit_adjusted (Menon et al. 2021, CE(z + la_tau log pi)); balanced_softmax
     #: (Ren et al. 2020, CE(z + log pi)); ldam (Cao et al. 2019, margins C/n^(1/4), DRW from drw_epoch).
@@ -243,6 +260,11 @@ class EvaluateConfig:
     #: post-hoc logit adjustment (Menon et al. 2021, Eq. 9): logits - tau * log pi before the
     #: softmax (every branch), pi = the manifest's train counts; 0 = off
     posthoc_la_tau: float = 0.0
+    #: test-time ensembling (LIFT): logits averaged over views; none (1 forward pass per image),
+    #: flip (2: image + mirror), five_crop (5: LIFT's default, resize to image_size + tta_expand,
+    #: 4 corners + centre), ten_crop (10: those + mirrors). Cost: x that many forward passes
+    tta: Literal["none", "flip", "five_crop", "ten_crop"] = "none"
+    tta_expand: int = 24  #: crop modes: pixels added to image_size before cropping (LIFT: 24 at 224)
 
 
 @dataclass
@@ -344,12 +366,16 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
     over = variants[variant]
-    if variant == "authors_code" and variant not in user and dataset is not None:
+    per_dataset = {"authors_code": AUTHORS_CODE_DATASETS, "lift": LIFT_DATASETS}.get(variant)
+    if per_dataset is not None and variant not in user and dataset is not None:
         base = split_variant(dataset)[0]
-        entry = (raw.get("datasets") or {}).get(base) or {}
-        name = deep_merge(raw.get("defaults") or {}, entry).get("data", {}).get("name", base)
-        if name in AUTHORS_CODE_DATASETS:
-            over = deep_merge(over, AUTHORS_CODE_DATASETS[name])
+        entry = deep_merge(raw.get("defaults") or {}, (raw.get("datasets") or {}).get(base) or {})
+        name = entry.get("data", {}).get("name", base)
+        if name in per_dataset:
+            over = deep_merge(over, per_dataset[name])
+        if variant == "lift":  # LIFT's 24 px crop margin is for 224 px images: scale it to the dataset's size
+            size = int(over.get("data", {}).get("image_size", entry.get("data", {}).get("image_size", 32)))
+            over = deep_merge(over, {"evaluate": {"tta_expand": max(1, round(24 * size / 224))}})
     return over
 
 

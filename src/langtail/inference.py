@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -50,3 +50,69 @@ def run_batches(fn: Callable[[torch.Tensor], torch.Tensor], loader, device: torc
     if not outs:
         raise ValueError(f"{desc}: no readable images")
     return torch.cat(outs), torch.cat(labels), torch.cat(rows), skipped
+
+
+# ----------------------------------------------------------------------------- test-time ensembling
+
+#: ``evaluate.tta`` -> forward passes per image (the cost: x that many evaluations)
+TTA_VIEWS = {"none": 1, "flip": 2, "five_crop": 5, "ten_crop": 10}
+
+
+def tta_load_size(mode: str, image_size: int, expand: int) -> int:
+    """Side the evaluation transform resizes to: ``image_size + expand`` for the crop modes
+    (LIFT: resize to 224 + 24, then crop 224), else ``image_size``."""
+    if mode not in TTA_VIEWS:
+        raise ValueError(f"evaluate.tta: unknown {mode!r}; known: {', '.join(TTA_VIEWS)}")
+    return image_size + expand if mode in ("five_crop", "ten_crop") else image_size
+
+
+def tta_views(x: torch.Tensor, mode: str, size: int) -> list[torch.Tensor]:
+    """The views ``[B, 3, size, size]`` of a batch ``x [B, 3, S, S]`` (S = :func:`tta_load_size`):
+    ``none`` x itself; ``flip`` x and its mirror; ``five_crop`` the 4 corner crops + the centre crop
+    (torchvision ``FiveCrop`` order); ``ten_crop`` those and their mirrors (``TenCrop``)."""
+    if mode in ("none", "flip"):
+        if x.shape[-1] != size or x.shape[-2] != size:
+            raise ValueError(f"tta {mode}: images are {tuple(x.shape[-2:])}, expected {size}")
+        return [x] if mode == "none" else [x, x.flip(-1)]
+    H, W = x.shape[-2:]
+    if H < size or W < size:
+        raise ValueError(f"tta {mode}: images {H}x{W} are smaller than the crop {size}")
+    return _five_crops(x, size) + (_five_crops(x.flip(-1), size) if mode == "ten_crop" else [])
+
+
+def _five_crops(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Top-left, top-right, bottom-left, bottom-right, centre ``size`` crops of ``x [..., H, W]``."""
+    H, W = x.shape[-2:]
+    top, left = int(round((H - size) / 2.0)), int(round((W - size) / 2.0))
+    return [x[..., :size, :size], x[..., :size, W - size:], x[..., H - size:, :size], x[..., H - size:, W - size:],
+            x[..., top:top + size, left:left + size]]
+
+
+def with_tta(fn: Callable, mode: str, size: int) -> Callable:
+    """``fn`` (images -> logits ``[B, C]`` or a dict of them, extra args passed through) averaged
+    over the :func:`tta_views` of each batch (LIFT averages the logits of its crops)."""
+    if mode == "none":
+        return fn
+
+    def avg(x: torch.Tensor, *args, **kwargs):
+        outs = [fn(v.contiguous(), *args, **kwargs) for v in tta_views(x, mode, size)]
+        if isinstance(outs[0], dict):
+            return {k: torch.stack([o[k].float() for o in outs]).mean(0) for k in outs[0]}
+        return torch.stack([o.float() for o in outs]).mean(0)
+
+    return avg
+
+
+def tta_info(cfg) -> dict[str, Any]:
+    """What metrics.json records about the evaluation transform: ``tta``, ``forward_passes`` (per
+    image: the cost), ``tta_expand`` (crop modes) and ``preprocess`` (image_size, normalize and the
+    ``interpolation`` of the resize, at the size the images are loaded)."""
+    from langtail.data.dataset import preprocess_info
+
+    ec, dc = cfg.evaluate, cfg.data
+    load = tta_load_size(ec.tta, dc.image_size, ec.tta_expand)
+    out: dict[str, Any] = {"tta": ec.tta, "forward_passes": TTA_VIEWS[ec.tta],
+                           "preprocess": {**preprocess_info(load, dc.normalize), "crop": dc.image_size}}
+    if load != dc.image_size:
+        out["tta_expand"] = int(ec.tta_expand)
+    return out

@@ -193,5 +193,5 @@ DATASETS = Registry("dataset", "DATASETS", ("langtail.data.demo", "langtail.data
                                 "langtail.data.inat", "langtail.data.folder", "langtail.data.tiny_imagenet"),
                     "factory() -> DatasetBuilder")
 #: ``factory(tower: ImageTower, cfg: ModelConfig) -> ImageTower``: which backbone parameters train
-TUNING_MODES = Registry("backbone mode", "TUNING_MODES", ("langtail.models.tuning",),
+TUNING_MODES = Registry("backbone mode", "TUNING_MODES", ("langtail.models.tuning", "langtail.models.peft"),
                         "factory(tower: ImageTower, cfg: ModelConfig) -> ImageTower")

@@ -6,6 +6,9 @@ rule text_quality:
         pure_per_class=lambda w: os.path.join(eval_dir(w.dataset, "fc"), "per_class.parquet"),
         lgr=lambda w: [os.path.join(eval_dir(w.dataset, "lgr"), "metrics.json")]
         if "lgr" in cfg(w.dataset).finetune.heads else [],
+        # the LIFT recipe's row (results/<dataset>+lift/), when report.ablations lists it
+        lift=lambda w: [os.path.join(eval_dir(f"{w.dataset}+lift", "fc_cvlp"), "metrics.json")]
+        if "lift" in cfg(w.dataset).report.ablations else [],
         ca4ltr=lambda w: [os.path.join(RESULTS, w.dataset, "eval", f"ca4ltr_{s}", f)
                           for s in cfg(w.dataset).ca4ltr.sources for f in ("metrics.json", "per_class.parquet")],
         # training checkpoints (their extra.history: the training-curves figure), Pure first
@@ -26,6 +29,7 @@ rule text_quality:
         cfg=stage_params("text_quality"),
         pure=lambda w, input: os.path.dirname(input.pure),
         lgr=lambda w, input: f"--lgr {os.path.dirname(input.lgr[0])}" if input.lgr else "",
+        lift=lambda w, input: f"--lift {os.path.dirname(input.lift[0])}" if input.lift else "",
         ca4ltr=lambda w, input: " ".join(sorted({os.path.dirname(f) for f in input.ca4ltr})),
         curves=lambda w, input: " ".join(f"{lab}={p}" for lab, p in zip(
             ["finetune/fc"] + [f"ca4ltr/{s}" for s in cfg(w.dataset).ca4ltr.sources], input.checkpoints)),
@@ -45,4 +49,4 @@ rule text_quality:
         **job_resources_of("report"),
     shell:
         "langtail text-quality --params {params.cfg:q} --dataset {wildcards.dataset} --manifest {input.manifest}"
-        " --pure {params.pure} {params.lgr} --ca4ltr {params.ca4ltr} --curves {params.curves} --seed-metrics {params.seeds} --out {output.report} {params.configs} 2> {log}"
+        " --pure {params.pure} {params.lgr} {params.lift} --ca4ltr {params.ca4ltr} --curves {params.curves} --seed-metrics {params.seeds} --out {output.report} {params.configs} 2> {log}"

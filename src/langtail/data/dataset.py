@@ -34,24 +34,38 @@ MEAN_STD = {
 }
 
 
+def resize_interpolation(image_size: int) -> str:
+    """The interpolation of every resize :func:`build_transform` does at ``image_size`` (recorded in
+    checkpoints' ``preprocess`` and in eval ``metrics.json``: zero-shot accuracy moves by tenths of
+    a point between bilinear and bicubic, LIFT issue #13): ``bilinear`` (antialiased) for the
+    <= 64 px square resize, ``bicubic`` (antialiased, CLIP's) for the larger shorter-side resize."""
+    return "bilinear" if image_size <= 64 else "bicubic"
+
+
+def preprocess_info(image_size: int, normalize: str) -> dict[str, Any]:
+    """``{image_size, normalize, interpolation}`` of the evaluation transform."""
+    return {"image_size": int(image_size), "normalize": str(normalize), "interpolation": resize_interpolation(image_size)}
+
+
 def build_transform(train: bool, image_size: int = 32, normalize: str = "cifar", augment: bool = True):
-    """``uint8 [H, W, 3]`` numpy -> ``float [3, S, S]`` tensor."""
+    """``uint8 [H, W, 3]`` numpy -> ``float [3, S, S]`` tensor (resizes: :func:`resize_interpolation`)."""
     from torchvision.transforms import v2
 
     mean, std = MEAN_STD[normalize]
+    interp = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}[
+        resize_interpolation(image_size)]
     ops: list[Any] = [v2.ToImage()]
     if image_size <= 64:
-        ops.append(v2.Resize((image_size, image_size), antialias=True))
+        ops.append(v2.Resize((image_size, image_size), interpolation=interp, antialias=True))
         if train and augment:
             ops += [v2.RandomCrop(image_size, padding=image_size // 8, padding_mode="reflect"),
                     v2.RandomHorizontalFlip()]
     else:
         if train and augment:
-            ops += [v2.RandomResizedCrop(image_size, scale=(0.5, 1.0),
-                                         interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            ops += [v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=interp, antialias=True),
                     v2.RandomHorizontalFlip()]
         else:
-            ops += [v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            ops += [v2.Resize(image_size, interpolation=interp, antialias=True),
                     v2.CenterCrop(image_size)]
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(ops)

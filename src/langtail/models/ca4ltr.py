@@ -213,9 +213,13 @@ def save_ca4ltr(path, model: CA4LTR, source: str, model_cfg: ModelConfig, ca4ltr
     text bank), ``extra`` (num_classes, text_dim, history, ...)."""
     from langtail.models.classifier import image_model_config
 
+    from langtail.models.tuning import tuning_info
+
+    info = tuning_info(model.image)
     io.torch_save(path, {"kind": "ca4ltr", "source": source, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
-                         "ca4ltr_cfg": dict(ca4ltr_cfg), "state_dict": model.state_dict(),
-                         "extra": {"num_classes": model.num_classes, "text_dim": model.text_dim, **extra}})
+                         "ca4ltr_cfg": dict(ca4ltr_cfg), "state_dict": model.state_dict(), "image_tuning": info["tuning"],
+                         "extra": {"num_classes": model.num_classes, "text_dim": model.text_dim,
+                                   **{k: v for k, v in info.items() if k != "tuning"}, **extra}})
 
 
 def load_ca4ltr(path, device: str | torch.device = "cpu") -> tuple[CA4LTR, dict[str, Any]]:
@@ -228,7 +232,7 @@ def load_ca4ltr(path, device: str | torch.device = "cpu") -> tuple[CA4LTR, dict[
     mcfg = dataclasses.replace(ModelConfig(**ck["model_cfg"]), pretrained="")
     cfg = Ca4ltrConfig(**ck["ca4ltr_cfg"])
     sd = ck["state_dict"]
-    model = build_ca4ltr(fresh_image_encoder(mcfg), ck["extra"]["num_classes"], cfg, ck["extra"]["text_dim"],
+    model = build_ca4ltr(fresh_image_encoder(mcfg, ck.get("image_tuning", [])), ck["extra"]["num_classes"], cfg, ck["extra"]["text_dim"],
                          sd["text_bank"])
     model.load_state_dict(sd)
     return model.to(device).eval(), ck

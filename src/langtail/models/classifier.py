@@ -19,8 +19,11 @@ from langtail.models.encoders import create_image_encoder, create_vl_model
 from langtail.models.heads import Classifier
 from langtail.registry import HEADS, Part
 
-#: the ``model`` keys that decide the visual encoder of a classifier (all it stores and reads)
-IMAGE_KEYS = ("image_encoder", "text_encoder", "pretrained", "embed_dim")
+#: the ``model`` keys of the backbone's tuning mode (:mod:`langtail.models.tuning`, ``peft``)
+TUNING_KEYS = ("backbone_mode", "partial_blocks", "lora_rank", "lora_alpha", "lora_targets", "adapter_dim")
+#: the ``model`` keys that decide the visual encoder of a classifier (all it stores and reads):
+#: the encoder and how its backbone trains (:data:`TUNING_KEYS`)
+IMAGE_KEYS = ("image_encoder", "text_encoder", "pretrained", "embed_dim") + TUNING_KEYS
 
 
 def image_model_config(cfg: ModelConfig) -> ModelConfig:
@@ -46,10 +49,19 @@ def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | 
     return part(dim, num_classes, text_emb, mask, **{k: v for k, v in options.items() if k in names})
 
 
-def fresh_image_encoder(cfg: ModelConfig):
-    """Image tower initialised from ``cfg.pretrained`` (CLIP weights or random), no CVLP."""
+def fresh_image_encoder(cfg: ModelConfig, tuning: list[dict[str, Any]] | None = None):
+    """Image tower initialised from ``cfg.pretrained`` (CLIP weights or random), no CVLP, in
+    ``cfg.backbone_mode``; with ``tuning`` (a saved tower's records) the tower is built plain and
+    those records are replayed instead (the exact structure of a checkpoint)."""
     cfg = image_model_config(cfg)
-    return create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
+    if tuning is not None:
+        cfg = dataclasses.replace(cfg, backbone_mode="full")
+    image = create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
+    if tuning is not None:
+        from langtail.models.peft import replay_tuning
+
+        replay_tuning(image, tuning, cfg)
+    return image
 
 
 def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any],
@@ -62,12 +74,19 @@ def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[s
     ``normalize``: the evaluation transform). Checkpoints written before those two keys
     existed still load; :func:`langtail.predict.load_classifier` then asks for them.
     """
+    from langtail.models.tuning import tuning_info
+
+    info = tuning_info(clf.image)
     ck: dict[str, Any] = {"kind": clf.kind, "model_cfg": dataclasses.asdict(image_model_config(model_cfg)),
-                          "state_dict": clf.state_dict(), "extra": extra}
+                          "state_dict": clf.state_dict(), "image_tuning": info["tuning"],
+                          "extra": {**{k: v for k, v in info.items() if k != "tuning"},
+                                    "params_head": sum(p.numel() for p in clf.head.parameters()), **extra}}
     if class_names is not None:
         ck["class_names"] = [str(c) for c in class_names]
     if preprocess is not None:
-        ck["preprocess"] = {"image_size": int(preprocess["image_size"]), "normalize": str(preprocess["normalize"])}
+        from langtail.data.dataset import preprocess_info
+
+        ck["preprocess"] = preprocess_info(preprocess["image_size"], preprocess["normalize"])
     io.torch_save(path, ck)
 
 
@@ -84,7 +103,7 @@ def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.dev
     The head's anchors come from its declared ``info["anchors"]`` buffer, its options from ``extra``."""
     cfg = dataclasses.replace(ModelConfig(**ck["model_cfg"]), pretrained="")
     sd = ck["state_dict"]
-    image = fresh_image_encoder(cfg)
+    image = fresh_image_encoder(cfg, ck.get("image_tuning", []))
     ex = ck["extra"]
     part = HEADS.get(ck["kind"])
     buf = part.info.get("anchors")

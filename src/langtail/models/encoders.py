@@ -196,7 +196,15 @@ def resnet32(cfg: ModelConfig) -> ImageTower:
 
 def create_image_encoder(cfg: ModelConfig, clip_model: nn.Module | None = None) -> ImageTower:
     """Image tower by ``cfg.image_encoder``: a registered encoder (:data:`langtail.registry.IMAGE_ENCODERS`)
-    or any open_clip model name (CLIP towers keep their own projection)."""
+    or any open_clip model name (CLIP towers keep their own projection), with ``cfg.backbone_mode``
+    applied (:func:`langtail.models.tuning.apply_backbone_mode`: the one place every stage's
+    image tower gets its tuning mode, so CVLP, the heads and CA4LTR train alike)."""
+    from langtail.models.tuning import apply_backbone_mode
+
+    return apply_backbone_mode(_build_image_encoder(cfg, clip_model), cfg)
+
+
+def _build_image_encoder(cfg: ModelConfig, clip_model: nn.Module | None = None) -> ImageTower:
     name = cfg.image_encoder
     if name in IMAGE_ENCODERS:
         return IMAGE_ENCODERS.get(name)(cfg)
@@ -382,9 +390,11 @@ def save_vl_checkpoint(path, model: VLModel, cfg: ModelConfig, extra: dict[str, 
     sd = model.state_dict()
     if isinstance(model.text, MiniLMText) and model.text.frozen:
         sd = {k: v for k, v in sd.items() if not k.startswith("text.st.")}
+    from langtail.models.tuning import tuning_info
+
     io.torch_save(path, {"model_cfg": dataclasses.asdict(cfg), "state_dict": sd,
                          "image_identity": model.image.identity(), "text_identity": model.text.identity(),
-                         "extra": extra or {}})
+                         "extra": {**tuning_info(model.image), **(extra or {})}})
 
 
 def load_vl_checkpoint(path, device: str | torch.device = "cpu", image_only: bool = False):

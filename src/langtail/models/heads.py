@@ -237,6 +237,16 @@ class FCHead(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
         self.cosine_scale = float(cosine_scale)
 
+    @torch.no_grad()
+    def init_from_text(self, class_emb: torch.Tensor) -> None:
+        """LIFT's semantic-aware initialisation: ``W = normalize(class_emb [C, D])``, bias 0. With a
+        cosine scale s the step-0 logits are ``s * cos(E^I, t_c)``: the zero-shot classifier at scale s."""
+        if class_emb.shape != self.fc.weight.shape:
+            raise ValueError(f"class text embeddings {tuple(class_emb.shape)} do not fit the head "
+                             f"{tuple(self.fc.weight.shape)} ([C, D])")
+        self.fc.weight.copy_(F.normalize(class_emb.float(), dim=-1))
+        self.fc.bias.zero_()
+
     def forward(self, e_img: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cosine_scale > 0:
             return {"image": self.cosine_scale * F.normalize(e_img, dim=-1) @ F.normalize(self.fc.weight, dim=-1).t()}
@@ -346,15 +356,23 @@ def text_head_needs(cfg) -> tuple[str, ...]:
     return ("text_emb",) + (("pretrain",) if fc.init_from_pretrain or fc.tau_from_pretrain else ())
 
 
+def _anchor_init_needs(cfg) -> tuple[str, ...]:
+    """A linear head initialised from the AnSS anchors' mean (``finetune.head_init: anchors``) reads them."""
+    return ("text_emb",) if cfg.finetune.head_init == "anchors" else ()
+
+
 def cvlp_head_needs(cfg) -> tuple[str, ...]:
     """A vision-only head on the CVLP encoder reads the CVLP checkpoint unless ``init_from_pretrain`` is off."""
-    return ("pretrain",) if cfg.finetune.init_from_pretrain else ()
+    return (("pretrain",) if cfg.finetune.init_from_pretrain else ()) + _anchor_init_needs(cfg)
 
 
 def _cosine_options(cfg, pretrain_path: Path | None) -> dict[str, Any]:
     """A linear head becomes a cosine classifier when the loss declares ``info["cosine_scale_key"]`` (LDAM)."""
     key = LOSSES.get(cfg.finetune.loss).info.get("cosine_scale_key")
-    return {"fc_cosine_scale": getattr(cfg.finetune, key)} if key else {}
+    if key:
+        return {"fc_cosine_scale": getattr(cfg.finetune, key)}
+    scale = float(cfg.finetune.fc_cosine_scale)  # LIFT's cosine classifier
+    return {"fc_cosine_scale": scale} if scale > 0 else {}
 
 
 def _lgr_options(cfg, pretrain_path: Path | None) -> dict[str, Any]:
@@ -387,8 +405,10 @@ def lgr(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.T
     return LGRHead(_anchors("lgr", text_emb), mask, tau, qk_bias=lgr_qk_bias, init=lgr_init, v_detach=v_detach)
 
 
-@HEADS.register("fc", keys={"finetune": ("baseline_epochs", "epochs")},
-                info={"options": _cosine_options, "encoder": "baseline", "anchors": None,
+@HEADS.register("fc", keys={"finetune": ("baseline_epochs", "epochs", "head_init", "fc_cosine_scale")},
+                inputs=("text_emb",),
+                info={"needs": _anchor_init_needs, "options": _cosine_options, "encoder": "baseline", "anchors": None,
+                      "text_init": True,
                       "label": "Baseline (vision-only, FC)",
                       "checkpoint": "linear layer; extra: fc_cosine_scale under a cosine loss (LDAM)"})
 def fc(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
@@ -397,8 +417,10 @@ def fc(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Te
     return FCHead(dim, num_classes, fc_cosine_scale)
 
 
-@HEADS.register("fc_cvlp", keys={"finetune": CVLP_KEYS}, inputs=("pretrain",),
+@HEADS.register("fc_cvlp", keys={"finetune": CVLP_KEYS + ("head_init", "fc_cosine_scale")},
+                inputs=("pretrain", "text_emb"),
                 info={"needs": cvlp_head_needs, "options": _cosine_options, "encoder": "cvlp", "anchors": None,
+                      "text_init": True,
                       "label": "CVLP + FC head",
                       "checkpoint": "linear layer; extra: fc_cosine_scale under a cosine loss (LDAM)"})
 def fc_cvlp(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,

@@ -21,7 +21,9 @@ from langtail.registry import TUNING_MODES
 
 def apply_backbone_mode(tower: nn.Module, cfg: ModelConfig) -> nn.Module:
     """Apply ``cfg.backbone_mode`` to ``tower`` (an :class:`~langtail.models.encoders.ImageTower`)."""
-    return TUNING_MODES.get(cfg.backbone_mode)(tower, cfg)
+    tower = TUNING_MODES.get(cfg.backbone_mode)(tower, cfg)
+    tower.backbone_mode = cfg.backbone_mode
+    return tower
 
 
 def trainable_counts(module: nn.Module) -> tuple[int, int]:
@@ -29,6 +31,16 @@ def trainable_counts(module: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in module.parameters())
     trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return trained, total
+
+
+def tuning_info(tower: nn.Module) -> dict:
+    """What a checkpoint's ``extra`` stores about the tower's tuning: ``backbone_mode`` (the last
+    mode applied; ``full`` when none), ``tuning`` (the structural records replayed on load:
+    :func:`langtail.models.peft.replay_tuning`), ``params_trained`` / ``params_total`` (image tower)."""
+    trained, total = trainable_counts(tower)
+    records = list(getattr(tower, "tuning", []))
+    return {"backbone_mode": getattr(tower, "backbone_mode", "full"), "tuning": records,
+            "params_trained": trained, "params_total": total}
 
 
 def frozen_modules(tower: nn.Module) -> list[nn.Module]:

@@ -44,9 +44,10 @@ def _source_text(source: str, m: dict[str, Any]) -> str:
 
 
 def study_rows(runs: dict[str, dict[str, Any]], cfg: DatasetConfig, pure: dict[str, Any] | None,
-               lgr: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """One dict per table row: Pure (``pure``: the ``fc`` metrics), VL-LTR (``lgr``) if given, then
-    each CA4LTR source (``runs``: source -> metrics)."""
+               lgr: dict[str, Any] | None, lift: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One dict per table row: Pure (``pure``: the ``fc`` metrics), VL-LTR (``lgr``) and LIFT
+    (``lift``: the ``lift`` recipe's ``fc_cvlp`` metrics) if given, then each CA4LTR source
+    (``runs``: source -> metrics)."""
     rows: list[dict[str, Any]] = []
     if pure is not None:
         rows.append({"key": "fc", "model": "Pure (vision-only, FC)", "text": "none", "tokens": 0,
@@ -56,6 +57,10 @@ def study_rows(runs: dict[str, dict[str, Any]], cfg: DatasetConfig, pure: dict[s
         rows.append({"key": "lgr", "model": "VL-LTR (CVLP + AnSS + LGR)",
                      "text": f"anchors (M = {cfg.anchors.num_anchors}) via LGR", "tokens": cfg.anchors.num_anchors,
                      "epochs": cfg.finetune.epochs, **{g: lgr.get(g) for g in ("overall", "many", "medium", "few")}})
+    if lift is not None:
+        rows.append({"key": "lift", "model": f"LIFT ({lift.get('backbone_mode', '?')}, text-init cosine head)",
+                     "text": f"class prompts ({lift.get('head_init', 'text')}) as classifier init", "tokens": 0,
+                     "epochs": lift.get("epochs", "–"), **{g: lift.get(g) for g in ("overall", "many", "medium", "few")}})
     for s, m in runs.items():
         rows.append({"key": f"ca4ltr_{s}", "model": f"CA4LTR + {s}", "text": _source_text(s, m),
                      "tokens": m.get("text_tokens"), "epochs": m.get("epochs"),

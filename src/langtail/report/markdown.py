@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ZEROSHOT_LABELS = {
     "zeroshot": "Text-only zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
     "zeroshot_anchors": "Text-only zero-shot, mean of the AnSS anchors (chosen with training images)",
+    "lift": "LIFT (lightweight fine-tuning, text-initialised cosine head)",
 }
 
 
@@ -35,6 +36,23 @@ def model_labels() -> dict[str, str]:
     """``eval/<model>`` name -> report label: every registered head's ``info["label"]`` (its name
     when it declares none) and the zero-shot evaluations."""
     return {**{p.name: str(p.info.get("label", p.name)) for p in HEADS.parts()}, **ZEROSHOT_LABELS}
+
+
+def row_kind(model: str, metrics: dict[str, Any]) -> str:
+    """The kind of a report row: ``lift`` for an fc / fc_cvlp run of the ``lift`` recipe (or any
+    fc head with a lightweight backbone mode and a text-initialised classifier), else ``model``."""
+    light = metrics.get("backbone_mode") in ("bitfit", "lora", "adapter")
+    linear = model in HEADS and bool(HEADS.get(model).info.get("text_init"))
+    if linear and (metrics.get("recipe") == "lift" or (light and metrics.get("head_init") in
+                                                                              ("text", "anchors"))):
+        return "lift"
+    return model
+
+
+def row_label(model: str, metrics: dict[str, Any]) -> str:
+    """The accuracy table's label of ``model``'s row (:func:`model_labels` of its :func:`row_kind`)."""
+    kind = row_kind(model, metrics)
+    return model_labels().get(kind, kind) + (f" [{model}]" if kind != model else "")
 
 
 #: rows of each "gain most" / "lose most" per-class table
@@ -107,17 +125,19 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
 
 def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> list[str]:
     """Top-1 table, model cost (paper Table 5), LGR branches."""
-    labels = model_labels()
-    rows = [[labels.get(m, m), *fmt_accuracies(r), r.get("recipe", "paper")] for m, r in metrics.items()]
+    rows = [[row_label(m, r), *fmt_accuracies(r), r.get("recipe", "paper")] for m, r in metrics.items()]
     lines = ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS, "recipe"]), "",
-             "Recipe: `paper` = the paper's settings; `authors_code` = the authors' released code "
-             "(docs/method.md lists every difference).", ""]
-    cost = [[labels.get(m, m), f"{r['params_m']:.2f}", f"{r['gflops']:.3f}"]
+             "Recipe: `paper` = the paper's settings; `authors_code` = the authors' released code; `lift` = "
+             "LIFT's (docs/method.md lists every difference).", ""]
+    cost = [[row_label(m, r), f"{r['params_m']:.2f}", f"{r['gflops']:.3f}", r.get("tta", "none"),
+             r.get("forward_passes", 1), r.get("backbone_mode", "–"), _params(r)]
             for m, r in metrics.items() if "params_m" in r]
     if cost:
-        lines += ["Model size (paper Table 5): parameters and GFLOPs per image at inference "
-                  f"({image_size} px; the LGR head reads cached anchor embeddings).", "",
-                  md_table(cost, ["model", "params (M)", "GFLOPs"]), ""]
+        lines += ["Model size (paper Table 5): parameters and GFLOPs per image and view at inference "
+                  f"({image_size} px; the LGR head reads cached anchor embeddings); test-time ensembling costs "
+                  "forward passes x GFLOPs; trained = image-tower parameters that trained / all of them "
+                  "(heads always train).", "",
+                  md_table(cost, ["model", "params (M)", "GFLOPs", "TTA", "forward passes", "backbone", "trained"]), ""]
     for m, r in metrics.items():  # two-branch heads: each branch alone
         if "image_branch" in r:
             lines += [f"{m.upper()} branches alone: image (MLP) {r['image_branch']:.1f}, "
@@ -211,6 +231,14 @@ def ca4ltr_pointer(sources: Sequence[str], results_dir: str, config_files: Seque
             f"Cross-modal attention with text sources {', '.join(sources)} against the vision-only "
             f"baseline and VL-LTR: `{snakemake_command(f'{results_dir}/text_quality.md', config_files)}` writes "
             "[text_quality.md](text_quality.md).", ""]
+
+
+def _params(r: dict[str, Any]) -> str:
+    """``"0.12 M / 86.0 M (0.1 %)"``: image-tower parameters trained / total, or "–"."""
+    if not r.get("params_total"):
+        return "–"
+    t, n = r["params_trained"], r["params_total"]
+    return f"{t / 1e6:.2f} M / {n / 1e6:.2f} M ({100 * t / n:.1f} %)"
 
 
 def _num(v: Any) -> str:

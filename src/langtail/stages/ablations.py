@@ -35,6 +35,8 @@ ROWS = [  # (paper row, label, variant or None for the main run, evaluated model
     ("T8", "zero-shot after CVLP, prompt ensemble (no training images)", None, "zeroshot"),
     ("", "zero-shot after CVLP, mean of the AnSS anchors (chosen with training images)", None, "zeroshot_anchors"),
     ("T8", "zero-shot with the initial weights, prompt ensemble (CLIP zero-shot for CLIP backbones)", "no_cvlp", "zeroshot"),
+    ("LIFT", "LIFT: lightweight fine-tuning + text-initialised cosine head + LA loss + TTA (recipe `lift`)",
+     "lift", "fc_cvlp"),
 ]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from langtail.config import DatasetConfig
 from langtail.corpus.ca4ltr_text import CLASS_LEVEL, mentions_class
 from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.inference import tta_info, tta_load_size, with_tta
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.losses import class_priors
 from langtail.models.ca4ltr import load_ca4ltr
@@ -28,7 +29,7 @@ from langtail.train.ca4ltr import TextInputs, build_source, predict, text_encode
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": ("text_model_path",),
-    "evaluate": ("batch_size", "split", "device", "posthoc_la_tau"),
+    "evaluate": ("batch_size", "split", "device", "posthoc_la_tau", "tta", "tta_expand"),
 }
 
 
@@ -63,20 +64,22 @@ def run(cfg: DatasetConfig, manifest_path: Path, checkpoint: Path, out_dir: Path
     else:
         src = build_source(source, ca, df, names, anchors_path, captions_path)
         texts = TextInputs.build(src, text_encoder(cfg), cache_dir, test_index, split)
-    dc = cfg.data
-    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
-                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
+    dc, ec = cfg.data, cfg.evaluate
+    loader = make_loader(test, store_for(manifest_path, meta),
+                         build_transform(False, tta_load_size(ec.tta, dc.image_size, ec.tta_expand), dc.normalize),
+                         ec.batch_size, train=False, num_workers=dc.num_workers)
     la_tau = float(cfg.evaluate.posthoc_la_tau)  # post-hoc logit adjustment: logits - tau * log pi
     shift = -la_tau * class_priors(class_counts(df, C), str(manifest_path)).log() if la_tau else None
     pred, labels, rows, skipped = predict(model, texts, loader, device, desc=f"eval ca4ltr_{source}",
-                                          logit_shift=shift)
+                                          logit_shift=shift, forward=with_tta(model, ec.tta, dc.image_size))
     metrics, per = accuracy_table(pred, labels, names, class_counts(df, C), class_groups(df, C))
     model_name = f"ca4ltr_{source}"
     metrics.update({"model": model_name, "method": "ca4ltr", "source": source, "split": split,
                     "skipped_images": skipped, "text_tokens": texts.tokens_per_image,
                     "epochs": ck["extra"].get("epochs"), "init": ck["extra"].get("init"),
                     "image_weights": ck["extra"].get("image_weights"), "posthoc_la_tau": la_tau,
-                    "train_loss": ck["extra"].get("loss", "ce")})
+                    "train_loss": ck["extra"].get("loss", "ce"), **tta_info(cfg),
+                    **{k: ck["extra"][k] for k in ("backbone_mode", "params_trained", "params_total") if k in ck["extra"]}})
     if src is not None:
         hits = [any(mentions_class(s, names[labels[i]]) for s in texts.texts[r]) for i, r in enumerate(rows)]
         metrics["text_mentions_class_pct"] = float(100.0 * np.mean(hits)) if hits else 0.0

@@ -93,7 +93,9 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     if ca.init == "cvlp":
         if pretrain_path is None:
             raise ValueError("ca4ltr.init: cvlp needs the CVLP checkpoint (--pretrain)")
-        image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
+        from langtail.models.tuning import apply_backbone_mode
+
+        image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
     else:
         image = fresh_image_encoder(cfg.model)
     model = build_ca4ltr(image, C, ca, text_dim, texts.bank).to(device)

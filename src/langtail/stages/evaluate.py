@@ -16,8 +16,13 @@ Outputs in ``eval/<model>/``:
   ``class_text``; for a fine-tuned classifier ``posthoc_la_tau`` (``evaluate.posthoc_la_tau``:
   logits ``- tau * log pi`` of every branch before the softmax, 0 = off) and ``train_loss``
   (the checkpoint's ``finetune.loss``); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
-  (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image,
-  ``torch.utils.flop_counter``).
+  (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image and
+  view, ``torch.utils.flop_counter``); ``tta`` (``evaluate.tta``), ``forward_passes`` (views per
+  image: the cost of test-time ensembling is ``forward_passes x gflops``), ``tta_expand`` (crop
+  modes) and ``preprocess`` (``image_size`` loaded, ``crop``, ``normalize``, ``interpolation``
+  of the resize); for a fine-tuned classifier also :data:`TRAINING_FACTS` (``backbone_mode``,
+  ``params_trained`` / ``params_total`` of the image tower, ``params_head``, ``head_init``) and
+  ``train_seconds`` (the fine-tuning run's wall time).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -33,7 +38,7 @@ from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
-from langtail.inference import run_batches
+from langtail.inference import run_batches, tta_info, tta_load_size, with_tta
 from langtail.losses import class_priors, posthoc_adjust
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import read_classifier
@@ -47,8 +52,13 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "finetune": ("alpha",),  # inference: alpha * P_I + (1 - alpha) * P_T
-    "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe", "posthoc_la_tau"),
+    "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe", "posthoc_la_tau", "tta",
+                 "tta_expand"),
 }
+
+
+#: facts of a classifier checkpoint's ``extra`` copied to metrics.json (how the backbone trained)
+TRAINING_FACTS = ("backbone_mode", "params_trained", "params_total", "params_head", "head_init", "epochs")
 
 
 def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
@@ -83,16 +93,17 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     test = df[df["split"] == split].reset_index(drop=True)
     if test.empty:
         raise ValueError(f"{manifest_path}: no images in split {split!r}")
-    dc = cfg.data
-    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
-                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
-    ec = cfg.evaluate
-    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda")}
+    dc, ec = cfg.data, cfg.evaluate
+    load = tta_load_size(ec.tta, dc.image_size, ec.tta_expand)
+    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, load, dc.normalize),
+                         ec.batch_size, train=False, num_workers=dc.num_workers)
+    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda"), **tta_info(cfg)}
     group_pred = None
     skips = SkipLog()
     if model_name in ZEROSHOT_MODELS:
         image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device, cache_dir)
-        scores, labels, _, skipped = run_batches(zeroshot_scores(image, proto), loader, device,
+        scores, labels, _, skipped = run_batches(with_tta(zeroshot_scores(image, proto), ec.tta, dc.image_size),
+                                                 loader, device,
                                                  desc=f"eval {model_name}", amp=ec.amp, skips=skips)
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
@@ -118,9 +129,10 @@ def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path,
     alpha = float(cfg.finetune.alpha)
     la_tau = float(ec.posthoc_la_tau)
     priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
+    tta_clf = with_tta(clf, ec.tta, dc.image_size)
 
     def fn(x):
-        out = clf(x)
+        out = tta_clf(x)
         if priors is not None:  # post-hoc logit adjustment (Menon et al. 2021, Eq. 9), every branch
             out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
         cols = [combine_probs(out, alpha)]
@@ -142,6 +154,9 @@ def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path,
     extra["alpha"] = alpha
     extra["posthoc_la_tau"] = la_tau
     extra["train_loss"] = ck["extra"].get("loss", "ce")
+    extra.update({k: ck["extra"][k] for k in TRAINING_FACTS if k in ck["extra"]})
+    if "seconds" in ck["extra"]:
+        extra["train_seconds"] = float(ck["extra"]["seconds"])  # wall time of the fine-tuning run
     extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
     extra.update(model_cost(clf, dc.image_size, device))
     return pred, labels, skipped, group_pred

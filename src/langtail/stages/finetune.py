@@ -38,10 +38,11 @@ from langtail.losses import make_loss, recognition_loss
 from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier, set_visual_mode
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
+from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
 from langtail.registry import HEADS, Part
 from langtail.runtime import seed_everything
-from langtail.train.loop import finish, fit, param_groups
+from langtail.train.loop import finish, fit, make_optimizer, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS,
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
-                 "channels_last", "seed"),
+                 "channels_last", "seed", "optimizer", "momentum"),
 }
 
 
@@ -85,6 +86,33 @@ def _is_baseline(part: Part) -> bool:
     return part.info.get("encoder", "cvlp") == "baseline"
 
 
+def init_head(cfg: DatasetConfig, head_kind: str, head: torch.nn.Module, class_names: list[str],
+              pretrain_path: Path | None, text_emb_path: Path | None) -> str:
+    """``finetune.head_init`` of an fc / fc_cvlp head (LIFT's semantic-aware initialisation); returns
+    what the weights started from. The class embeddings come from the text tower aligned with the
+    head's image tower: model.pretrained's CLIP for ``fc`` (and without CVLP init), the CVLP
+    checkpoint's (MiniLM through its CVLP projection) for ``fc_cvlp``."""
+    from langtail.models.classifier import create_vl_model, image_model_config
+    from langtail.models.zeroshot import anchor_class_embeddings, prompt_class_embeddings
+
+    part = HEADS.get(head_kind)
+    if not part.info.get("text_init") or cfg.finetune.head_init == "random":
+        return "random"
+    fresh = _is_baseline(part) or not cfg.finetune.init_from_pretrain
+    if fresh and cfg.model.text_encoder != "clip":
+        raise ValueError(f"finetune.head_init={cfg.finetune.head_init} on head {head_kind!r}: its image tower comes "
+                         f"from model.pretrained, which is aligned with no text tower for text_encoder "
+                         f"{cfg.model.text_encoder!r}; use the fc_cvlp head (CVLP encoder) or a CLIP model")
+    if cfg.finetune.head_init == "anchors":
+        emb, mask = read_text_embeddings(text_emb_path)[:2]
+        class_emb = anchor_class_embeddings(emb, mask)
+    else:
+        text = (create_vl_model(image_model_config(cfg.model)) if fresh else load_vl_checkpoint(pretrain_path)[0]).text
+        class_emb = prompt_class_embeddings(text, class_names)
+    head.init_from_text(class_emb)
+    return cfg.finetune.head_init
+
+
 def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None,
           pretrain_path: Path | None) -> tuple[Classifier, dict[str, Any]]:
     """The classifier of one run and its head options: the visual encoder the head declares
@@ -93,7 +121,7 @@ def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None
     if _is_baseline(part) or not fc.init_from_pretrain:
         image = fresh_image_encoder(cfg.model)
     else:
-        image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
+        image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
     emb = mask = None
     if "text_emb" in part.needs(cfg):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
@@ -112,6 +140,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     df, meta = read_manifest(manifest_path)
     C = len(meta["class_names"])
     clf, options = build(cfg, head_kind, C, text_emb_path, pretrain_path)
+    head_init = init_head(cfg, head_kind, clf.head, meta["class_names"], pretrain_path, text_emb_path)
     clf = clf.to(device)
     # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
     # freeze / eval-mode switches concern the CVLP encoder under the other heads
@@ -126,7 +155,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
                           seed=fc.seed, augment=fc.augment, device=device)
     lr_fn = part.info.get("lr_overrides")
-    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lr_fn(clf, cfg) if lr_fn else {}), lr=fc.lr)
+    opt = make_optimizer(fc.optimizer, param_groups(clf, fc.weight_decay, lr_fn(clf, cfg) if lr_fn else {}), fc.lr,
+                         fc.momentum)
     loss_fn = make_loss(fc, class_counts(df, C), str(manifest_path), fc.sampler, "finetune.sampler").to(device)
     step = _step(clf, loss_fn, options, freeze, visual_eval, fc.channels_last)
     resume = out.with_name(out.name + ".resume")
@@ -138,7 +168,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     if not distributed.is_main():
         return
     save_classifier(out, clf.cpu(), cfg.model, {
-        "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
+        "num_classes": C, **options, "epochs": epochs, "loss": fc.loss, "head_init": head_init,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from,
         "init": "model.pretrained" if baseline or not fc.init_from_pretrain else "cvlp"},

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": ("method", "image_encoder", "text_encoder", "pretrained", "text_model_path", "embed_dim",
-              "train_text_encoder", "teacher", "teacher_pretrained", "backbone_mode", "partial_blocks"),
+              "train_text_encoder", "teacher", "teacher_pretrained", "backbone_mode", "partial_blocks", "lora_rank",
+              "lora_alpha", "lora_targets", "adapter_dim"),
     "pretrain": ("enabled", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "lambda_ccl", "distill",
                  "ccl_reduction", "distill_mode", "eval_mode", "tau_init", "sampler", "augment", "device", "amp",
                  "channels_last", "seed"),

@@ -46,13 +46,15 @@ KEYS = {
 
 def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, ca4ltr_dirs: Sequence[Path], pure_dir: Path,
         lgr_dir: Path | None = None, config_files: Sequence[str] = (),
-        checkpoints: Mapping[str, Path] | None = None, seed_metrics: Mapping[str, Path] | None = None) -> None:
+        checkpoints: Mapping[str, Path] | None = None, seed_metrics: Mapping[str, Path] | None = None,
+        lift_dir: Path | None = None) -> None:
     """Write ``text_quality.md`` and its figures. ``ca4ltr_dirs``: the ``eval/ca4ltr_<source>``
     directories; ``pure_dir`` / ``lgr_dir``: ``eval/fc`` and ``eval/lgr`` (variants share them);
     ``checkpoints``: run label -> ``model.pt`` of the training runs (``ca4ltr/<source>``, the
     Pure ``finetune/fc``) whose ``extra.history`` gives ``figures/ca4ltr_training_curves.png``;
     ``seed_metrics``: ``fc/seed<k>`` / ``ca4ltr_<source>/seed<k>`` -> ``metrics.json`` of the other
-    seeds of ``finetune.seeds`` (mean ± std section)."""
+    seeds of ``finetune.seeds`` (mean ± std section); ``lift_dir``: the ``lift`` recipe's
+    ``eval/fc_cvlp`` (``results/<dataset>+lift/``, when ``report.ablations`` has ``lift``): a LIFT row."""
     out, pure_dir = Path(out), Path(pure_dir)
     dirs = {Path(d).name.removeprefix("ca4ltr_"): Path(d) for d in ca4ltr_dirs}
     missing = [s for s in cfg.ca4ltr.sources if s not in dirs]
@@ -62,12 +64,13 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, ca4ltr_dirs
     df, meta = read_manifest(manifest)
     pure = io.read_json(pure_dir / "metrics.json")
     lgr = io.read_json(Path(lgr_dir) / "metrics.json") if lgr_dir else None
+    lift = io.read_json(Path(lift_dir) / "metrics.json") if lift_dir else None
     lines = [f"# CA4LTR text-quality study: {dataset}", "",
              "How much does the *content* of the text matter when image tokens attend to text tokens? "
              "Same image backbone and training recipe for every CA4LTR row; only the text source changes.", ""]
     lines += study_setting(cfg, dataset, df, meta, runs)
     lines += study_notes(cfg, runs)
-    lines += ["## Top-1 accuracy (%)", "", study_table(study_rows(runs, cfg, pure, lgr)), ""]
+    lines += ["## Top-1 accuracy (%)", "", study_table(study_rows(runs, cfg, pure, lgr, lift)), ""]
     lines += audit_section(runs)
     if seed_metrics:
         reps: dict[str, list[dict]] = {"fc": [pure], **{f"ca4ltr_{s}": [runs[s]] for s in runs}}

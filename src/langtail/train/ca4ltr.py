@@ -59,9 +59,10 @@ def text_encoder(cfg: DatasetConfig) -> LazyMiniLM:
 
 @torch.no_grad()
 def predict(model: CA4LTR, texts: TextInputs, loader, device: torch.device, desc: str = "eval",
-            logit_shift: torch.Tensor | None = None):
+            logit_shift: torch.Tensor | None = None, forward=None):
     """``(pred [N], labels [N], rows [N], skipped)`` over a loader; ``logit_shift [C]`` is added
-    to the logits before the argmax (post-hoc logit adjustment)."""
+    to the logits before the argmax (post-hoc logit adjustment); ``forward(images, text, mask)``
+    replaces ``model`` (test-time ensembling: :func:`langtail.inference.with_tta`)."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -71,7 +72,7 @@ def predict(model: CA4LTR, texts: TextInputs, loader, device: torch.device, desc
         if "image" not in batch:
             continue
         t, m = texts.batch(batch["row"], device)
-        z = model(batch["image"].to(device), t, m)
+        z = (forward or model)(batch["image"].to(device), t, m)
         if logit_shift is not None:
             z = z.float() + logit_shift.to(device=z.device, dtype=torch.float32)
         preds.append(z.argmax(1).cpu())

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from langtail import io
 from langtail.runtime import rng_state, set_rng_state
 from langtail.data.skipped import SkipLog
+from langtail.models.tuning import set_frozen_eval
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ def cosine_lambda(total_steps: int, warmup_steps: int = 0) -> Callable[[int], fl
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     return f
+
+
+def make_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``adamw`` or ``sgd`` (with ``momentum``, LIFT's) over :func:`param_groups` ``groups``."""
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; known: adamw, sgd")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float,
@@ -138,6 +148,7 @@ def fit(
     t0 = time.time()
     for epoch in range(start, epochs):
         model.train()
+        set_frozen_eval(model)  # BatchNorms without a trained parameter keep their statistics
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
