@@ -121,7 +121,7 @@ def test_applying_a_mode_twice_adds_nothing():
 
 @pytest.mark.parametrize("mode", ["lora", "adapter", "bitfit"])
 def test_classifier_checkpoint_rebuilds_the_structure(tmp_path, mode):
-    from langtail.models.classifier import create_head, load_classifier, save_classifier
+    from langtail.models.classifier import create_head, read_classifier, save_classifier
     from langtail.models.heads import Classifier
 
     tower = _tower(TINY_VIT, mode)
@@ -131,7 +131,7 @@ def test_classifier_checkpoint_rebuilds_the_structure(tmp_path, mode):
                 p.normal_(0, 0.05)
     clf = Classifier(tower, create_head("fc", tower.embed_dim, 5, None, None), "fc").eval()
     save_classifier(tmp_path / "m.pt", clf, _cfg(TINY_VIT, mode), {"num_classes": 5})
-    back, ck = load_classifier(tmp_path / "m.pt")
+    back, ck = read_classifier(tmp_path / "m.pt")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(clf(x)["image"], back(x)["image"], atol=1e-6)
