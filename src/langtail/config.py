@@ -41,6 +41,10 @@ class DataConfig:
     #: inclusive (paper, authors' code): many >= many_threshold, few <= few_threshold;
     #: exclusive (OLTR's usual ImageNet-LT split): many > many_threshold, few < few_threshold
     shot_bounds: Literal["inclusive", "exclusive"] = "inclusive"
+    #: hold out this fraction of every class's train images as the ``val`` split (deterministic
+    #: per class from data.seed; at least one per class with >= 2 images, never the last one);
+    #: 0 = none (datasets with their own val split: ImageNet-LT, Places-LT, iNaturalist)
+    val_from_train: float = 0.0
     image_size: int = 32  #: network input size (224 for CLIP backbones)
     normalize: Literal["cifar", "clip", "imagenet", "none"] = "cifar"
     num_workers: int = 0
@@ -185,6 +189,9 @@ class FinetuneConfig:
     amp: bool = False
     channels_last: bool = False
     seed: int = 0
+    #: the checkpoint evaluate reads: last = the last epoch; best_val = the epoch of the best
+    #: overall accuracy on the val split (needs one: data.val_from_train or the dataset's own)
+    select: Literal["last", "best_val"] = "last"
     #: repeat the training stages (finetune, ca4ltr_finetune) and their evaluations once per
     #: seed; reports show mean +/- std. [] = one run with ``seed``. Must contain ``seed``, whose
     #: run keeps the plain paths (finetune/<head>/model.pt); seed k != seed lives in
@@ -224,6 +231,7 @@ class Ca4ltrConfig:
     device: str = "auto"
     amp: bool = False
     seed: int = 0
+    select: Literal["last", "best_val"] = "last"  #: as finetune.select, for the CA4LTR runs
 
 
 @dataclass
@@ -247,6 +255,17 @@ class ReportConfig:
     title: str = ""
     top_sentences: int = 3  #: good/bad anchor sentences shown per class
     ablations: list[str] = field(default_factory=list)  #: variants in results/<dataset>/ablations.md
+
+
+@dataclass
+class TrackingConfig:
+    """Live tracking of the training stages (:mod:`langtail.train.tracking`), rank 0 only."""
+
+    tensorboard: bool = True  #: event files in each run's tb/ folder (tensorboard --logdir results/)
+    wandb: bool = False  #: Weights & Biases, offline mode (tb/wandb/; `wandb sync` later); needs the wandb package
+    wandb_project: str = "langtail"
+    mlflow: bool = False  #: MLflow runs (file store tb/mlruns/ unless mlflow_uri); needs the mlflow package
+    mlflow_uri: str = ""
 
 
 @dataclass
@@ -297,6 +316,7 @@ class DatasetConfig:
     ca4ltr: Ca4ltrConfig = field(default_factory=Ca4ltrConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
@@ -420,8 +440,10 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
     """A variant's overrides; for the built-in ``authors_code`` and a ``dataset`` (base name or
     ``<base>+<variant>``) whose ``data.name`` is a paper benchmark, plus that dataset's released
     settings (:data:`AUTHORS_CODE_DATASETS`)."""
+    from langtail.sweeps import sweep_variants
+
     user = raw.get("variants") or {}
-    variants = {**BUILTIN_VARIANTS, **user}
+    variants = {**BUILTIN_VARIANTS, **user, **sweep_variants(raw)}  # (langtail.sweeps: the grid cells)
     if variant not in variants:
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
@@ -534,6 +556,13 @@ def workflow_schema() -> dict[str, Any]:
                          "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"}},
             "variants": {"type": "object", "additionalProperties": ds,
                          "description": "ablation variants: name -> overrides (results/<dataset>+<name>/)"},
+            "sweeps": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z0-9]+(_?[A-Za-z0-9]+)*$"},
+                       "additionalProperties": {
+                           "type": "object", "minProperties": 1,
+                           "propertyNames": {"pattern": "^[a-z_0-9]+\\.[a-z_0-9]+$"},
+                           "additionalProperties": {"type": "array", "minItems": 1}},
+                       "description": "grid sweeps: name -> {section.key: [values]}; cell i of sweep S is the "
+                                      "variant S_i (langtail.sweeps); results/<dataset>/sweeps/<S>.md"},
         },
         "required": ["datasets"],
     }
@@ -581,6 +610,9 @@ def validate_config(raw: Mapping[str, Any]) -> None:
                 msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  {where}: {msg}")
         raise ConfigError("invalid langtail config:\n" + "\n".join(lines))
+    from langtail.sweeps import sweep_variants
+
+    sweep_variants(raw)  # every swept key exists (langtail.sweeps)
 
 
 def dataset_config(raw: Mapping[str, Any], dataset: str) -> DatasetConfig:

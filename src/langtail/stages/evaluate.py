@@ -15,7 +15,8 @@ Outputs in ``eval/<model>/``:
   accuracies ``image_branch`` / ``text_branch``, ``alpha`` and ``group_ranking``; for zero-shot
   ``class_text``; for a fine-tuned classifier ``posthoc_la_tau`` (``evaluate.posthoc_la_tau``:
   logits ``- tau * log pi`` of every branch before the softmax, 0 = off) and ``train_loss``
-  (the checkpoint's ``finetune.loss``); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
+  (the checkpoint's ``finetune.loss``) and ``selected`` (the epoch the checkpoint holds:
+  ``rule`` = ``finetune.select`` last | best_val, ``epoch`` 1-based, ``val_overall`` when the run validated); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
   (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image,
   ``torch.utils.flop_counter``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
@@ -33,11 +34,11 @@ from langtail.config import ZEROSHOT_MODELS, DatasetConfig
 from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
-from langtail.inference import run_batches
-from langtail.losses import class_priors, posthoc_adjust
+from langtail.inference import classifier_scores, run_batches
+from langtail.train.validation import checkpoint_selection
+from langtail.losses import class_priors
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
-from langtail.models.heads import combine_probs
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
 
@@ -102,17 +103,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         la_tau = float(ec.posthoc_la_tau)
         priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
 
-        def fn(x):
-            out = clf(x)
-            if priors is not None:  # post-hoc logit adjustment (Menon et al. 2021, Eq. 9), every branch
-                out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
-            cols = [combine_probs(out, alpha)]
-            if len(out) > 1:  # image branch, text branch (+ raw logit sum: authors' shot-group ranking)
-                cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
-                if ec.group_ranking == "logit_sum":
-                    cols.append(out["image"].float() + out["text"].float())
-            return torch.stack([c.float() for c in cols], 1)
-
+        fn = classifier_scores(clf, alpha, priors, la_tau, logit_sum=ec.group_ranking == "logit_sum")
         scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp,
                                                  skips=skips)
         pred = scores[:, 0].argmax(1).numpy()
@@ -125,6 +116,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         extra["alpha"] = alpha
         extra["posthoc_la_tau"] = la_tau
         extra["train_loss"] = ck["extra"].get("loss", "ce")
+        extra["selected"] = checkpoint_selection(ck["extra"])
         extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
         extra.update(model_cost(clf, dc.image_size, device))
     counts = class_counts(df, C)

@@ -17,7 +17,9 @@ loss; :class:`langtail.losses.LongTailLoss`, priors from the manifest's train co
 ``finetune.init_from_pretrain: false`` starts the language-guided heads from
 ``model.pretrained`` instead of the CVLP weights (ablation "no CVLP", Table 4 #2).
 Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buffers),
-``extra`` = num_classes, tau, alpha, knn_k, history, seconds, skipped images; ``class_names``
+``extra`` = num_classes, tau, alpha, knn_k, history (per epoch: loss, lr, images_per_s and,
+with a val split, val_overall / val_many / val_medium / val_few), ``selected`` (the epoch the
+weights are from: ``finetune.select`` last | best_val), seconds, skipped images; ``class_names``
 and ``preprocess`` (``data.image_size``, ``data.normalize``) for ``langtail predict``.
 """
 from __future__ import annotations
@@ -40,7 +42,10 @@ from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
 from langtail.runtime import seed_everything
+from langtail.inference import classifier_scores, run_batches
 from langtail.train.loop import finish, fit, param_groups
+from langtail.train.tracking import TRACKING_KEYS, make_tracker, untracked
+from langtail.train.validation import eval_loader, require_val, val_rows, validator
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,8 @@ KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS,
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
-                 "channels_last", "seed"),
+                 "channels_last", "seed", "select"),
+    "tracking": TRACKING_KEYS,
 }
 #: the CVLP-encoder heads' keys: init, and how the visual encoder is held (authors' code: frozen, eval mode)
 _CVLP = ("epochs", "init_from_pretrain", "freeze_visual", "visual_eval_mode")
@@ -74,9 +80,15 @@ def loss_keys(cfg: DatasetConfig | None = None) -> dict[str, tuple[str, ...]]:
 
 
 def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> dict[str, tuple[str, ...]]:
-    """The keys the run of ``head`` reads (all heads' keys when ``head`` is None)."""
+    """The keys the run of ``head`` reads (all heads' keys when ``head`` is None). Under
+    ``finetune.select: best_val`` the LGR run also reads ``finetune.alpha`` (its validation
+    ranks epochs with the prediction rule evaluate uses; under ``last``, alpha stays an
+    evaluate-only key and LGR's validation curve uses the paper's plain sum, alpha = 0.5)."""
     heads = [head] if head else list(HEAD_KEYS)
-    return merge_keys(KEYS, loss_keys(cfg), *(HEAD_KEYS[h] for h in heads))
+    keys = merge_keys(KEYS, loss_keys(cfg), *(HEAD_KEYS[h] for h in heads))
+    if cfg is not None and cfg.finetune.select == "best_val" and "lgr" in heads:
+        keys = merge_keys(keys, {"finetune": ("alpha",)})
+    return keys
 
 
 def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
@@ -116,10 +128,30 @@ def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> d
     return opts
 
 
+def make_validator(cfg: DatasetConfig, head_kind: str, clf: Classifier, df, meta, manifest_path: Path,
+                   device: torch.device):
+    """``validate()`` on the manifest's val split with evaluate's prediction rule (None without
+    a val split; ``finetune.select: best_val`` then raises)."""
+    fc = cfg.finetune
+    if not require_val(df, fc.select, "finetune.select", manifest_path):
+        return None
+    rows = val_rows(df)
+    alpha = fc.alpha if fc.select == "best_val" and head_kind == "lgr" else 0.5
+    score = classifier_scores(clf, alpha)
+
+    def predict(loader):
+        scores, labels, _, _ = run_batches(score, loader, device, desc=f"val {head_kind}", amp=fc.amp)
+        return scores[:, 0].argmax(1).numpy(), labels.numpy()
+
+    return validator(predict, eval_loader(rows, manifest_path, meta, cfg.data, fc.batch_size), df,
+                     list(meta["class_names"]), clf, f"finetune[{head_kind}]")
+
+
 def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
-        pretrain_path: Path | None = None) -> None:
+        pretrain_path: Path | None = None, track_dir: Path | None = None) -> None:
     """Train one head; ``text_emb_path`` is read by ``lgr``/``knn``, ``pretrain_path`` by the
-    heads on the CVLP encoder (:func:`inputs`)."""
+    heads on the CVLP encoder (:func:`inputs`); ``track_dir``: the run's tracking folder
+    (:mod:`langtail.train.tracking`; None = no tracking)."""
     fc = cfg.finetune
     seed_everything(fc.seed)
     device = distributed.setup(fc.device)  # under torchrun: joins the process group
@@ -165,17 +197,20 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
         return recognition_loss(out_["text"], None, batch["label"], loss_fn, text_tau=None, image_tau=text_tau)
 
     resume = out.with_name(out.name + ".resume")
-    fp = io.fingerprint({"head": head_kind, **select_keys(cfg, config_keys(cfg, head_kind))},
+    keys = untracked(select_keys(cfg, config_keys(cfg, head_kind)))
+    fp = io.fingerprint({"head": head_kind, **keys},
                         *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]",
-              on_epoch=loss_fn.set_epoch)
+              on_epoch=loss_fn.set_epoch, select=fc.select,
+              validate=make_validator(cfg, head_kind, clf, df, meta, manifest_path, device),
+              tracker=make_tracker(cfg, track_dir, f"finetune/{head_kind}", keys))
     if not distributed.is_main():
         return
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
-        "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
+        "resumed_from_epoch": res.resumed_from, "selected": res.selected, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)
