@@ -175,7 +175,7 @@ def test_sweep_cells_expand_the_grid_and_check_keys():
     assert c.finetune.lr == 2e-3 and c.anchors.num_anchors == 8 and c.pretrain.epochs == TINY["pretrain"]["epochs"]
     with pytest.raises(ConfigError, match=r"sweeps.bad.finetune.learning_rate: not a config key"):
         validate_config({"datasets": {"demo": TINY}, "sweeps": {"bad": {"finetune.learning_rate": [1]}}})
-    with pytest.raises(ConfigError, match="unknown sweep"):
+    with pytest.raises(ValueError, match="unknown sweep"):
         sweep_cells(raw, "nope")
 
 
@@ -200,3 +200,46 @@ def test_sweep_table_marks_the_best_cell_on_validation(tmp_path):
     assert len(rows) == 4 and all(" ± " in r for r in rows)
     assert "| **g_1** (best val) | 1 | 5 |" in text and "| g_0 | 1 | 0 | 50.5 ± 0.7 |" in text
     assert "Best on validation: **g_1** (val overall 45.50)" in text
+
+
+@pytest.mark.parametrize("source", ["label", "nonsense"])
+def test_ca4ltr_validates_tracks_and_selects(tmp_path, monkeypatch, source):
+    """CA4LTR (class-level and per-image text): val accuracy every epoch, TensorBoard events,
+    ca4ltr.select: best_val keeps the best epoch."""
+    import dataclasses
+
+    from test_ca4ltr_e2e import _cfg, _files, _hash_encoder
+    from langtail import io
+    from langtail.data.manifest import ManifestBuild, carve_val, make_manifest, read_manifest, write_manifest
+    from langtail.stages import ca4ltr_finetune
+
+    _hash_encoder(monkeypatch)
+    manifest, anchors, captions = _files(tmp_path)
+    df, meta = read_manifest(manifest)
+    build = carve_val(ManifestBuild(df.image.tolist(), df.label.tolist(), df.split.tolist(), meta["class_names"]), 0.3, 0)
+    write_manifest(manifest, make_manifest(build, 8, 3), meta)
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, ca4ltr=dataclasses.replace(cfg.ca4ltr, select="best_val", epochs=3))
+    out = tmp_path / "ca4ltr" / source / "model.pt"
+    ca4ltr_finetune.run(cfg, source, manifest, out, tmp_path / "cache", anchors, captions, track_dir=out.parent / "tb")
+    extra = io.torch_load(out)["extra"]
+    vals = [r["val_overall"] for r in extra["history"]]
+    assert len(vals) == 3 and extra["selected"]["rule"] == "best_val"
+    assert extra["selected"]["val_overall"] == max(vals) and extra["selected"]["epoch"] == vals.index(max(vals)) + 1
+    ea = _accumulator(out.parent / "tb")
+    assert [e.step for e in ea.Scalars("train/loss")] == [1, 2, 3] and len(ea.Scalars("val/overall")) == 3
+
+
+def test_report_shows_validation_curves_and_which_checkpoint_was_evaluated(tmp_path):
+    from langtail.report.curves import curves_section, selection_lines
+
+    hist = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3, "val_overall": v, "val_few": None}
+            for e, v in ((1, 40.0), (2, 55.5), (3, 50.0))]
+    text = "\n".join(curves_section({"finetune/lgr": hist, "finetune/fc": [{"epoch": 1, "loss": 1.0, "lr": 1e-3}]},
+                                    tmp_path, "."))
+    assert "| finetune/lgr | 3 | 1.0000 | 0.3333 | 55.50 (2) |" in text
+    assert "| finetune/fc | 1 | 1.0000 | 1.0000 | no val split |" in text
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    sel = "\n".join(selection_lines({"lgr": {"rule": "best_val", "epoch": 2, "val_overall": 55.5},
+                                     "fc": {"rule": "last", "epoch": 1}}))
+    assert "- lgr: best_val, epoch 2, val overall 55.50" in sel and "- fc: last, epoch 1" in sel

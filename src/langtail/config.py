@@ -440,10 +440,14 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
     """A variant's overrides; for the built-in ``authors_code`` and a ``dataset`` (base name or
     ``<base>+<variant>``) whose ``data.name`` is a paper benchmark, plus that dataset's released
     settings (:data:`AUTHORS_CODE_DATASETS`)."""
-    from langtail.sweeps import sweep_variants
+    from langtail.sweeps import SweepError, sweep_variants
 
     user = raw.get("variants") or {}
-    variants = {**BUILTIN_VARIANTS, **user, **sweep_variants(raw)}  # (langtail.sweeps: the grid cells)
+    try:
+        cells = sweep_variants(raw)  # the grid cells (langtail.sweeps)
+    except SweepError as e:
+        raise ConfigError(str(e)) from None
+    variants = {**BUILTIN_VARIANTS, **user, **cells}
     if variant not in variants:
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
@@ -610,9 +614,13 @@ def validate_config(raw: Mapping[str, Any]) -> None:
                 msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  {where}: {msg}")
         raise ConfigError("invalid langtail config:\n" + "\n".join(lines))
-    from langtail.sweeps import sweep_variants
+    from langtail.sweeps import SweepError, check_keys, sweep_variants
 
-    sweep_variants(raw)  # every swept key exists (langtail.sweeps)
+    try:  # every swept key exists and the cells do not clash with a variant (langtail.sweeps)
+        check_keys(raw, SECTIONS)
+        sweep_variants(raw)
+    except SweepError as e:
+        raise ConfigError(f"invalid langtail config: {e}") from None
 
 
 def dataset_config(raw: Mapping[str, Any], dataset: str) -> DatasetConfig:

@@ -34,30 +34,40 @@ class Cell:
     overrides: dict[str, dict[str, Any]]
 
 
-def _check(name: str, grid: Mapping[str, Any]) -> None:
-    from langtail.config import SECTIONS, ConfigError
+class SweepError(ValueError):
+    """A bad ``sweeps:`` entry (``langtail.config.validate_config`` re-raises it as a ConfigError)."""
 
+
+def check_keys(raw: Mapping[str, Any], sections: Mapping[str, type]) -> None:
+    """Every swept key is an existing ``section.key`` of ``sections`` (the config's dataclasses)
+    and may be swept; raises :class:`SweepError` naming ``sweeps.<name>.<key>``."""
+    for name, grid in (raw.get("sweeps") or {}).items():
+        _check(name, grid)
+        for key in grid:
+            sec, _, k = str(key).partition(".")
+            if sec not in sections or k not in {f.name for f in dataclasses.fields(sections[sec])}:
+                raise SweepError(f"sweeps.{name}.{key}: not a config key (section.key, e.g. finetune.lr)")
+
+
+def _check(name: str, grid: Mapping[str, Any]) -> None:
     if not NAME.match(name):
-        raise ConfigError(f"sweeps.{name}: a sweep name is letters/digits with single underscores")
+        raise SweepError(f"sweeps.{name}: a sweep name is letters/digits with single underscores")
     if not isinstance(grid, Mapping) or not grid:
-        raise ConfigError(f"sweeps.{name}: give at least one `section.key: [values]`")
+        raise SweepError(f"sweeps.{name}: give at least one `section.key: [values]`")
     for key, values in grid.items():
         sec, _, k = str(key).partition(".")
-        if sec not in SECTIONS or k not in {f.name for f in dataclasses.fields(SECTIONS[sec])}:
-            raise ConfigError(f"sweeps.{name}.{key}: not a config key (section.key, e.g. finetune.lr)")
         if sec == "resources" or (sec, k) in (("finetune", "seeds"), ("finetune", "heads")):
-            raise ConfigError(f"sweeps.{name}.{key}: cannot be swept (set it on the dataset: every cell uses it)")
+            raise SweepError(f"sweeps.{name}.{key}: cannot be swept (set it on the dataset: every cell uses it)")
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweeps.{name}.{key}: expected a non-empty list of values, got {values!r}")
+            raise SweepError(f"sweeps.{name}.{key}: expected a non-empty list of values, got {values!r}")
 
 
 def sweep_cells(raw: Mapping[str, Any], name: str) -> list[Cell]:
-    """The cells of sweep ``name`` of a workflow config (validated: names, keys, lists)."""
-    from langtail.config import ConfigError
-
+    """The cells of sweep ``name`` of a workflow config (validated: names, lists; the keys
+    themselves: :func:`check_keys`)."""
     sweeps = raw.get("sweeps") or {}
     if name not in sweeps:
-        raise ConfigError(f"unknown sweep {name!r}; configured: {', '.join(sorted(sweeps)) or 'none'} (`sweeps:`)")
+        raise SweepError(f"unknown sweep {name!r}; configured: {', '.join(sorted(sweeps)) or 'none'} (`sweeps:`)")
     grid = sweeps[name]
     _check(name, grid)
     keys = list(grid)
@@ -75,13 +85,11 @@ def sweep_cells(raw: Mapping[str, Any], name: str) -> list[Cell]:
 def sweep_variants(raw: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Variant name -> overrides of every cell of every configured sweep. A cell name that is
     also a user variant raises (rename the sweep)."""
-    from langtail.config import ConfigError
-
     user = raw.get("variants") or {}
     out = {}
     for name in raw.get("sweeps") or {}:
         for c in sweep_cells(raw, name):
             if c.name in user:
-                raise ConfigError(f"sweeps.{name}: cell {c.name!r} is also a variant under `variants:`; rename one")
+                raise SweepError(f"sweeps.{name}: cell {c.name!r} is also a variant under `variants:`; rename one")
             out[c.name] = c.overrides
     return out

@@ -1,28 +1,6 @@
 # Grid sweeps (config `sweeps:`, langtail.sweeps): cell i of sweep S is the variant S_i, built by the
 # usual rules under results/<dataset>+S_i/ (reusing every upstream artifact it does not change; on a
 # cluster each cell's jobs are independent); this rule tables them.
-from langtail.sweeps import sweep_cells
-
-
-def sweep_grid(wildcards):
-    """cell -> {section.key: value} of sweep `wildcards.sweep` (grid order)."""
-    return {c.name: c.values for c in sweep_cells(config, wildcards.sweep)}
-
-
-def sweep_inputs(wildcards):
-    """``<cell>__<head><rep>`` -> metrics.json of every cell, trained head and seed replicate."""
-    ds = wildcards.dataset
-    if split_variant(ds)[1] is not None:
-        raise ValueError(f"sweeps: target results/<dataset>/sweeps/<name>.md of a configured dataset, not {ds!r}")
-    out = {}
-    for c in sweep_cells(config, wildcards.sweep):
-        run = f"{ds}+{c.name}"
-        for r in seed_dirs(cfg(run)):
-            for h in cfg(run).finetune.heads:
-                out[f"{c.name}__{h}{r}"] = os.path.join(eval_dir(run, h, r), "metrics.json")
-    return out
-
-
 rule sweep_report:
     """results/<dataset>/sweeps/<sweep>.md: every cell, mean +/- std over finetune.seeds, best on val."""
     input:
