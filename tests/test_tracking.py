@@ -228,6 +228,10 @@ def test_ca4ltr_validates_tracks_and_selects(tmp_path, monkeypatch, source):
     assert extra["selected"]["val_overall"] == max(vals) and extra["selected"]["epoch"] == vals.index(max(vals)) + 1
     ea = _accumulator(out.parent / "tb")
     assert [e.step for e in ea.Scalars("train/loss")] == [1, 2, 3] and len(ea.Scalars("val/overall")) == 3
+    from langtail.stages import ca4ltr_evaluate
+
+    m = ca4ltr_evaluate.run(cfg, manifest, out, tmp_path / "eval", tmp_path / "cache", anchors, captions)
+    assert m["selected"] == extra["selected"] and m["split"] == "test"
 
 
 def test_report_shows_validation_curves_and_which_checkpoint_was_evaluated(tmp_path):

@@ -191,6 +191,13 @@ class _Hooks:
     validate: Callable[[], Mapping[str, float | None]] | None = None
     select: str = "last"
     tracker: Any = None
+    desc: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.select not in ("last", "best_val"):
+            raise ValueError(f"{self.desc}: select must be 'last' or 'best_val', got {self.select!r}")
+        if self.select == "best_val" and self.validate is None:
+            raise ValueError(f"{self.desc}: select best_val needs a validation split (none given)")
 
 
 def _epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, epoch: int, epochs: int,
@@ -272,19 +279,14 @@ def fit(
     ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
     epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart).
     ``epoch_stats()`` adds values to each epoch's history record (the CVLP temperature ``tau``).
-    ``validate()`` (after every epoch, every rank) returns ``{overall, many, medium, few}`` on the
-    validation split (``val_<group>`` in the record); ``select``: ``last`` keeps the last epoch's
-    weights, ``best_val`` loads those of the epoch with the best ``val_overall`` (kept in the
-    resume file). ``tracker`` (:class:`langtail.train.tracking.Tracker`) gets every record.
-    History record: ``epoch`` (1-based), ``loss`` (mean over the epoch's steps), ``lr`` (at its
-    end), ``images_per_s`` (training throughput of all ranks), then the stats and ``val_*``."""
+    ``validate()`` (after every epoch, every rank): ``{overall, many, medium, few}`` on the val
+    split (``val_<group>`` in the record); ``select``: ``last`` keeps the last epoch's weights,
+    ``best_val`` those of the best ``val_overall`` (kept in the resume file); ``tracker``
+    (:class:`langtail.train.tracking.Tracker`) gets every record: ``epoch`` (1-based), ``loss``
+    (epoch mean), ``lr`` (at its end), ``images_per_s`` (all ranks), the stats, ``val_*``."""
     from langtail import distributed
 
-    if select not in ("last", "best_val"):
-        raise ValueError(f"{desc}: select must be 'last' or 'best_val', got {select!r}")
-    if select == "best_val" and validate is None:
-        raise ValueError(f"{desc}: select best_val needs a validation split (none given)")
-    hooks = _Hooks(after_step, on_epoch, epoch_stats, validate, select, tracker)
+    hooks = _Hooks(after_step, on_epoch, epoch_stats, validate, select, tracker, desc)
     run = _setup(model, optimizer, loader, step_fn, device, epochs, warmup_epochs, amp, desc)
     res = FitResult()
     distributed.barrier()  # rank 0 may still be writing the previous run's file
