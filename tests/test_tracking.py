@@ -87,7 +87,7 @@ def test_tensorboard_events_per_epoch_and_replayed_on_resume(tmp_path):
 def test_a_backend_without_its_package_fails_clearly(tmp_path, monkeypatch):
     import builtins
 
-    from langtail.config import TrackingConfig
+    from langtail.config import ConfigError, TrackingConfig
     from langtail.train.tracking import Tracker
 
     real = builtins.__import__
@@ -98,9 +98,9 @@ def test_a_backend_without_its_package_fails_clearly(tmp_path, monkeypatch):
         return real(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
-    with pytest.raises(ImportError, match=r"tracking.wandb: true, but the 'wandb' package is not installed"):
+    with pytest.raises(ConfigError, match=r"tracking.wandb: true, but the 'wandb' package is not installed"):
         Tracker(TrackingConfig(wandb=True), tmp_path / "a", "x")
-    with pytest.raises(ImportError, match=r"tracking.mlflow: true.*pip install mlflow"):
+    with pytest.raises(ConfigError, match=r"tracking.mlflow: true.*pip install mlflow"):
         Tracker(TrackingConfig(mlflow=True), tmp_path / "b", "x")
     t = Tracker(TrackingConfig(), tmp_path / "c", "x")  # the default backend missing: a warning, no crash
     t.log_epoch({"epoch": 1, "loss": 1.0})

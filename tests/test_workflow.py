@@ -297,6 +297,8 @@ def test_every_training_stage_wrote_per_epoch_tensorboard_scalars(built):
         assert {"train/loss", "train/lr", "train/images_per_s"} <= tags, (run, tags)
         assert [e.step for e in ea.Scalars("train/loss")] == list(range(1, epochs + 1)), run
         assert ("train/tau" in tags) == (run == "pretrain"), run
+    report = (built / "results/demo/report.md").read_text()  # which epoch each evaluated checkpoint holds
+    assert f"- lgr: last, epoch {TINY['finetune']['epochs']}" in report
 
 
 def test_sweep_dry_run_plans_only_the_cells_finetune_and_evaluate(built, tmp_path):

@@ -26,6 +26,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from langtail.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: history keys that are not scalars to track
@@ -99,8 +101,8 @@ class Tracker:
         self._tb = self._wandb = self._mlflow = None
 
 
-def _missing(key: str, package: str) -> ImportError:
-    return ImportError(f"{key}: true, but the {package!r} package is not installed: `pip install {package}` "
+def _missing(key: str, package: str) -> ConfigError:
+    return ConfigError(f"{key}: true, but the {package!r} package is not installed: `pip install {package}` "
                        f"in langtail's environment, or set {key}: false")
 
 
