@@ -20,7 +20,7 @@ import torch
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.corpus.ca4ltr_text import SOURCES, build_source
-from langtail.data.dataset import train_loader
+from langtail.data.dataset import eval_loader, train_loader
 from langtail.data.manifest import class_counts, read_manifest
 from langtail.losses import LOSS_OPTIONS, LongTailLoss
 from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
@@ -29,7 +29,7 @@ from langtail.runtime import seed_everything
 from langtail.train.ca4ltr import TextInputs, predict, text_encoder
 from langtail.train.loop import finish, fit, param_groups
 from langtail.train.tracking import TRACKING_KEYS, make_tracker, untracked
-from langtail.train.validation import eval_loader, require_val, val_rows, validator
+from langtail.train.validation import require_val, val_rows, validator
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from langtail.config import ZEROSHOT_MODELS, DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import eval_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import classifier_scores, run_batches
@@ -85,8 +85,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     if test.empty:
         raise ValueError(f"{manifest_path}: no images in split {split!r}")
     dc = cfg.data
-    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
-                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
+    loader = eval_loader(test, manifest_path, meta, dc, cfg.evaluate.batch_size)
     ec = cfg.evaluate
     extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda")}
     group_pred = None

@@ -32,7 +32,7 @@ import torch
 
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
-from langtail.data.dataset import train_loader
+from langtail.data.dataset import eval_loader, train_loader
 from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
 from langtail.losses import LOSS_OPTIONS, LongTailLoss, recognition_loss
@@ -45,7 +45,7 @@ from langtail.runtime import seed_everything
 from langtail.inference import classifier_scores, run_batches
 from langtail.train.loop import finish, fit, param_groups
 from langtail.train.tracking import TRACKING_KEYS, make_tracker, untracked
-from langtail.train.validation import eval_loader, require_val, val_rows, validator
+from langtail.train.validation import require_val, val_rows, validator
 
 log = logging.getLogger(__name__)
 

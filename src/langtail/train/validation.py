@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from langtail.data.dataset import build_transform, make_loader, store_for
 from langtail.data.manifest import GROUPS, class_counts, class_groups
 from langtail.metrics import accuracy_table
 
@@ -35,15 +34,6 @@ def require_val(df: pd.DataFrame, select: str, key: str, manifest_path: Path | s
         raise ValueError(f"{key}: best_val, but {manifest_path} has no val split: set data.val_from_train "
                          f"(e.g. 0.1, a held-out part of train) or {key}: last")
     return has
-
-
-def eval_loader(rows: pd.DataFrame, manifest_path: Path | str, meta: Mapping[str, Any], data_cfg,
-                batch_size: int):
-    """The evaluation loader (no augmentation, fixed order) over manifest ``rows`` (reset index:
-    ``batch["row"]`` indexes ``rows``)."""
-    return make_loader(rows.reset_index(drop=True), store_for(manifest_path, dict(meta)),
-                       build_transform(False, data_cfg.image_size, data_cfg.normalize), batch_size,
-                       train=False, num_workers=data_cfg.num_workers)
 
 
 def group_accuracy(pred: np.ndarray, labels: np.ndarray, df: pd.DataFrame, class_names: list[str]) -> dict[str, float | None]:
