@@ -44,7 +44,7 @@ def test_best_val_keeps_the_epoch_with_the_best_validation_accuracy(tmp_path):
         assert torch.equal(v, seen[1][k]), k  # the weights validated after epoch 2, not the last ones
     assert not torch.equal(seen[1]["weight"], seen[2]["weight"])
     assert [r["val_overall"] for r in res.history] == [50.0, 70.0, 60.0]
-    assert res.history[0]["val_few"] is None and res.history[0]["images_per_s"] > 0
+    assert res.history[0]["val_few"] is None and "images_per_s" not in res.history[0]  # (tracked only)
     model, res, seen = _toy_fit(tmp_path / "last", [50.0, 70.0, 60.0], "last")
     assert res.selected == {"rule": "last", "epoch": 3, "val_overall": 60.0}
     assert torch.equal(model.state_dict()["weight"], seen[2]["weight"])

@@ -17,7 +17,7 @@ loss; :class:`langtail.losses.LongTailLoss`, priors from the manifest's train co
 ``finetune.init_from_pretrain: false`` starts the language-guided heads from
 ``model.pretrained`` instead of the CVLP weights (ablation "no CVLP", Table 4 #2).
 Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buffers),
-``extra`` = num_classes, tau, alpha, knn_k, history (per epoch: loss, lr, images_per_s and,
+``extra`` = num_classes, tau, alpha, knn_k, history (per epoch: loss, lr and,
 with a val split, val_overall / val_many / val_medium / val_few), ``selected`` (the epoch the
 weights are from: ``finetune.select`` last | best_val), seconds, skipped images; ``class_names``
 and ``preprocess`` (``data.image_size``, ``data.normalize``) for ``langtail predict``.

@@ -9,7 +9,7 @@ used. AdamW (no weight decay on norms, biases and tau), cosine schedule.
 
 Output ``pretrain/model.pt`` (see :func:`langtail.models.encoders.save_vl_checkpoint`):
 ``model_cfg``, ``state_dict``, image/text identities and ``extra`` = training history (per
-epoch: ``epoch``, ``loss``, ``lr``, ``images_per_s``, ``tau`` at the epoch's end), seconds, skipped images. ``pretrain.enabled: false`` writes the initial weights
+epoch: ``epoch``, ``loss``, ``lr``, ``tau`` at the epoch's end), seconds, skipped images. ``pretrain.enabled: false`` writes the initial weights
 (ablation "no CVLP").
 """
 from __future__ import annotations

@@ -213,8 +213,8 @@ def _epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, ep
         hooks.on_epoch(epoch)
     te = time.time()
     loss, n_img = _train_epoch(run, loader, res, device, epoch, epochs, hooks.after_step)
-    rec = {"epoch": epoch + 1, "loss": distributed.all_mean(loss), "lr": run.optimizer.param_groups[0]["lr"],
-           "images_per_s": n_img * distributed.world_size() / max(1e-9, time.time() - te)}
+    throughput = n_img * distributed.world_size() / max(1e-9, time.time() - te)  # tracked, not in the history
+    rec = {"epoch": epoch + 1, "loss": distributed.all_mean(loss), "lr": run.optimizer.param_groups[0]["lr"]}
     if hooks.epoch_stats is not None:
         rec.update({k: float(v) for k, v in hooks.epoch_stats().items()})
     if hooks.validate is not None:
@@ -222,8 +222,8 @@ def _epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, ep
     res.history.append(rec)
     log.info("%s epoch %d/%d loss %.4f%s", run.desc, epoch + 1, epochs, rec["loss"],
              f" val {rec['val_overall']:.2f}" if rec.get("val_overall") is not None else "")
-    if hooks.tracker is not None:
-        hooks.tracker.log_epoch(rec)
+    if hooks.tracker is not None:  # (the history stays deterministic: a resumed run's equals an uninterrupted one's)
+        hooks.tracker.log_epoch({**rec, "images_per_s": throughput})
     return rec
 
 
@@ -282,8 +282,8 @@ def fit(
     ``validate()`` (after every epoch, every rank): ``{overall, many, medium, few}`` on the val
     split (``val_<group>`` in the record); ``select``: ``last`` keeps the last epoch's weights,
     ``best_val`` those of the best ``val_overall`` (kept in the resume file); ``tracker``
-    (:class:`langtail.train.tracking.Tracker`) gets every record: ``epoch`` (1-based), ``loss``
-    (epoch mean), ``lr`` (at its end), ``images_per_s`` (all ranks), the stats, ``val_*``."""
+    (:class:`langtail.train.tracking.Tracker`) gets every record (+ ``images_per_s``, all ranks):
+    ``epoch`` (1-based), ``loss`` (epoch mean), ``lr`` (at its end), the stats, ``val_*``."""
     from langtail import distributed
 
     hooks = _Hooks(after_step, on_epoch, epoch_stats, validate, select, tracker, desc)

@@ -6,7 +6,8 @@ output of its rule, e.g. ``results/<dataset>/finetune/<head>/tb/``): every epoch
 :func:`langtail.train.loop.fit` becomes scalars at ``step = epoch`` (1-based), flushed at
 the end of each epoch so ``tensorboard --logdir results/`` shows a run while it trains.
 
-Tags: ``train/loss``, ``train/lr``, ``train/images_per_s``, ``train/tau`` (CVLP and the
+Tags: ``train/loss``, ``train/lr``, ``train/images_per_s`` (not replayed after a resume: it is
+not in the history), ``train/tau`` (CVLP and the
 other per-epoch stats), ``val/overall``, ``val/many``, ``val/medium``, ``val/few`` (when the
 run validates). Only rank 0 writes (:func:`langtail.distributed.is_main`); a resumed run
 first rewrites the finished epochs from the resume file's history, so the folder always
