@@ -27,6 +27,7 @@ include: "workflow/rules/ca4ltr_finetune.smk"
 include: "workflow/rules/ca4ltr_evaluate.smk"
 include: "workflow/rules/text_quality.smk"
 include: "workflow/rules/ablations.smk"
+include: "workflow/rules/sweep_report.smk"
 
 
 rule all:

@@ -283,3 +283,35 @@ def test_seeded_run_reports_mean_std_and_curves(built, tmp_path):
     report = (wd / "results/demo/report.md").read_text()
     assert "## Seeds: mean ± std" in report and "| 0, 1 |" in report and " ± " in report
     assert "| finetune/lgr/seed1 | 2 |" in report
+
+
+def test_every_training_stage_wrote_per_epoch_tensorboard_scalars(built):
+    """After the demo: the declared tb/ folders hold event files that tensorboard's own reader
+    loads, one train/loss (and lr, throughput) value per epoch; CVLP adds tau."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for run, epochs in (("pretrain", TINY["pretrain"]["epochs"]), ("finetune/lgr", TINY["finetune"]["epochs"]),
+                        ("finetune/fc", TINY["finetune"]["epochs"])):
+        ea = EventAccumulator(str(built / "results/demo" / run / "tb"))
+        ea.Reload()
+        tags = set(ea.Tags()["scalars"])
+        assert {"train/loss", "train/lr", "train/images_per_s"} <= tags, (run, tags)
+        assert [e.step for e in ea.Scalars("train/loss")] == list(range(1, epochs + 1)), run
+        assert ("train/tau" in tags) == (run == "pretrain"), run
+    report = (built / "results/demo/report.md").read_text()  # which epoch each evaluated checkpoint holds
+    assert f"- lgr: last, epoch {TINY['finetune']['epochs']}" in report
+
+
+def test_sweep_dry_run_plans_only_the_cells_finetune_and_evaluate(built, tmp_path):
+    """A 2 x 2 grid over finetune keys: every cell reuses the demo's manifest, corpus, CVLP
+    checkpoint, anchors and embeddings; only its finetune + evaluate jobs (and the table) run."""
+    wd = _with_config(built, tmp_path)
+    raw = _config()
+    raw["sweeps"] = {"grid": {"finetune.lr": [1e-3, 2e-3], "finetune.weight_decay": [0.0, 0.01]}}
+    (wd / "config.yaml").write_text(yaml.safe_dump(raw))
+    heads = len(TINY["finetune"]["heads"])
+    assert _planned_jobs(wd, "results/demo/sweeps/grid.md") == {"finetune": 4 * heads, "evaluate": 4 * heads,
+                                                                 "sweep_report": 1}
+    out = _snakemake(wd, "-n", "-p", "results/demo/sweeps/grid.md").stdout
+    assert "results/demo+grid_3/finetune/lgr/model.pt" in out and "results/demo+grid_0/eval/fc/metrics.json" in out
+    assert "--pretrain results/demo/pretrain/model.pt" in out  # the base run's CVLP checkpoint

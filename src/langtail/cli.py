@@ -63,7 +63,8 @@ def cmd_captions(a):
 def cmd_pretrain(a):
     from langtail.stages import pretrain
 
-    pretrain.run(_config(a, "pretrain"), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir))
+    pretrain.run(_config(a, "pretrain"), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir),
+                 _opt(a.track_dir))
 
 
 def cmd_anchors(a):
@@ -84,7 +85,7 @@ def cmd_finetune(a):
     from langtail.stages import finetune
 
     finetune.run(_config(a, "finetune", head=a.head), a.head, Path(a.manifest), Path(a.out), _opt(a.text_emb),
-                 _opt(a.pretrain))
+                 _opt(a.pretrain), _opt(a.track_dir))
 
 
 def cmd_evaluate(a):
@@ -117,7 +118,7 @@ def cmd_ca4ltr_finetune(a):
     from langtail.stages import ca4ltr_finetune
 
     ca4ltr_finetune.run(_config(a, "ca4ltr_finetune", source=a.source), a.source, Path(a.manifest), Path(a.out),
-                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions), _opt(a.pretrain))
+                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions), _opt(a.pretrain), _opt(a.track_dir))
 
 
 def cmd_ca4ltr_evaluate(a):
@@ -141,6 +142,13 @@ def cmd_ablations(a):
 
     ablations.run(_config(a, "ablations"), a.dataset, Path(a.out), _pairs(a.metrics, "--metrics"),
                   json.loads(a.variants))
+
+
+def cmd_sweep_report(a):
+    from langtail.stages import sweep_report
+
+    sweep_report.run(_config(a, "sweep_report"), a.dataset, a.sweep, json.loads(a.grid), _pairs(a.metrics, "--metrics"),
+                     Path(a.out))
 
 
 def cmd_predict(a):
@@ -208,12 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     stage("longtail", cmd_longtail, ["out"], help="build the long-tailed manifest")
     stage("corpus", cmd_corpus, ["out", "stats", "cache-dir"], ["captions"], help="class-level text corpus")
     stage("captions", cmd_captions, ["manifest", "out", "shard-dir"], help="BLIP-2 image captions")
-    stage("pretrain", cmd_pretrain, ["manifest", "corpus", "out", "cache-dir"], help="CVLP pre-training")
+    stage("pretrain", cmd_pretrain, ["manifest", "corpus", "out", "cache-dir"], ["track-dir"], help="CVLP pre-training")
     stage("anchors", cmd_anchors, ["manifest", "corpus", "pretrain", "out", "cache-dir"],
           help="anchor sentence selection (AnSS)")
     stage("embed-text", cmd_embed_text, ["manifest", "anchors", "corpus", "pretrain", "out", "cache-dir"],
           help="anchor text embeddings [C, M, D]")
-    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain"], help="fine-tune one head")
+    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain", "track-dir"],
+          help="fine-tune one head")
     stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb", "cache-dir"],
           help="top-1 metrics of one model")
     reports = [stage("report", cmd_report, ["dataset", "out", "manifest", "corpus-stats", "anchors"], ["captions"],
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     reports[0].add_argument("--seed-metrics", nargs="*", default=[],
                             help="MODEL/seed<k>=metrics.json of the other seeds (finetune.seeds): mean +/- std")
     stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
-          ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
+          ["cache-dir", "anchors", "captions", "pretrain", "track-dir"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
           ["cache-dir", "anchors", "captions"], help="top-1 metrics of one CA4LTR run")
     s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr", "lift"],
@@ -243,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("ablations", cmd_ablations, ["dataset", "out"], help="Table 4/10 ablation rows")
     s.add_argument("--metrics", nargs="+", required=True, help="KEY=metrics.json, KEY = model or variant:model")
     s.add_argument("--variants", default="{}", help="JSON {variant: overrides} of report.ablations")
+    s = stage("sweep-report", cmd_sweep_report, ["dataset", "sweep", "grid", "out"], help="one grid sweep's table")
+    s.add_argument("--metrics", nargs="+", required=True,
+                   help="CELL:HEAD[/seed<k>]=metrics.json of every cell, head and seed")
     s = sub.add_parser("predict", help="top-k classes of new images with a fine-tuned model (no rule; no config)",
                        description="Predict classes of image files with a fine-tuned checkpoint "
                                    "(results/<dataset>/finetune/<head>/model.pt): its cached anchor embeddings, "

@@ -43,6 +43,10 @@ class DataConfig:
     #: inclusive (paper, authors' code): many >= many_threshold, few <= few_threshold;
     #: exclusive (OLTR's usual ImageNet-LT split): many > many_threshold, few < few_threshold
     shot_bounds: Literal["inclusive", "exclusive"] = "inclusive"
+    #: hold out this fraction of every class's train images as the ``val`` split (deterministic
+    #: per class from data.seed; at least one per class with >= 2 images, never the last one);
+    #: 0 = none (datasets with their own val split: ImageNet-LT, Places-LT, iNaturalist)
+    val_from_train: float = 0.0
     image_size: int = 32  #: network input size (224 for CLIP backbones)
     normalize: Literal["cifar", "clip", "imagenet", "none"] = "cifar"
     num_workers: int = 0
@@ -205,6 +209,9 @@ class FinetuneConfig:
     amp: bool = False
     channels_last: bool = False
     seed: int = 0
+    #: the checkpoint evaluate reads: last = the last epoch; best_val = the epoch of the best
+    #: overall accuracy on the val split (needs one: data.val_from_train or the dataset's own)
+    select: Literal["last", "best_val"] = "last"
     #: repeat the training stages (finetune, ca4ltr_finetune) and their evaluations once per
     #: seed; reports show mean +/- std. [] = one run with ``seed``. Must contain ``seed``, whose
     #: run keeps the plain paths (finetune/<head>/model.pt); seed k != seed lives in
@@ -244,6 +251,7 @@ class Ca4ltrConfig:
     device: str = "auto"
     amp: bool = False
     seed: int = 0
+    select: Literal["last", "best_val"] = "last"  #: as finetune.select, for the CA4LTR runs
 
 
 @dataclass
@@ -272,6 +280,17 @@ class ReportConfig:
     title: str = ""
     top_sentences: int = 3  #: good/bad anchor sentences shown per class
     ablations: list[str] = field(default_factory=list)  #: variants in results/<dataset>/ablations.md
+
+
+@dataclass
+class TrackingConfig:
+    """Live tracking of the training stages (:mod:`langtail.train.tracking`), rank 0 only."""
+
+    tensorboard: bool = True  #: event files in each run's tb/ folder (tensorboard --logdir results/)
+    wandb: bool = False  #: Weights & Biases, offline mode (tb/wandb/; `wandb sync` later); needs the wandb package
+    wandb_project: str = "langtail"
+    mlflow: bool = False  #: MLflow runs (file store tb/mlruns/ unless mlflow_uri); needs the mlflow package
+    mlflow_uri: str = ""
 
 
 @dataclass
@@ -322,6 +341,7 @@ class DatasetConfig:
     ca4ltr: Ca4ltrConfig = field(default_factory=Ca4ltrConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
@@ -360,8 +380,14 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
     """A variant's overrides; for the built-in ``authors_code`` and a ``dataset`` (base name or
     ``<base>+<variant>``) whose ``data.name`` is a paper benchmark, plus that dataset's released
     settings (:data:`AUTHORS_CODE_DATASETS`)."""
+    from langtail.sweeps import SweepError, sweep_variants
+
     user = raw.get("variants") or {}
-    variants = {**BUILTIN_VARIANTS, **user}
+    try:
+        cells = sweep_variants(raw)  # the grid cells (langtail.sweeps)
+    except SweepError as e:
+        raise ConfigError(str(e)) from None
+    variants = {**BUILTIN_VARIANTS, **user, **cells}
     if variant not in variants:
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(sorted(variants))} "
                           "(add one under `variants:` in the config)")
@@ -430,6 +456,13 @@ def validate_config(raw: Mapping[str, Any]) -> None:
                 msg += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  {where}: {msg}")
         raise ConfigError("invalid langtail config:\n" + "\n".join(lines))
+    from langtail.sweeps import SweepError, check_keys, sweep_variants
+
+    try:  # every swept key exists and the cells do not clash with a variant (langtail.sweeps)
+        check_keys(raw, SECTIONS)
+        sweep_variants(raw)
+    except SweepError as e:
+        raise ConfigError(f"invalid langtail config: {e}") from None
 
 
 def dataset_config(raw: Mapping[str, Any], dataset: str) -> DatasetConfig:

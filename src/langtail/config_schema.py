@@ -100,6 +100,13 @@ def workflow_schema(sections: Mapping[str, type], site_keys: Mapping[str, str]) 
                          "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"}},
             "variants": {"type": "object", "additionalProperties": ds,
                          "description": "ablation variants: name -> overrides (results/<dataset>+<name>/)"},
+            "sweeps": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z0-9]+(_?[A-Za-z0-9]+)*$"},
+                       "additionalProperties": {
+                           "type": "object", "minProperties": 1,
+                           "propertyNames": {"pattern": "^[a-z_0-9]+\\.[a-z_0-9]+$"},
+                           "additionalProperties": {"type": "array", "minItems": 1}},
+                       "description": "grid sweeps: name -> {section.key: [values]}; cell i of sweep S is the "
+                                      "variant S_i (langtail.sweeps); results/<dataset>/sweeps/<S>.md"},
         },
         "required": ["datasets"],
     }

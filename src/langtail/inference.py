@@ -116,3 +116,28 @@ def tta_info(cfg) -> dict[str, Any]:
     if load != dc.image_size:
         out["tta_expand"] = int(ec.tta_expand)
     return out
+
+
+def classifier_scores(clf: torch.nn.Module, alpha: float, priors: torch.Tensor | None = None, la_tau: float = 0.0,
+                      logit_sum: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The prediction rule of a fine-tuned classifier (evaluate and per-epoch validation):
+    ``x [B, 3, H, W] -> scores [B, K, C]`` where ``scores[:, 0]`` = ``alpha * softmax(P^I) +
+    (1 - alpha) * softmax(P^T)`` (:func:`langtail.models.heads.combine_probs`; one-branch heads:
+    its softmax); two-branch heads add the image and text branches' softmax (and with
+    ``logit_sum`` the raw ``P^I + P^T``, the authors' shot-group ranking). ``priors [C]`` with
+    ``la_tau`` != 0: post-hoc logit adjustment of every branch first (Menon et al. 2021, Eq. 9)."""
+    from langtail.losses import posthoc_adjust
+    from langtail.models.heads import combine_probs
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        out = clf(x)
+        if priors is not None and la_tau:
+            out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
+        cols = [combine_probs(out, alpha)]
+        if len(out) > 1:
+            cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
+            if logit_sum:
+                cols.append(out["image"].float() + out["text"].float())
+        return torch.stack([c.float() for c in cols], 1)
+
+    return fn

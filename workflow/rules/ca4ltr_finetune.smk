@@ -7,7 +7,8 @@ rule ca4ltr_finetune:
                             captions=("captions", "captions.parquet"), pretrain=("pretrain", "pretrain", "model.pt"))),
         manifest=up("longtail", "manifest.parquet"),
     output:
-        ds_path("ca4ltr", "{source}{rep}", "model.pt"),
+        model=ds_path("ca4ltr", "{source}{rep}", "model.pt"),
+        tb=directory(ds_path("ca4ltr", "{source}{rep}", "tb")),  # TensorBoard event files, live
     wildcard_constraints:
         source="|".join(CA4LTR_SOURCES),
     params:
@@ -27,4 +28,4 @@ rule ca4ltr_finetune:
         **job_resources_of("ca4ltr"),
     shell:
         "{params.launch}langtail ca4ltr-finetune --params {params.cfg:q} --source {wildcards.source} --manifest {input.manifest}"
-        " {params.opts} --cache-dir {params.cache} --out {output} 2> {log}"
+        " {params.opts} --cache-dir {params.cache} --out {output.model} --track-dir {output.tb} 2> {log}"

@@ -14,6 +14,7 @@ from langtail.distributed import launch_prefix
 from langtail.registry import HEADS, PLUGINS_ENV
 # the package's workflow API (langtail.stages docstring), no stage internals
 from langtail.stages import ablation_metrics_key, ablation_runs, stage_inputs as inputs_of, stage_keys, stage_owner
+from langtail.sweeps import sweep_cells
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
@@ -235,4 +236,25 @@ def ablation_inputs(wildcards):
         # trained models: one file per seed replicate (finetune.seeds); zero-shot: one
         for r in ([""] if m in ZEROSHOT_MODELS else seed_dirs(cfg(run))):
             out[ablation_metrics_key(v, m, r).replace(":", "__")] = os.path.join(eval_dir(run, m, r), "metrics.json")
+    return out
+
+
+# ---- grid sweeps (config `sweeps:`, langtail.sweeps; rule sweep_report)
+
+def sweep_grid(wildcards):
+    """cell -> {section.key: value} of sweep `wildcards.sweep` (grid order)."""
+    return {c.name: c.values for c in sweep_cells(config, wildcards.sweep)}
+
+
+def sweep_inputs(wildcards):
+    """``<cell>__<head><rep>`` -> metrics.json of every cell, trained head and seed replicate."""
+    ds = wildcards.dataset
+    if split_variant(ds)[1] is not None:
+        raise ValueError(f"sweeps: target results/<dataset>/sweeps/<name>.md of a configured dataset, not {ds!r}")
+    out = {}
+    for c in sweep_cells(config, wildcards.sweep):
+        run = f"{ds}+{c.name}"
+        for r in seed_dirs(cfg(run)):
+            for h in cfg(run).finetune.heads:
+                out[f"{c.name}__{h}{r}"] = os.path.join(eval_dir(run, h, r), "metrics.json")
     return out

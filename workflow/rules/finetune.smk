@@ -8,6 +8,7 @@ rule finetune:
     output:
         model=ds_path("finetune", "{head}{rep}", "model.pt"),
         skipped=ds_path("finetune", "{head}{rep}", "skipped_images.parquet"),
+        tb=directory(ds_path("finetune", "{head}{rep}", "tb")),  # TensorBoard event files, live
     params:
         launch=job_launch("finetune"),
         cfg=stage_params("finetune", "head"),
@@ -23,4 +24,4 @@ rule finetune:
         **job_resources_of("finetune"),
     shell:
         "{params.launch}langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
-        " {params.opts} --out {output.model} 2> {log}"
+        " {params.opts} --out {output.model} --track-dir {output.tb} 2> {log}"

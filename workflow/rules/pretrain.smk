@@ -6,6 +6,7 @@ rule pretrain:
     output:
         model=ds_path("pretrain", "model.pt"),
         skipped=ds_path("pretrain", "skipped_images.parquet"),
+        tb=directory(ds_path("pretrain", "tb")),  # TensorBoard event files, live (langtail.train.tracking)
     params:
         launch=job_launch("pretrain"),
         cfg=stage_params("pretrain"),
@@ -21,4 +22,4 @@ rule pretrain:
         **job_resources_of("pretrain"),
     shell:
         "{params.launch}langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
-        " --out {output.model} --cache-dir {params.cache} 2> {log}"
+        " --out {output.model} --cache-dir {params.cache} --track-dir {output.tb} 2> {log}"

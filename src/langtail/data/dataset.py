@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -213,6 +213,16 @@ def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[s
                        build_transform(True, data_cfg.image_size, data_cfg.normalize, augment), batch_size,
                        train=True, sampler=sampler, seed=seed, num_workers=data_cfg.num_workers,
                        pin_memory=device.type == "cuda")
+
+
+def eval_loader(rows: pd.DataFrame, manifest_path: Path | str, meta: Mapping[str, Any], data_cfg,
+                batch_size: int, load_size: int | None = None):
+    """The evaluation loader (no augmentation, fixed order) over manifest ``rows`` (reset index:
+    ``batch["row"]`` indexes ``rows``); ``load_size``: the side images are resized to (default
+    ``data.image_size``; larger for test-time crops, :func:`langtail.inference.tta_load_size`)."""
+    return make_loader(rows.reset_index(drop=True), store_for(manifest_path, dict(meta)),
+                       build_transform(False, load_size or data_cfg.image_size, data_cfg.normalize), batch_size,
+                       train=False, num_workers=data_cfg.num_workers)
 
 
 def store_for(manifest_path: str | Path, meta: dict[str, Any]) -> ImageStore:

@@ -76,6 +76,31 @@ class ManifestBuild:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def carve_val(build: ManifestBuild, fraction: float, seed: int) -> ManifestBuild:
+    """``build`` with ``round(fraction * n_c)`` train images of every class ``c`` moved to ``val``
+    (at least 1 when ``n_c >= 2``, never the class's last train image), chosen by a permutation
+    seeded by ``(seed, c)``: the same images for the same seed whatever the other classes.
+    The test split is never touched. Raises ``ValueError`` when the dataset has its own val split."""
+    if fraction <= 0:
+        return build
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.val_from_train: {fraction} must be in [0, 1)")
+    splits = np.asarray(build.splits, dtype=object)
+    if (splits == "val").any():
+        raise ValueError(f"data.val_from_train: {fraction}, but the dataset already has a val split "
+                         f"({int((splits == 'val').sum())} images): set data.val_from_train: 0 to use it")
+    labels = np.asarray(build.labels, dtype=np.int64)
+    for c in range(len(build.class_names)):
+        rows = np.flatnonzero((labels == c) & (splits == "train"))
+        if len(rows) < 2:
+            continue
+        k = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
+        rng = np.random.default_rng([seed, c])
+        splits[rows[rng.permutation(len(rows))[:k]]] = "val"
+    return ManifestBuild(build.images, build.labels, splits.tolist(), build.class_names, build.image_root,
+                         {**build.meta, "val_from_train": fraction})
+
+
 def make_manifest(build: ManifestBuild, many_threshold: int = 100, few_threshold: int = 20,
                   inclusive: bool = True) -> pd.DataFrame:
     """Turn a :class:`ManifestBuild` into the manifest frame (adds counts and groups).

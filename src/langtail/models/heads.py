@@ -394,7 +394,7 @@ def _anchors(name: str, text_emb: torch.Tensor | None) -> torch.Tensor:
 @HEADS.register("lgr", keys={"finetune": CVLP_KEYS + TEXT_KEYS + ("lgr_qk_bias", "lgr_init", "v_detach",
                                                                    "lgr_attention_lr")},
                 inputs=("text_emb", "pretrain"),
-                info={"needs": text_head_needs, "options": _lgr_options, "encoder": "cvlp", "anchors": "text_emb",
+                info={"needs": text_head_needs, "options": _lgr_options, "encoder": "cvlp", "anchors": "text_emb", "two_branch": True,
                       "lr_overrides": lambda clf, cfg: lgr_lr_overrides(clf, cfg.finetune.lgr_attention_lr),
                       "label": "VL-LTR (CVLP + AnSS + LGR)", "compare_to": "fc",
                       "checkpoint": "LGR weights + the [C, M, D] anchors and [C, M] mask as buffers; extra: tau, "

@@ -16,6 +16,7 @@ module / rule       command                writes (under ``results/<dataset>/``)
 ``ca4ltr_evaluate`` ``ca4ltr-evaluate``    ``eval/ca4ltr_<source>/...``
 ``text_quality``    ``text-quality``       ``text_quality.md``
 ``ablations``       ``ablations``          ``ablations.md``
+``sweep_report``    ``sweep-report``       ``sweeps/<sweep>.md``
 ``predict``         ``predict``            ``--out predictions.parquet|.csv`` (command only)
 ==================  =====================  ===================================
 
@@ -59,6 +60,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "ca4ltr_evaluate": ("longtail", "captions", "anchors", "ca4ltr_finetune"),
     "text_quality": ("longtail", "evaluate", "ca4ltr_evaluate"),
     "ablations": ("evaluate",),
+    "sweep_report": ("evaluate",),
 }
 STAGES = tuple(UPSTREAM)
 #: stages with a ``langtail`` command and no workflow rule (they read no config keys)

@@ -24,6 +24,7 @@ from langtail.losses import class_priors
 from langtail.models.ca4ltr import load_ca4ltr
 from langtail.runtime import resolve_device
 from langtail.train.ca4ltr import TextInputs, build_source, predict, text_encoder
+from langtail.train.validation import checkpoint_selection
 
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
@@ -78,7 +79,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, checkpoint: Path, out_dir: Path
                     "skipped_images": skipped, "text_tokens": texts.tokens_per_image,
                     "epochs": ck["extra"].get("epochs"), "init": ck["extra"].get("init"),
                     "image_weights": ck["extra"].get("image_weights"), "posthoc_la_tau": la_tau,
-                    "train_loss": ck["extra"].get("loss", "ce"), **tta_info(cfg),
+                    "train_loss": ck["extra"].get("loss", "ce"), **tta_info(cfg), "selected": checkpoint_selection(ck["extra"]),
                     **{k: ck["extra"][k] for k in ("backbone_mode", "params_trained", "params_total") if k in ck["extra"]}})
     if src is not None:
         hits = [any(mentions_class(s, names[labels[i]]) for s in texts.texts[r]) for i, r in enumerate(rows)]

@@ -20,14 +20,16 @@ import torch
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.corpus.ca4ltr_text import SOURCES
-from langtail.data.dataset import train_loader
+from langtail.data.dataset import eval_loader, train_loader
 from langtail.data.manifest import class_counts, read_manifest
 from langtail.losses import loss_keys, make_loss
 from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
 from langtail.models.classifier import IMAGE_KEYS
 from langtail.runtime import seed_everything
-from langtail.train.ca4ltr import TextInputs, build_source, text_encoder
+from langtail.train.ca4ltr import TextInputs, build_source, predict, text_encoder
 from langtail.train.loop import finish, fit, param_groups
+from langtail.train.tracking import TRACKING_KEYS, make_tracker, untracked
+from langtail.train.validation import require_val, val_rows, validator
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS + ("text_model_path",),
     "ca4ltr": ("init", "width", "heads", "depth", "ffn_mult", "bidirectional", "dropout", "epochs", "batch_size", "lr",
-               "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp", "seed"),
+               "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp", "seed", "select"),
+    "tracking": TRACKING_KEYS,
 }
 #: ca4ltr keys that matter only to one source
 SOURCE_KEYS = {"label": ("label_templates",), "description": ("description_per_class",),
@@ -66,9 +69,36 @@ def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
     return d
 
 
+def make_validator(cfg: DatasetConfig, src, model, df, meta, manifest_path: Path, cache_dir: Path | None,
+                   device: torch.device):
+    """``validate()`` on the manifest's val split (None without one; ``ca4ltr.select: best_val``
+    then raises). Per-image sources need the val images' text (captions: ``captions.splits``
+    with val); without it the run trains without validation (logged), or fails under best_val."""
+    ca = cfg.ca4ltr
+    if not require_val(df, ca.select, "ca4ltr.select", manifest_path):
+        return None
+    rows = val_rows(df)
+    try:
+        texts = TextInputs.build(src, text_encoder(cfg), cache_dir, rows.index.to_numpy(), "val")
+    except ValueError as e:
+        if ca.select == "best_val":
+            raise ValueError(f"ca4ltr.select: best_val: no text for the val images ({e})") from None
+        log.warning("ca4ltr[%s]: no validation (%s)", src.source, e)
+        return None
+
+    def predict_val(loader):
+        pred, labels, _, _ = predict(model, texts, loader, device, desc=f"val ca4ltr_{src.source}")
+        return pred, labels
+
+    return validator(predict_val, eval_loader(rows, manifest_path, meta, cfg.data, ca.batch_size), df,
+                     list(meta["class_names"]), model, f"ca4ltr[{src.source}]")
+
+
 def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_dir: Path | None = None,
                      anchors_path: Path | None = None, captions_path: Path | None = None,
-                     pretrain_path: Path | None = None) -> None:
+                     pretrain_path: Path | None = None, track_dir: Path | None = None) -> None:
+    """Train one CA4LTR run; ``track_dir``: its tracking folder (:mod:`langtail.train.tracking`;
+    None = no tracking). With a val split, every epoch ends with its val accuracy (``ca4ltr.select``)."""
     from langtail.models.classifier import fresh_image_encoder
     from langtail.models.encoders import load_vl_checkpoint
 
@@ -113,15 +143,18 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     inputs = [p for p in (manifest_path, anchors_path, captions_path) if p is not None]
     if ca.init == "cvlp":
         inputs.append(pretrain_path)
-    fp = io.fingerprint({"source": source, **select_keys(cfg, keys)}, *inputs)
+    params = untracked(select_keys(cfg, keys))
+    fp = io.fingerprint({"source": source, **params}, *inputs)
     resume = out.with_name(out.name + ".resume")
     res = fit(model, opt, loader, step, epochs=ca.epochs, resume_path=resume, fingerprint=fp, device=device,
-              amp=ca.amp, warmup_epochs=ca.warmup_epochs, desc=f"ca4ltr[{source}]", on_epoch=loss_fn.set_epoch)
+              amp=ca.amp, warmup_epochs=ca.warmup_epochs, desc=f"ca4ltr[{source}]", on_epoch=loss_fn.set_epoch,
+              select=ca.select, validate=make_validator(cfg, src, model, df, meta, manifest_path, cache_dir, device),
+              tracker=make_tracker(cfg, track_dir, f"ca4ltr/{source}", params))
     if not distributed.is_main():
         return
     save_ca4ltr(out, model.cpu(), source, cfg.model, select_keys(cfg, keys)["ca4ltr"], {
         "epochs": ca.epochs, "loss": cfg.finetune.loss, "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
-        "resumed_from_epoch": res.resumed_from, "init": "cvlp" if ca.init == "cvlp" else "model.pretrained",
+        "resumed_from_epoch": res.resumed_from, "selected": res.selected, "init": "cvlp" if ca.init == "cvlp" else "model.pretrained",
         "image_weights": cfg.model.pretrained or "scratch", "text_tokens": texts.tokens_per_image,
         "n_params": sum(p.numel() for p in model.parameters()), **src.info})
     finish(resume)

@@ -22,7 +22,8 @@ Outputs in ``eval/<model>/``:
   modes) and ``preprocess`` (``image_size`` loaded, ``crop``, ``normalize``, ``interpolation``
   of the resize); for a fine-tuned classifier also :data:`TRAINING_FACTS` (``backbone_mode``,
   ``params_trained`` / ``params_total`` of the image tower, ``params_head``, ``head_init``) and
-  ``train_seconds`` (the fine-tuning run's wall time).
+  ``train_seconds`` (the fine-tuning run's wall time); ``selected`` (the epoch the checkpoint holds:
+  ``rule`` = ``finetune.select`` last | best_val, ``epoch`` 1-based, ``val_overall`` when the run validated).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -35,14 +36,14 @@ from typing import Any
 import torch
 
 from langtail.config import ZEROSHOT_MODELS, DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import eval_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
-from langtail.inference import run_batches, tta_info, tta_load_size, with_tta
-from langtail.losses import class_priors, posthoc_adjust
+from langtail.inference import classifier_scores, run_batches, tta_info, tta_load_size, with_tta
+from langtail.losses import class_priors
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import read_classifier
-from langtail.models.heads import combine_probs
+from langtail.train.validation import checkpoint_selection
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
 
@@ -94,9 +95,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     if test.empty:
         raise ValueError(f"{manifest_path}: no images in split {split!r}")
     dc, ec = cfg.data, cfg.evaluate
-    load = tta_load_size(ec.tta, dc.image_size, ec.tta_expand)
-    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, load, dc.normalize),
-                         ec.batch_size, train=False, num_workers=dc.num_workers)
+    loader = eval_loader(test, manifest_path, meta, dc, ec.batch_size, tta_load_size(ec.tta, dc.image_size, ec.tta_expand))
     extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda"), **tta_info(cfg)}
     group_pred = None
     skips = SkipLog()
@@ -129,19 +128,8 @@ def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path,
     alpha = float(cfg.finetune.alpha)
     la_tau = float(ec.posthoc_la_tau)
     priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
-    tta_clf = with_tta(clf, ec.tta, dc.image_size)
-
-    def fn(x):
-        out = tta_clf(x)
-        if priors is not None:  # post-hoc logit adjustment (Menon et al. 2021, Eq. 9), every branch
-            out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
-        cols = [combine_probs(out, alpha)]
-        if len(out) > 1:  # image branch, text branch (+ raw logit sum: authors' shot-group ranking)
-            cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
-            if ec.group_ranking == "logit_sum":
-                cols.append(out["image"].float() + out["text"].float())
-        return torch.stack([c.float() for c in cols], 1)
-
+    fn = classifier_scores(with_tta(clf, ec.tta, dc.image_size), alpha, priors, la_tau,
+                           logit_sum=ec.group_ranking == "logit_sum")
     scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp,
                                              skips=skips)
     pred = scores[:, 0].argmax(1).numpy()
@@ -154,6 +142,7 @@ def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path,
     extra["alpha"] = alpha
     extra["posthoc_la_tau"] = la_tau
     extra["train_loss"] = ck["extra"].get("loss", "ce")
+    extra["selected"] = checkpoint_selection(ck["extra"])
     extra.update({k: ck["extra"][k] for k in TRAINING_FACTS if k in ck["extra"]})
     if "seconds" in ck["extra"]:
         extra["train_seconds"] = float(ck["extra"]["seconds"])  # wall time of the fine-tuning run

@@ -17,7 +17,9 @@ loss; :class:`langtail.losses.LongTailLoss`, priors from the manifest's train co
 ``finetune.init_from_pretrain: false`` starts the language-guided heads from
 ``model.pretrained`` instead of the CVLP weights (ablation "no CVLP", Table 4 #2).
 Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buffers),
-``extra`` = num_classes, tau, alpha, knn_k, history, seconds, skipped images; ``class_names``
+``extra`` = num_classes, tau, alpha, knn_k, history (per epoch: loss, lr and,
+with a val split, val_overall / val_many / val_medium / val_few), ``selected`` (the epoch the
+weights are from: ``finetune.select`` last | best_val), seconds, skipped images; ``class_names``
 and ``preprocess`` (``data.image_size``, ``data.normalize``) for ``langtail predict``.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
-from langtail.data.dataset import train_loader
+from langtail.data.dataset import eval_loader, train_loader
 from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
 from langtail.losses import loss_keys as _loss_keys
@@ -42,7 +44,10 @@ from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
 from langtail.registry import HEADS, Part
 from langtail.runtime import seed_everything
+from langtail.inference import classifier_scores, run_batches
 from langtail.train.loop import finish, fit, make_optimizer, param_groups
+from langtail.train.tracking import TRACKING_KEYS, make_tracker, untracked
+from langtail.train.validation import require_val, val_rows, validator
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,8 @@ KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS,
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
-                 "channels_last", "seed", "optimizer", "momentum"),
+                 "channels_last", "seed", "optimizer", "momentum", "select"),
+    "tracking": TRACKING_KEYS,
 }
 
 
@@ -63,9 +69,15 @@ def loss_keys(cfg: DatasetConfig | None = None) -> dict[str, tuple[str, ...]]:
 
 
 def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> dict[str, tuple[str, ...]]:
-    """The keys the run of ``head`` reads (all heads' keys when ``head`` is None)."""
+    """The keys the run of ``head`` reads (all heads' keys when ``head`` is None). Under
+    ``finetune.select: best_val`` a two-branch head (``info["two_branch"]``, LGR) also reads
+    ``finetune.alpha`` (its validation ranks epochs with the prediction rule evaluate uses; under
+    ``last``, alpha stays an evaluate-only key and the validation curve uses alpha = 0.5)."""
     parts = [HEADS.get(head)] if head else list(HEADS.parts())
-    return merge_keys(KEYS, loss_keys(cfg), *(p.keys for p in parts))
+    keys = merge_keys(KEYS, loss_keys(cfg), *(p.keys for p in parts))
+    if cfg is not None and cfg.finetune.select == "best_val" and any(p.info.get("two_branch") for p in parts):
+        keys = merge_keys(keys, {"finetune": ("alpha",)})
+    return keys
 
 
 def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
@@ -113,6 +125,26 @@ def init_head(cfg: DatasetConfig, head_kind: str, head: torch.nn.Module, class_n
     return cfg.finetune.head_init
 
 
+def make_validator(cfg: DatasetConfig, head_kind: str, clf: Classifier, df, meta, manifest_path: Path,
+                   device: torch.device):
+    """``validate()`` on the manifest's val split with evaluate's prediction rule (None without
+    a val split; ``finetune.select: best_val`` then raises)."""
+    fc = cfg.finetune
+    if not require_val(df, fc.select, "finetune.select", manifest_path):
+        return None
+    rows = val_rows(df)
+    two_branch = bool(HEADS.get(head_kind).info.get("two_branch"))
+    alpha = fc.alpha if fc.select == "best_val" and two_branch else 0.5
+    score = classifier_scores(clf, alpha)
+
+    def predict(loader):
+        scores, labels, _, _ = run_batches(score, loader, device, desc=f"val {head_kind}", amp=fc.amp)
+        return scores[:, 0].argmax(1).numpy(), labels.numpy()
+
+    return validator(predict, eval_loader(rows, manifest_path, meta, cfg.data, fc.batch_size), df,
+                     list(meta["class_names"]), clf, f"finetune[{head_kind}]")
+
+
 def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None,
           pretrain_path: Path | None) -> tuple[Classifier, dict[str, Any]]:
     """The classifier of one run and its head options: the visual encoder the head declares
@@ -132,8 +164,9 @@ def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None
 
 
 def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
-        pretrain_path: Path | None = None) -> None:
-    """Train one head; ``text_emb_path`` / ``pretrain_path``: the inputs the head needs (:func:`inputs`)."""
+        pretrain_path: Path | None = None, track_dir: Path | None = None) -> None:
+    """Train one head; ``text_emb_path`` / ``pretrain_path``: the inputs the head needs (:func:`inputs`);
+    ``track_dir``: the run's tracking folder (:mod:`langtail.train.tracking`; None = no tracking)."""
     fc, part = cfg.finetune, HEADS.get(head_kind)
     seed_everything(fc.seed)
     device = distributed.setup(fc.device)  # under torchrun: joins the process group
@@ -160,17 +193,20 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     loss_fn = make_loss(fc, class_counts(df, C), str(manifest_path), fc.sampler, "finetune.sampler").to(device)
     step = _step(clf, loss_fn, options, freeze, visual_eval, fc.channels_last)
     resume = out.with_name(out.name + ".resume")
-    fp = io.fingerprint({"head": head_kind, **select_keys(cfg, config_keys(cfg, head_kind))},
+    keys = untracked(select_keys(cfg, config_keys(cfg, head_kind)))
+    fp = io.fingerprint({"head": head_kind, **keys},
                         *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]",
-              on_epoch=loss_fn.set_epoch)
+              on_epoch=loss_fn.set_epoch, select=fc.select,
+              validate=make_validator(cfg, head_kind, clf, df, meta, manifest_path, device),
+              tracker=make_tracker(cfg, track_dir, f"finetune/{head_kind}", keys))
     if not distributed.is_main():
         return
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, **options, "epochs": epochs, "loss": fc.loss, "head_init": head_init,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
-        "resumed_from_epoch": res.resumed_from,
+        "resumed_from_epoch": res.resumed_from, "selected": res.selected,
         "init": "model.pretrained" if baseline or not fc.init_from_pretrain else "cvlp"},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")

@@ -2,7 +2,9 @@
 
 Reads the dataset named by ``data.name`` (:mod:`langtail.data.registry`); writes
 ``manifest.parquet`` (schema: :mod:`langtail.data.manifest`, ``docs/artifacts.md``), plus
-``images_<split>.npy`` beside it for array-backed datasets.
+``images_<split>.npy`` beside it for array-backed datasets. ``data.val_from_train`` moves a
+fraction of every class's train images to the ``val`` split (:func:`~langtail.data.manifest.carve_val`;
+the class counts and shot groups are those of the remaining train images).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 from pathlib import Path
 
 from langtail.config import DatasetConfig
-from langtail.data.manifest import ARRAYS_DIR, ImageStore, check_image_refs, make_manifest, write_manifest
+from langtail.data.manifest import ARRAYS_DIR, carve_val, ImageStore, check_image_refs, make_manifest, write_manifest
 from langtail.data.registry import check_class_subset, get_dataset
 
 log = logging.getLogger(__name__)
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {"data": ("name", "root", "classes", "allow_symlinks_outside_root", "imbalance_factor", "profile", "seed",
                  "max_train_per_class", "test_per_class", "verify_checksums", "allow_download", "many_threshold",
-                 "few_threshold", "shot_bounds", "image_size")}
+                 "few_threshold", "shot_bounds", "image_size", "val_from_train")}
 
 
 def run(cfg: DatasetConfig, out: Path) -> None:
@@ -30,7 +32,7 @@ def run(cfg: DatasetConfig, out: Path) -> None:
     builder = get_dataset(cfg.name)
     check_class_subset(builder, cfg)
     (out.parent / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
-    build = builder.build(cfg, out.parent / ARRAYS_DIR)
+    build = carve_val(builder.build(cfg, out.parent / ARRAYS_DIR), cfg.val_from_train, cfg.seed)
     store = ImageStore(out.parent, build.image_root, cfg.allow_symlinks_outside_root, ARRAYS_DIR)
     check_image_refs(store, build.images, f"dataset {cfg.name!r}")
     df = make_manifest(build, cfg.many_threshold, cfg.few_threshold, cfg.shot_bounds == "inclusive")

@@ -33,6 +33,7 @@ from langtail.models.text_cache import base_features
 from langtail.schemas import CORPUS_COLUMNS
 from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
+from langtail.train.tracking import TRACKING_KEYS, make_tracker, untracked
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ KEYS = {
     "pretrain": ("enabled", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "lambda_ccl", "distill",
                  "ccl_reduction", "distill_mode", "eval_mode", "tau_init", "sampler", "augment", "device", "amp",
                  "channels_last", "seed"),
+    "tracking": TRACKING_KEYS,
 }
 
 
@@ -65,7 +67,10 @@ def class_sentence_index(corpus: pd.DataFrame, num_classes: int, class_names: li
     return start, count
 
 
-def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path) -> None:
+def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path,
+        track_dir: Path | None = None) -> None:
+    """Pre-train; ``track_dir``: the run's tracking folder (:mod:`langtail.train.tracking`, always
+    created when given; None = no tracking)."""
     pc = cfg.pretrain
     seed_everything(pc.seed)
     df, meta = read_manifest(manifest_path)
@@ -81,6 +86,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
         log.info("pretrain disabled: writing the initial weights (%s)", cfg.model.pretrained or "random init")
         save_vl_checkpoint(out, model, cfg.model, extra)
         write_skipped(skipped_path(out), SkipLog(), "pretrain")
+        if track_dir is not None:
+            Path(track_dir).mkdir(parents=True, exist_ok=True)
         return
 
     sentences = corpus["sentence"].tolist()
@@ -146,10 +153,12 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
         with torch.no_grad():
             model.logit_scale.clamp_(0, float(np.log(100.0)))
 
-    fp = io.fingerprint(select_keys(cfg, KEYS), manifest_path, corpus_path)
+    keys = untracked(select_keys(cfg, KEYS))
+    fp = io.fingerprint(keys, manifest_path, corpus_path)
     res = fit(model, opt, loader, step, epochs=pc.epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau,
-              epoch_stats=lambda: {"tau": float(model.tau.detach())})
+              epoch_stats=lambda: {"tau": float(model.tau.detach())},
+              tracker=make_tracker(cfg, track_dir, "pretrain", keys))
     extra.update({"history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
                   "resumed_from_epoch": res.resumed_from, "tau": float(model.tau.detach()), "device": str(device)})
     if distributed.is_main():

@@ -18,7 +18,7 @@ import pandas as pd
 from langtail import io
 from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
-from langtail.report.curves import curves_section
+from langtail.report.curves import curves_section, selection_lines
 from langtail.report.seeds import seeds_section
 from langtail.report.markdown import (accuracy_section, model_labels, anchors_section, ca4ltr_pointer, captions_section,
                                       corpus_section, figures_section, setting_section)
@@ -94,6 +94,7 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: 
     lines = [f"# {cfg.report.title or 'langtail report: ' + dataset}", ""]
     lines += setting_section(cfg, dataset, df, meta, metrics)
     lines += accuracy_section(metrics, cfg.data.image_size)
+    lines += selection_lines({m: v["selected"] for m, v in metrics.items() if v.get("selected")})
     if skipped is not None:
         lines += skipped_images_section(skipped)
     lines += figures_section(per, out.parent / FIGURES, FIGURES, dataset)

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -85,6 +85,180 @@ class FitResult:
     skips: SkipLog = field(default_factory=SkipLog)  #: the skipped images (write with data.skipped.write_skipped)
     seconds: float = 0.0
     resumed_from: int = 0
+    #: the checkpoint the model holds at the end: ``{"rule": "last"|"best_val", "epoch": int
+    #: (1-based)[, "val_overall": float]}`` (see :func:`fit`'s ``select``)
+    selected: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """What one :func:`fit` call trains with: the step (DDP-wrapped in a process group), the
+    schedule, the AMP settings and, under ``best_val``, the best epoch's weights so far."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[dict[str, Any]], torch.Tensor]
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+    desc: str
+    best: dict[str, Any] = field(default_factory=dict)  #: epoch, val_overall, state (CPU tensors)
+
+
+def _setup(model, optimizer, loader, step_fn, device, epochs: int, warmup_epochs: int, amp: bool, desc: str) -> _Run:
+    """The cosine schedule over every step, AMP (bf16 where supported, else fp16 + grad scaler)
+    and, in a process group, the DistributedDataParallel step."""
+    from langtail import distributed
+
+    steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
+    step = distributed.wrap_step(model, step_fn, device) if distributed.is_distributed() else step_fn
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_lambda(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch))
+    use_amp = amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return _Run(model, optimizer, step, sched, scaler, use_amp, amp_dtype, desc)
+
+
+def _resume(run: _Run, res: FitResult, resume_path: Path, fingerprint: str) -> int:
+    """Load a matching resume file into ``run`` and ``res``; the number of finished epochs (0 if none)."""
+    if not resume_path.exists():
+        return 0
+    try:
+        st = io.torch_load(resume_path)
+    except io.UnsafeCheckpointError as e:
+        raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
+    if st.get("fingerprint") != fingerprint:
+        log.warning("%s: ignoring stale resume file %s (config or inputs changed)", run.desc, resume_path)
+        return 0
+    run.model.load_state_dict(st["model"])
+    run.optimizer.load_state_dict(st["optimizer"])
+    run.sched.load_state_dict(st["scheduler"])
+    run.scaler.load_state_dict(st["scaler"])
+    set_rng_state(st["rng"])
+    run.best = st.get("best") or {}
+    res.history = st["history"]
+    res.skipped = st.get("skipped", 0)
+    res.skips = SkipLog.from_list(st.get("skipped_images", []))
+    res.resumed_from = st["epoch"]
+    log.info("%s: resuming after epoch %d from %s", run.desc, st["epoch"], resume_path)
+    return st["epoch"]
+
+
+def _train_epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, epoch: int, epochs: int,
+                 after_step: Callable[[], None] | None) -> tuple[float, int]:
+    """One pass over ``loader``: ``(mean loss of this rank's steps, images this rank trained on)``.
+    Batches without readable images are counted skips (``res.skips``)."""
+    from langtail import distributed
+
+    tot, n, n_img = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"{run.desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
+               disable=None if distributed.is_main() else True)
+    for batch in bar:
+        res.skipped += batch.get("skipped", 0)
+        res.skips.add_batch(batch)
+        if "image" not in batch:
+            continue
+        batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+            loss = run.step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{run.desc}: non-finite loss {loss.item()} at epoch {epoch + 1}; "
+                                     "lower the learning rate")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.sched.step()
+        if after_step is not None:
+            after_step()
+        tot += loss.item()
+        n += 1
+        n_img += int(batch["image"].shape[0])
+        bar.set_postfix(loss=f"{tot / n:.4f}")
+    return tot / max(1, n), n_img
+
+
+def _validate(run: _Run, rec: dict[str, Any], validate: Callable[[], Mapping[str, float | None]], select: str) -> None:
+    """Add ``val_<group>`` to the epoch record; under ``best_val`` keep the weights of the best
+    ``val_overall`` so far (ties: the earlier epoch)."""
+    scores = validate()
+    rec.update({f"val_{k}": (None if v is None else float(v)) for k, v in scores.items()})
+    v = rec.get("val_overall")
+    if select == "best_val" and v is not None and (not run.best or v > run.best["val_overall"]):
+        run.best = {"epoch": rec["epoch"], "val_overall": v,
+                    "state": {k: t.detach().cpu().clone() for k, t in run.model.state_dict().items()}}
+
+
+@dataclass
+class _Hooks:
+    """:func:`fit`'s per-step / per-epoch callbacks (see its docstring)."""
+
+    after_step: Callable[[], None] | None = None
+    on_epoch: Callable[[int], None] | None = None
+    epoch_stats: Callable[[], dict[str, float]] | None = None
+    validate: Callable[[], Mapping[str, float | None]] | None = None
+    select: str = "last"
+    tracker: Any = None
+    desc: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.select not in ("last", "best_val"):
+            raise ValueError(f"{self.desc}: select must be 'last' or 'best_val', got {self.select!r}")
+        if self.select == "best_val" and self.validate is None:
+            raise ValueError(f"{self.desc}: select best_val needs a validation split (none given)")
+
+
+def _epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, epoch: int, epochs: int,
+           hooks: _Hooks) -> dict[str, Any]:
+    """Train epoch ``epoch`` (0-based), validate, append its record to ``res.history`` and track it."""
+    from langtail import distributed
+
+    run.model.train()
+    set_frozen_eval(run.model)  # BatchNorms without a trained parameter keep their statistics
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    if hooks.on_epoch is not None:
+        hooks.on_epoch(epoch)
+    te = time.time()
+    loss, n_img = _train_epoch(run, loader, res, device, epoch, epochs, hooks.after_step)
+    throughput = n_img * distributed.world_size() / max(1e-9, time.time() - te)  # tracked, not in the history
+    rec = {"epoch": epoch + 1, "loss": distributed.all_mean(loss), "lr": run.optimizer.param_groups[0]["lr"]}
+    if hooks.epoch_stats is not None:
+        rec.update({k: float(v) for k, v in hooks.epoch_stats().items()})
+    if hooks.validate is not None:
+        _validate(run, rec, hooks.validate, hooks.select)
+    res.history.append(rec)
+    log.info("%s epoch %d/%d loss %.4f%s", run.desc, epoch + 1, epochs, rec["loss"],
+             f" val {rec['val_overall']:.2f}" if rec.get("val_overall") is not None else "")
+    if hooks.tracker is not None:  # (the history stays deterministic: a resumed run's equals an uninterrupted one's)
+        hooks.tracker.log_epoch({**rec, "images_per_s": throughput})
+    return rec
+
+
+def _save_resume(run: _Run, res: FitResult, resume_path: Path, fingerprint: str, epoch: int) -> None:
+    io.torch_save(resume_path, {
+        "fingerprint": fingerprint, "epoch": epoch, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
+        "rng": rng_state(), "history": res.history, "skipped": res.skipped, "skipped_images": res.skips.to_list(),
+        "best": run.best,
+    })
+
+
+def _select(run: _Run, res: FitResult, select: str, epochs: int) -> None:
+    """Load the selected epoch's weights into the model and record the choice in ``res.selected``."""
+    if select == "best_val" and run.best:
+        run.model.load_state_dict(run.best["state"])
+        res.selected = {"rule": "best_val", "epoch": int(run.best["epoch"]), "val_overall": run.best["val_overall"]}
+        log.info("%s: best_val selects epoch %d (val overall %.2f)", run.desc, run.best["epoch"], run.best["val_overall"])
+        return
+    if select == "best_val":
+        raise ValueError(f"{run.desc}: select best_val, but no epoch recorded a validation accuracy")
+    last = res.history[-1] if res.history else {}
+    res.selected = {"rule": "last", "epoch": int(last.get("epoch", epochs)),
+                    **({"val_overall": last["val_overall"]} if last.get("val_overall") is not None else {})}
 
 
 def fit(
@@ -103,6 +277,9 @@ def fit(
     after_step: Callable[[], None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
     epoch_stats: Callable[[], dict[str, float]] | None = None,
+    validate: Callable[[], Mapping[str, float | None]] | None = None,
+    select: str = "last",
+    tracker: Any = None,
 ) -> FitResult:
     """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
 
@@ -113,85 +290,30 @@ def fit(
     ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
     epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart).
     ``epoch_stats()`` adds values to each epoch's history record (the CVLP temperature ``tau``).
-    History record: ``epoch`` (1-based), ``loss`` (mean over the epoch's steps), ``lr`` (at its end)."""
+    ``validate()`` (after every epoch, every rank): ``{overall, many, medium, few}`` on the val
+    split (``val_<group>`` in the record); ``select``: ``last`` keeps the last epoch's weights,
+    ``best_val`` those of the best ``val_overall`` (kept in the resume file); ``tracker``
+    (:class:`langtail.train.tracking.Tracker`) gets every record (+ ``images_per_s``, all ranks):
+    ``epoch`` (1-based), ``loss`` (epoch mean), ``lr`` (at its end), the stats, ``val_*``."""
     from langtail import distributed
 
-    steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
-    ddp = distributed.wrap_step(model, step_fn, device) if distributed.is_distributed() else None
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_lambda(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch))
-    use_amp = amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    hooks = _Hooks(after_step, on_epoch, epoch_stats, validate, select, tracker, desc)
+    run = _setup(model, optimizer, loader, step_fn, device, epochs, warmup_epochs, amp, desc)
     res = FitResult()
-    start = 0
     distributed.barrier()  # rank 0 may still be writing the previous run's file
-    if resume_path.exists():
-        try:
-            st = io.torch_load(resume_path)
-        except io.UnsafeCheckpointError as e:
-            raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
-        if st.get("fingerprint") == fingerprint:
-            model.load_state_dict(st["model"])
-            optimizer.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            scaler.load_state_dict(st["scaler"])
-            set_rng_state(st["rng"])
-            res.history = st["history"]
-            res.skipped = st.get("skipped", 0)
-            res.skips = SkipLog.from_list(st.get("skipped_images", []))
-            start = st["epoch"]
-            res.resumed_from = start
-            log.info("%s: resuming after epoch %d from %s", desc, start, resume_path)
-        else:
-            log.warning("%s: ignoring stale resume file %s (config or inputs changed)", desc, resume_path)
+    start = _resume(run, res, resume_path, fingerprint)
+    if tracker is not None:
+        tracker.replay(res.history)
     t0 = time.time()
     for epoch in range(start, epochs):
-        model.train()
-        set_frozen_eval(model)  # BatchNorms without a trained parameter keep their statistics
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        if on_epoch is not None:
-            on_epoch(epoch)
-        tot, n = 0.0, 0
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
-                   disable=None if distributed.is_main() else True)
-        for batch in bar:
-            res.skipped += batch.get("skipped", 0)
-            res.skips.add_batch(batch)
-            if "image" not in batch:
-                continue
-            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = step_fn(batch) if ddp is None else ddp(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at epoch {epoch + 1}; "
-                                         "lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            sched.step()
-            if after_step is not None:
-                after_step()
-            tot += loss.item()
-            n += 1
-            bar.set_postfix(loss=f"{tot / n:.4f}")
-        rec = {"epoch": epoch + 1, "loss": distributed.all_mean(tot / max(1, n)), "lr": optimizer.param_groups[0]["lr"]}
-        if epoch_stats is not None:
-            rec.update({k: float(v) for k, v in epoch_stats().items()})
-        res.history.append(rec)
-        log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
+        _epoch(run, loader, res, device, epoch, epochs, hooks)
         if distributed.is_main():
-            io.torch_save(resume_path, {
-                "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "rng": rng_state(), "history": res.history, "skipped": res.skipped,
-                "skipped_images": res.skips.to_list(),
-            })
+            _save_resume(run, res, resume_path, fingerprint, epoch + 1)
         distributed.barrier()  # the next epoch (or a resume after a kill) sees this epoch's file
     res.seconds = time.time() - t0
+    _select(run, res, select, epochs)
+    if tracker is not None:
+        tracker.close()
     if res.skipped:
         log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
     return res
