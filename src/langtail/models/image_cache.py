@@ -155,7 +155,14 @@ def frozen_features(model_cfg, path: str | Path | None, what: str) -> ImageFeatu
     if path is None:
         raise ValueError(f"{what}: model.backbone_mode frozen runs on cached image features: pass --features "
                          "(the output of `langtail image-features`; the workflow's rule image_features makes it)")
-    return ImageFeatures(path)
+    features = ImageFeatures(path)
+    if features.kind == "pooled" and torch.get_num_threads() > 1:
+        # the steps on pooled features are tiny matmuls: on this loaded 2-core CPU one
+        # AdamW step of Linear(128,128)+Linear(128,24) at batch 128 took 305 ms with 2 intra-op
+        # threads and 8 ms with 1 (benchmarks/frozen_features_speed.py measures the stage)
+        log.info("%s: cached pooled features: one intra-op thread (tiny per-step tensors)", what)
+        torch.set_num_threads(1)
+    return features
 
 
 def freeze_on(tower: torch.nn.Module, features: ImageFeatures, model_cfg) -> torch.nn.Module:
