@@ -20,6 +20,14 @@ FROZEN["model"].update(backbone_mode="frozen")
 FROZEN["finetune"]["heads"] = ["lgr", "fc"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads():
+    """Stages on cached pooled features use one intra-op thread (a process-wide setting): restore it."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _features(cfg, out, kind="pooled", name="image_features.safetensors"):
     from langtail.stages import image_features
 
