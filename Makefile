@@ -1,5 +1,6 @@
 # make demo : create .venv if missing, install pinned deps, run the offline demo end to end
-# make test : same environment, run the test suite (CI runs this via .ci/run)
+# make test : same environment, lint, then run the test suite (CI runs this via .ci/run)
+# make lint : ruff (rules in pyproject.toml [tool.ruff]) on src/ tests/ benchmarks/ + snakemake --lint
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -23,13 +24,14 @@ demo: $(STAMP)
 	snakemake --cores $(CORES) results/demo/report.md
 	@echo "report: results/demo/report.md"
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 	snakemake --lint
 
 dryrun: $(STAMP)

@@ -134,7 +134,7 @@ def measure(make_loader, tf, df, store, batch_size: int, workers: int, n_images:
 
     def batches():
         while True:
-            yield from loader
+            yield from loader  # noqa: F821 (deleted after the generator is closed)
 
     it = batches()
     for _ in range(1 + 2 * workers):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from langtail import io
-from langtail.captions.shards import CAPTIONS_SCHEMA
+from langtail.schemas import CAPTIONS_SCHEMA
 from langtail.config import Ca4ltrConfig, DataConfig, DatasetConfig, EvaluateConfig, FinetuneConfig, ModelConfig
 from langtail.data.manifest import ManifestBuild, make_manifest, write_manifest
 from langtail.report.ca4ltr import read_study_table

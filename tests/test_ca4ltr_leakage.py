@@ -17,7 +17,8 @@ from langtail import io
 from langtail.config import Ca4ltrConfig, CaptionsConfig
 from langtail.data.manifest import ManifestBuild, make_manifest, read_manifest, write_manifest
 from langtail.schemas import ANCHORS_COLUMNS
-from langtail.corpus.ca4ltr_text import build_source, mentions_class
+from langtail.corpus.ca4ltr_text import mentions_class
+from langtail.train.ca4ltr import build_source
 
 pytest.importorskip("transformers")
 

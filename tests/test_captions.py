@@ -16,7 +16,8 @@ pytest.importorskip("tokenizers")
 
 from langtail.captions import blip2  # noqa: E402
 from langtail.captions import shards as stage  # noqa: E402
-from langtail.captions.shards import CAPTIONS_COLUMNS, read_captions, select_images  # noqa: E402
+from langtail.captions.shards import read_captions, select_images  # noqa: E402
+from langtail.schemas import CAPTIONS_COLUMNS  # noqa: E402
 from langtail.config import DatasetConfig  # noqa: E402
 from langtail.stages import captions as captions_stage  # noqa: E402
 

@@ -48,7 +48,8 @@ def test_bad_enum_and_unknown_section():
 
 # ---- variants (issue #12: every builtin variant runs on every shipped dataset; #15: authors_code)
 
-from langtail.config import AUTHORS_CODE_DATASETS, BUILTIN_VARIANTS, check_consistency, from_dict  # noqa: E402
+from langtail.config import check_consistency, from_dict  # noqa: E402
+from langtail.recipes import AUTHORS_CODE_DATASETS, BUILTIN_VARIANTS  # noqa: E402
 from langtail.stages import stage_owner  # noqa: E402
 
 

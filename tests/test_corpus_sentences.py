@@ -52,11 +52,18 @@ def test_english_single_sentences(text, expected):
 
 def test_page_context_gives_evidence_across_paragraphs():
     # "newspapers" in lower case in another paragraph of the page: evidence that the
-    # capitalised "Newspapers" after "U.S." starts a sentence
-    paras = ["Printing began in the U.S. Newspapers followed.", "Early newspapers were small."]
-    assert sentences.split_blocks(paras, "en")[0] == ["Printing began in the U.S.", "Newspapers followed."]
+    # capitalised "Newspapers" after the dotted abbreviation "W.P.A." starts a sentence
+    paras = ["Printing began under the W.P.A. Newspapers followed.", "Early newspapers were small."]
+    assert sentences.split_blocks(paras, "en")[0] == ["Printing began under the W.P.A.", "Newspapers followed."]
     # without that evidence a capitalised word after an abbreviation is taken as a name
     assert sentences.split_sentences(paras[0], "en") == [paras[0]]
+    # "U.S." is [final] (issue #24): a capitalised word that is no continuation ("U.S. Army")
+    # starts a sentence without page evidence; a name the page capitalises mid-sentence does not
+    assert sentences.split_sentences("Printing began in the U.S. Newspapers followed.", "en") == [
+        "Printing began in the U.S.", "Newspapers followed."]
+    paras = ["Shares of U.S. Bancorp rose.", "The firm was renamed Bancorp in 1993."]
+    assert sentences.split_blocks(paras, "en") == [[p] for p in paras]
+    assert sentences.split_sentences(paras[0], "en") == ["Shares of U.S.", "Bancorp rose."]
 
 
 def test_german_does_not_use_the_english_list():

@@ -11,7 +11,7 @@ import pytest
 from langtail.config import CorpusConfig
 from langtail.corpus import wikipedia
 from langtail.corpus.classes import get_class_list
-from langtail.corpus.build import CORPUS_SCHEMA, STATS_SCHEMA
+from langtail.schemas import CORPUS_SCHEMA, STATS_SCHEMA
 from langtail.stages.corpus import write_corpus as run_corpus
 from langtail.io import file_sha256, read_parquet, read_parquet_metadata
 from langtail.schemas import CORPUS_COLUMNS

@@ -22,7 +22,7 @@ def make_tiny(root: Path, per_class: int = 20, val_per_class: int = 3, real: int
     t = root / "tiny-imagenet-200"
     t.mkdir(parents=True)
     (t / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    words = [f"n00001740\tentity"] + [f"{w}\t{s}" for w, s in WORDS.items()] + ["n09999999\tother, thing"]
+    words = ["n00001740\tentity"] + [f"{w}\t{s}" for w, s in WORDS.items()] + ["n09999999\tother, thing"]
     (t / "words.txt").write_text("\n".join(words) + "\n")
     k = 0
     for w in WNIDS:

@@ -9,7 +9,8 @@ import torch
 from conftest import run_chain, staged
 from langtail import io
 from langtail.data.demo import class_names, make_page
-from langtail.data.manifest import MANIFEST_COLUMNS, read_manifest
+from langtail.data.manifest import read_manifest
+from langtail.schemas import MANIFEST_COLUMNS
 from langtail.models.text_cache import read_text_embeddings
 from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS, PER_CLASS_COLUMNS
 

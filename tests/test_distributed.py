@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from langtail.config import ConfigError, from_dict, job_resources
+from langtail.config import ConfigError, from_dict
+from langtail.launch import job_resources
 from langtail.distributed import ENV_GPUS, ENV_WORLD_SIZE, LaunchError, check_launch, launch_prefix
 
 

@@ -119,7 +119,7 @@ def test_key_changes_with_weights_and_manifest(frozen_run, tmp_path):
 
 
 def test_frozen_run_never_updates_the_backbone(frozen_run):
-    from langtail.models.classifier import load_classifier
+    from langtail.models.classifier import read_classifier as load_classifier
     from langtail.models.encoders import load_vl_checkpoint
 
     cfg, out, _ = frozen_run
@@ -144,7 +144,7 @@ def test_cached_logits_equal_image_logits(frozen_run):
     """The fc head on cached features gives the logits of the same weights run on the images."""
     from langtail.data.dataset import eval_loader
     from langtail.data.manifest import read_manifest
-    from langtail.models.classifier import load_classifier
+    from langtail.models.classifier import read_classifier as load_classifier
 
     cfg, out, metrics = frozen_run
     df, meta = read_manifest(out / "manifest.parquet")
@@ -167,7 +167,7 @@ def test_predict_on_image_files_from_a_frozen_checkpoint(frozen_run, tmp_path):
     from langtail.cli import main
     from langtail.data.dataset import store_for
     from langtail.data.manifest import read_manifest
-    from langtail.models.classifier import load_classifier
+    from langtail.models.classifier import read_classifier as load_classifier
     from langtail.predict import read_predictions
 
     cfg, out, _ = frozen_run

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from langtail import io
 from langtail.config import FinetuneConfig, ModelConfig
 from langtail.data.manifest import shot_group, shot_groups
-from langtail.models.classifier import (create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
-                                        load_classifier, save_classifier)
-from langtail.models.heads import Classifier, LGRHead, combine_probs
+from langtail.models.classifier import create_head, fresh_image_encoder, read_classifier, save_classifier
+from langtail.models.heads import Classifier, LGRHead, combine_probs, finetune_tau, lgr_lr_overrides
 from langtail.train.loop import param_groups
 
 
@@ -241,7 +240,7 @@ def test_load_classifier_roundtrip_and_strict(tmp_path):
     extra = {"num_classes": 4, "tau": 0.1, "lgr_qk_bias": False, "lgr_init": "authors", "v_detach": False}
     path = tmp_path / "model.pt"
     save_classifier(path, clf, mc, extra)
-    got, _ = load_classifier(path)
+    got, _ = read_classifier(path)
     x = torch.randn(2, 3, 32, 32)
     clf.eval()
     with torch.no_grad():
@@ -250,12 +249,12 @@ def test_load_classifier_roundtrip_and_strict(tmp_path):
     ck["state_dict"]["head.bogus"] = torch.zeros(1)
     io.torch_save(path, ck)
     with pytest.raises(ValueError, match="bogus"):
-        load_classifier(path)
+        read_classifier(path)
     del ck["state_dict"]["head.bogus"]
     del ck["state_dict"]["head.mlp.0.weight"]
     io.torch_save(path, ck)
     with pytest.raises(ValueError, match="mlp.0.weight"):
-        load_classifier(path)
+        read_classifier(path)
 
 
 def test_load_classifier_rejects_a_checkpoint_with_unexpected_keys(tmp_path):
@@ -270,7 +269,7 @@ def test_load_classifier_rejects_a_checkpoint_with_unexpected_keys(tmp_path):
     ck["state_dict"]["head.q_proj.weight"] = ck["state_dict"].pop("head.q.weight")
     io.torch_save(path, ck)
     with pytest.raises(ValueError, match="q_proj.weight"):
-        load_classifier(path)
+        read_classifier(path)
 
 
 def test_head_built_under_inference_mode_still_works():

@@ -17,7 +17,8 @@ from langtail.config import ModelConfig
 from langtail.data.dataset import build_transform
 from langtail.models.classifier import create_head, fresh_image_encoder, save_classifier
 from langtail.models.heads import Classifier, combine_probs
-from langtail.predict import PREDICTION_COLUMNS, MissingCheckpointInfo, read_predictions
+from langtail.predict import MissingCheckpointInfo, read_predictions
+from langtail.schemas import PREDICTION_COLUMNS
 
 NAMES = ["red circle", "blue square", "green triangle", "grey star"]
 

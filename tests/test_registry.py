@@ -55,3 +55,33 @@ def test_missing_plugin_file_is_named(monkeypatch):
 
     with pytest.raises(FileNotFoundError, match="nowhere.py"):
         load_plugins("/nowhere.py")
+
+
+def test_needs_follows_the_config_and_stays_within_the_declared_inputs():
+    from langtail.config import from_dict
+    from langtail.registry import HEADS, Part
+
+    on = from_dict({})
+    off = from_dict({"finetune": {"init_from_pretrain": False}})
+    assert HEADS.get("lgr").needs(on) == ("text_emb", "pretrain")
+    assert HEADS.get("lgr").needs(off) == ("text_emb",)
+    assert HEADS.get("fc_cvlp").needs(off) == () and HEADS.get("fc").needs(on) == ()
+    bad = Part("x", lambda: None, "head", inputs=("text_emb",), info={"needs": lambda cfg: ("pretrain",)})
+    with pytest.raises(ValueError, match=r"head 'x'.*\['pretrain'\].*not in its declared inputs"):
+        bad.needs(on)
+
+
+def test_every_builtin_head_and_loss_declares_existing_keys_and_what_stages_read():
+    from langtail.config import check_keys, from_dict
+    from langtail.models.classifier import head_option_names
+    from langtail.registry import HEADS, LOSSES
+
+    for part in HEADS.parts():
+        check_keys(part.keys, f"head {part.name}")
+        assert part.info["encoder"] in ("cvlp", "baseline") and part.info["label"], part.name
+        assert "anchors" in part.info and part.info["checkpoint"], part.name
+        opts = part.info["options"](from_dict({}), None)
+        assert set(opts) <= set(head_option_names(part)), part.name  # options are factory kwargs
+    for part in LOSSES.parts():
+        check_keys(part.keys, f"loss {part.name}")
+        assert isinstance(part.info.get("uses_priors"), bool), part.name

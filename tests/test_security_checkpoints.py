@@ -146,20 +146,20 @@ def test_rng_state_round_trips_exactly_through_the_safe_loader(tmp_path):
 def _loaders(chain, tmp_path):
     """(name, genuine checkpoint, loader) for every checkpoint loader of the project."""
     from langtail.models.ca4ltr import load_ca4ltr
-    from langtail.models.classifier import load_classifier
+    from langtail.models.classifier import read_classifier
     from langtail.models.encoders import load_vl_checkpoint
 
     _, out, _ = chain
     return {
         "io.torch_load": (out / "lgr.pt", io.torch_load),
-        "load_classifier": (out / "lgr.pt", load_classifier),
+        "read_classifier": (out / "lgr.pt", read_classifier),
         "load_vl_checkpoint": (out / "pretrain.pt", load_vl_checkpoint),
         "load_vl_checkpoint(image_only)": (out / "pretrain.pt", lambda p: load_vl_checkpoint(p, image_only=True)),
         "load_ca4ltr": (_ca4ltr_checkpoint(tmp_path / "ca4ltr.pt"), load_ca4ltr),
     }
 
 
-@pytest.mark.parametrize("name", ["io.torch_load", "load_classifier", "load_vl_checkpoint",
+@pytest.mark.parametrize("name", ["io.torch_load", "read_classifier", "load_vl_checkpoint",
                                   "load_vl_checkpoint(image_only)", "load_ca4ltr"])
 def test_every_loader_refuses_a_code_running_checkpoint(chain, tmp_path, name, monkeypatch, caplog):
     genuine, load = _loaders(chain, tmp_path)[name]

@@ -12,7 +12,7 @@ def _cfg(tiny_cfg, **ft):
 
 
 def test_seed_dirs_keep_the_plain_path_for_finetune_seed(tiny_cfg):
-    from langtail.config import seed_dirs, seed_of, with_seed
+    from langtail.seeds import seed_dirs, seed_of, with_seed
 
     assert seed_dirs(tiny_cfg) == [""]
     c = _cfg(tiny_cfg, seed=1, seeds=[0, 1, 2])

@@ -218,7 +218,8 @@ def test_ablation_variants_reuse_unchanged_upstream_stages(built, tmp_path):
 def test_ablations_table_reads_back(tmp_path):
     import json
 
-    from langtail.config import BUILTIN_VARIANTS, from_dict
+    from langtail.config import from_dict
+    from langtail.recipes import BUILTIN_VARIANTS
     from langtail.stages import ablations
 
     def metrics(path, overall):

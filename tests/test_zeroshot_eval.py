@@ -90,16 +90,18 @@ def test_tiny_chain_with_authors_switches_and_both_zeroshot_rows(tmp_path):
     """(slow: ~75 s on 2 busy cores) The demo chain with every authors' switch on (CPU: amp falls back), plus both zero-shot rows."""
     from conftest import TINY, run_chain, staged
 
-    from langtail.config import BUILTIN_VARIANTS, deep_merge, from_dict
+    from langtail.config import deep_merge, from_dict
+    from langtail.recipes import BUILTIN_VARIANTS
     from langtail.stages.evaluate import run as run_evaluate
-    from langtail.models.classifier import load_classifier, pretrain_tau
+    from langtail.models.classifier import read_classifier
+    from langtail.models.heads import pretrain_tau
 
     over = deep_merge(BUILTIN_VARIANTS["authors_code"], {"finetune": {"v_detach": True, "freeze_visual": True}})
     cfg = from_dict(deep_merge(deep_merge(TINY, over), {"finetune": {"epochs": 1}, "evaluate": {"device": "cpu"}}))
     out = tmp_path / "run"
     m = run_chain(cfg, out)["lgr"]
     assert m["recipe"] == "authors_code" and m["group_ranking"] == "logit_sum" and m["amp"] is False
-    clf, ck = load_classifier(out / "lgr.pt")
+    clf, ck = read_classifier(out / "lgr.pt")
     assert clf.head.q.bias is None and clf.head.v_detach
     assert ck["extra"]["tau"] == pytest.approx(pretrain_tau(out / "pretrain.pt")) and clf.head.tau == ck["extra"]["tau"]
     for name in ("zeroshot", "zeroshot_anchors"):

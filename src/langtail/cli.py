@@ -34,7 +34,7 @@ def _config(a: argparse.Namespace, stage: str, **wildcards: Any) -> DatasetConfi
     """The stage's config from ``--params``, restricted to the keys the stage declares."""
     from langtail.stages import stage_keys
 
-    cfg = _params(a.params)
+    cfg = a.parsed_params if getattr(a, "parsed_params", None) is not None else _params(a.params)
     return restrict(cfg, stage_keys(stage, cfg, **wildcards), stage)
 
 
@@ -170,9 +170,12 @@ def cmd_schema(a):
 
 
 def cmd_validate(a):
-    from langtail.config import load_yaml, validate_config
+    from langtail.config import dataset_config, load_yaml, validate_config
 
-    validate_config(load_yaml(a.config))
+    raw = load_yaml(a.config)
+    validate_config(raw)
+    for ds in raw.get("datasets") or {}:  # cross-key rules and part names (plugins included)
+        dataset_config(raw, ds)
     print(f"{a.config}: ok")
 
 
@@ -299,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         io.set_trust_checkpoints(True)  # every loader (io.torch_load), also in jobs this process starts
     try:
         check_launch()  # a workflow job got exactly the GPUs / processes its rule asked for
-        if hasattr(args, "params"):  # with LANGTAIL_OFFLINE=1: fail listing what the stage would download
-            check_offline(args.command, _params(args.params), getattr(args, "cache_dir", None))
+        if hasattr(args, "params"):  # parsed once; with LANGTAIL_OFFLINE=1: fail listing what the stage would download
+            args.parsed_params = _params(args.params)
+            check_offline(args.command, args.parsed_params, getattr(args, "cache_dir", None))
         args.fn(args)
     except KeyboardInterrupt:
         log.error("interrupted (Ctrl-C): finished artifacts are complete; a rerun resumes")

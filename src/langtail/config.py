@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
+
+from langtail import config_schema
+from langtail.recipes import AUTHORS_CODE_DATASETS, BUILTIN_VARIANTS
 
 # ----------------------------------------------------------------------------- sections
 
@@ -154,7 +156,7 @@ class AnchorsConfig:
 class FinetuneConfig:
     """LGR / FC / KNN fine-tuning (paper Sec. 3.3-3.4)."""
 
-    heads: list[str] = field(default_factory=lambda: ["lgr", "fc"])  #: models trained: lgr, fc, knn
+    heads: list[str] = field(default_factory=lambda: ["lgr", "fc"])  #: models trained: names of langtail.registry.HEADS (lgr, fc, fc_cvlp, knn, plugins)
     epochs: int = 50
     baseline_epochs: int = 0  #: epochs for the vision-only FC baseline (0 = same as epochs)
     batch_size: int = 128
@@ -178,7 +180,8 @@ class FinetuneConfig:
     #: ce (paper); logit_adjusted (Menon et al. 2021, CE(z + la_tau log pi)); balanced_softmax
     #: (Ren et al. 2020, CE(z + log pi)); ldam (Cao et al. 2019, margins C/n^(1/4), DRW from drw_epoch).
     #: Priors pi = the manifest's train counts. Docs: docs/method.md "Long-tail losses"
-    loss: Literal["ce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
+    #: A name of langtail.registry.LOSSES (plugins add more, docs/extending.md).
+    loss: str = "ce"
     la_tau: float = 1.0  #: logit_adjusted: temperature tau on the log priors
     ldam_max_margin: float = 0.5  #: ldam: the largest class margin (C of C/n^(1/4) is set from it)
     ldam_scale: float = 30.0  #: ldam: s, the scale of the cosine logits (fc heads become cosine classifiers)
@@ -306,64 +309,15 @@ class DatasetConfig:
 SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(DatasetConfig)[f.name] for f in dataclasses.fields(DatasetConfig)}
 
 
-HEAD_NAMES = ("lgr", "fc", "fc_cvlp", "knn")  #: fine-tuning runs (see langtail.models.classifier)
 #: zero-shot evaluations of the CVLP encoders (no fine-tuning): ``zeroshot`` = standard CLIP
 #: zero-shot (class text = mean of the 80 CLIP prompt embeddings; no training image is used),
 #: ``zeroshot_anchors`` = class text = mean of the AnSS-selected anchors (chosen with training images)
 ZEROSHOT_MODELS = ("zeroshot", "zeroshot_anchors")
-EVAL_MODELS = HEAD_NAMES + ZEROSHOT_MODELS  #: every ``eval/<model>/`` the evaluate stage writes
 
 
 class ConfigError(ValueError):
     """A configuration problem, with the key path in the message."""
 
-
-#: Built-in ablation variants (paper Table 4 / Table 10). A dataset wildcard
-#: ``<dataset>+<variant>`` applies the overrides on top of the dataset's config; the
-#: config's top-level ``variants:`` adds more (or replaces these by name).
-BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
-    "no_cvlp": {"pretrain": {"enabled": False}},                         # Table 4 #2
-    # Table 4 #3: "without CLIP weights" and, as the table's row says, pre-trained without L_dis
-    "no_clip_weights": {"model": {"pretrained": "", "teacher": "", "teacher_pretrained": ""},
-                        "pretrain": {"distill": "none", "lambda_ccl": 1.0}},
-    "no_distill": {"pretrain": {"distill": "none", "lambda_ccl": 1.0}},   # Table 4 #4
-    "cutoff": {"anchors": {"strategy": "cutoff"}},                         # Table 4 #7
-    "prompt_only": {"corpus": {"sources": ["prompt"]}},                    # Table 10
-    # the authors' released code (ChangyaoTian/VL-LTR), the parts that hold for every dataset;
-    # per-dataset numbers (alpha, lrs, v_detach, frozen encoder): AUTHORS_CODE_DATASETS
-    "authors_code": {
-        "data": {"shot_bounds": "inclusive", "many_threshold": 100, "few_threshold": 20},
-        "pretrain": {"ccl_reduction": "code", "distill_mode": "code", "lambda_ccl": 0.5},
-        "finetune": {"lgr_qk_bias": False, "lgr_init": "authors", "tau_from_pretrain": True,
-                     "visual_eval_mode": True, "warmup_epochs": 0, "lgr_attention_lr": 1e-6},
-        "evaluate": {"amp": True, "group_ranking": "logit_sum", "recipe": "authors_code"},
-    },
-}
-
-#: ``authors_code`` overrides that depend on the dataset (``data.name``), from the released
-#: R-50 configs (configs/<dataset>/{pretrain,finetune}/*_r50.py) and engine.py
-#: (alpha 0.7 for iNaturalist, 0.2 otherwise). Documented in docs/method.md.
-AUTHORS_CODE_DATASETS: dict[str, dict[str, Any]] = {
-    "imagenet_lt": {"pretrain": {"eval_mode": True, "epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
-                    "finetune": {"epochs": 50, "lr": 1e-3, "batch_size": 128, "alpha": 0.2,
-                                 "freeze_visual": True, "v_detach": False}},
-    "places_lt": {"pretrain": {"eval_mode": True, "epochs": 50, "lr": 5e-5, "batch_size": 256, "warmup_epochs": 5},
-                  "finetune": {"epochs": 50, "lr": 1e-4, "batch_size": 128, "alpha": 0.2,
-                               "freeze_visual": True, "v_detach": False}},
-    "inat2018": {"pretrain": {"eval_mode": False, "epochs": 100, "lr": 5e-4, "batch_size": 256, "warmup_epochs": 5},
-                 "finetune": {"epochs": 360, "lr": 2e-5, "batch_size": 128, "alpha": 0.7,
-                              "freeze_visual": False, "v_detach": True}},
-}
-
-
-#: the config section whose ``device`` each job kind of :class:`ResourcesConfig` runs on;
-#: job kinds not listed run on CPU only (their ``gpus`` must be 0)
-JOB_DEVICE_SECTION: dict[str, str] = {
-    "captions": "captions", "pretrain": "pretrain", "anchors": "pretrain", "finetune": "finetune",
-    "ca4ltr": "ca4ltr", "evaluate": "evaluate",
-}
-#: job kinds that train with DistributedDataParallel when given more than one GPU
-DDP_JOBS: tuple[str, ...] = ("pretrain", "finetune", "ca4ltr")
 
 #: top-level config keys with a site's SLURM specifics (set once per site in the slurm
 #: profile's ``config:`` block; ignored by local runs). "" = not passed to sbatch.
@@ -375,42 +329,6 @@ SLURM_SITE_KEYS: dict[str, str] = {
     "slurm_qos": "quality of service (\"\" = the site default)",
     "slurm_constraint": "node feature constraint of every job (\"\" = none)",
 }
-
-
-def job_resources(cfg: DatasetConfig, job: str) -> JobResources:
-    """The validated :class:`JobResources` of job kind ``job`` (a field of
-    :class:`ResourcesConfig`); raises :class:`ConfigError` naming ``resources.<job>.<key>``."""
-    if job not in {f.name for f in dataclasses.fields(ResourcesConfig)}:
-        raise ConfigError(f"unknown job kind {job!r}; known: {[f.name for f in dataclasses.fields(ResourcesConfig)]}")
-    r: JobResources = getattr(cfg.resources, job)
-    where = f"resources.{job}"
-    for key, low in (("gpus", 0), ("cpus", 1), ("mem_mb", 1), ("runtime", 1)):
-        if getattr(r, key) < low:
-            raise ConfigError(f"{where}.{key}: {getattr(r, key)} is below {low}")
-    section = JOB_DEVICE_SECTION.get(job)
-    if section is None:
-        if r.gpus:
-            raise ConfigError(f"{where}.gpus: {r.gpus}, but the {job} job runs on CPU only; set 0")
-        return r
-    device = getattr(cfg, section).device
-    if r.gpus and device == "cpu":
-        raise ConfigError(f"{where}.gpus: {r.gpus} GPUs requested but {section}.device is 'cpu'; "
-                          "set gpus: 0 or device: auto/cuda")
-    if not r.gpus and device.startswith("cuda"):
-        raise ConfigError(f"{where}.gpus: 0, but {section}.device is {device!r}: the job would get no GPU "
-                          "on a cluster; set gpus: 1 (or more) or device: auto")
-    if r.gpus > 1 and job not in DDP_JOBS:
-        raise ConfigError(f"{where}.gpus: {r.gpus}, but {job} runs as one process on one GPU; set 1 "
-                          f"(multi-GPU jobs: {', '.join(DDP_JOBS)})")
-    if r.gpus > 1 and device.startswith("cuda:"):
-        raise ConfigError(f"{where}.gpus: {r.gpus} with {section}.device {device!r} (one fixed GPU); "
-                          "use device: cuda or auto")
-    return r
-
-
-def slurm_site(raw: Mapping[str, Any]) -> dict[str, str]:
-    """The site's SLURM specifics (:data:`SLURM_SITE_KEYS`) from a workflow config, "" when unset."""
-    return {k: "" if raw.get(k) is None else str(raw.get(k)) for k in SLURM_SITE_KEYS}
 
 
 def split_variant(dataset: str) -> tuple[str, str | None]:
@@ -438,108 +356,13 @@ def variant_overrides(raw: Mapping[str, Any], variant: str, dataset: str | None 
     return over
 
 
-# ----------------------------------------------------------------------------- seeds
-
-#: a seed replicate's path part: "" (the run of ``finetune.seed``) or "/seed<k>"
-SEED_DIR_PATTERN = r"(/seed\d+)?"
-
-
-def seed_dirs(cfg: DatasetConfig) -> list[str]:
-    """The replicate path parts of the training runs: ``""`` for ``finetune.seed``, then
-    ``"/seed<k>"`` for every other seed of ``finetune.seeds`` (in the listed order)."""
-    base = cfg.finetune.seed
-    return [""] + [f"/seed{k}" for k in cfg.finetune.seeds if k != base]
-
-
-def seed_of(rep: str, default: int) -> int:
-    """The seed of a replicate path part (``""`` -> ``default``, ``"/seed3"`` -> 3)."""
-    if not rep:
-        return default
-    name = rep.strip("/")
-    if not name.startswith("seed") or not name[4:].isdigit():
-        raise ValueError(f"not a seed replicate: {rep!r} (expected '' or '/seed<k>')")
-    return int(name[4:])
-
-
-def with_seed(cfg: DatasetConfig, rep: str) -> DatasetConfig:
-    """``cfg`` for the replicate ``rep``: ``finetune.seed`` and ``ca4ltr.seed`` set to its seed
-    (the plain run ``""`` is ``cfg`` itself)."""
-    if not rep:
-        return cfg
-    k = seed_of(rep, cfg.finetune.seed)
-    return dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, seed=k),
-                               ca4ltr=dataclasses.replace(cfg.ca4ltr, seed=k))
-
-
 # ----------------------------------------------------------------------------- schema
 
 
-def _type_schema(tp: Any) -> dict[str, Any]:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        return {"type": "boolean"}
-    if tp is int:
-        return {"type": "integer"}
-    if tp is float:
-        return {"type": "number"}
-    if tp is str:
-        return {"type": "string"}
-    if origin is Literal:
-        return {"enum": list(typing.get_args(tp))}
-    if origin in (list, typing.List):
-        (item,) = typing.get_args(tp)
-        return {"type": "array", "items": _type_schema(item)}
-    if origin in (dict, typing.Dict):
-        _, value = typing.get_args(tp)
-        return {"type": "object", "additionalProperties": _type_schema(value)}
-    if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [_type_schema(a) for a in typing.get_args(tp)]}
-    if tp is type(None):
-        return {"type": "null"}
-    if dataclasses.is_dataclass(tp):
-        return _section_schema(tp)
-    raise TypeError(f"no schema for {tp!r}")
-
-
-def _section_schema(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    props = {}
-    for f in dataclasses.fields(cls):
-        s = _type_schema(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        s["default"] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
-        props[f.name] = s
-    return {"type": "object", "additionalProperties": False, "properties": props}
-
-
-def dataset_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {name: _section_schema(cls) for name, cls in SECTIONS.items()},
-    }
-
-
 def workflow_schema() -> dict[str, Any]:
-    """JSON schema of the whole ``config.yaml`` (written to workflow/schemas)."""
-    ds = dataset_schema()
-    # in config.yaml, every key is optional: defaults come from the dataclasses
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "description": "langtail workflow configuration (generated by `langtail schema`; do not edit)",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "results_dir": {"type": "string", "default": "results"},
-            **{k: {"type": ["string", "null"], "default": "", "description": d} for k, d in SLURM_SITE_KEYS.items()},
-            "defaults": ds,
-            "datasets": {"type": "object", "additionalProperties": ds, "minProperties": 1,
-                         "propertyNames": {"pattern": "^[A-Za-z0-9_]+$"}},
-            "variants": {"type": "object", "additionalProperties": ds,
-                         "description": "ablation variants: name -> overrides (results/<dataset>+<name>/)"},
-        },
-        "required": ["datasets"],
-    }
+    """JSON schema of the whole ``config.yaml`` (written to workflow/schemas;
+    generator: :mod:`langtail.config_schema`)."""
+    return config_schema.workflow_schema(SECTIONS, SLURM_SITE_KEYS)
 
 
 def schema_yaml() -> str:
@@ -610,6 +433,7 @@ def check_consistency(cfg: DatasetConfig) -> None:
         raise ConfigError(f"pretrain.distill={cfg.pretrain.distill!r} with lambda_ccl={cfg.pretrain.lambda_ccl} "
                           "needs a teacher: set model.teacher (an open_clip name) or pretrain.distill: none "
                           "with pretrain.lambda_ccl: 1.0")
+    _check_parts(cfg)
     seeds = cfg.finetune.seeds
     if seeds:
         if len(set(seeds)) != len(seeds) or any(k < 0 for k in seeds):
@@ -623,6 +447,19 @@ def check_consistency(cfg: DatasetConfig) -> None:
     if cfg.data.few_threshold > cfg.data.many_threshold:
         raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
                           f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")
+
+
+def _check_parts(cfg: DatasetConfig) -> None:
+    """Parts chosen by name are registered ones (:mod:`langtail.registry`, plugins included)."""
+    from langtail.registry import HEADS, LOSSES
+
+    unknown = [h for h in cfg.finetune.heads if h not in HEADS]
+    if unknown:
+        raise ConfigError(f"finetune.heads: unknown head(s) {unknown}; known: {', '.join(HEADS.names())} "
+                          "(add one: docs/extending.md)")
+    if cfg.finetune.loss not in LOSSES:
+        raise ConfigError(f"finetune.loss: unknown loss {cfg.finetune.loss!r}; known: {', '.join(LOSSES.names())} "
+                          "(add one: docs/extending.md)")
 
 
 def from_dict(d: Mapping[str, Any]) -> DatasetConfig:

@@ -44,9 +44,9 @@ class LaunchInfo:
 def launch_prefix(resources: object, job: str) -> str:
     """Shell prefix of a workflow job's ``langtail`` call for its ``JobResources``
     (``resources.gpus``): records the request in the environment and, for a training job
-    (:data:`langtail.config.DDP_JOBS`) with more than one GPU, starts one process per GPU with
+    (:data:`langtail.launch.DDP_JOBS`) with more than one GPU, starts one process per GPU with
     ``torchrun --standalone``. Ends with a space (or is the bare environment prefix)."""
-    from langtail.config import DDP_JOBS
+    from langtail.launch import DDP_JOBS
 
     gpus = int(getattr(resources, "gpus"))
     world = gpus if gpus > 1 and job in DDP_JOBS else 1

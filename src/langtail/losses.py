@@ -25,15 +25,22 @@ class priors ``pi [C]`` = the manifest's train counts normalised, :func:`class_p
   the class-balanced ones of Cui et al. 2019 (:func:`class_balanced_weights`, beta 0.9999)
   from epoch ``drw_epoch`` on, none before (:class:`LongTailLoss.set_epoch`).
 
-:class:`LongTailLoss` bundles the choice, the priors and the schedule for the training loops.
+:class:`LongTailLoss` bundles the choice, the priors and the schedule for the training loops;
+each loss is one registered class of :data:`langtail.registry.LOSSES` (docs/extending.md
+"A new loss"), :func:`make_loss` builds the one of ``finetune.loss``.
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+import logging
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from langtail.registry import LOSSES
+
+log = logging.getLogger(__name__)
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -141,14 +148,6 @@ def pretrain_loss(l_ccl: torch.Tensor, l_dis: torch.Tensor | None, lam: float) -
     return lam * l_ccl + (1 - lam) * l_dis
 
 
-LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "ldam")  #: values of ``finetune.loss``
-#: the ``finetune`` config keys each loss reads (= :class:`LongTailLoss` keyword arguments)
-LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ce": (), "logit_adjusted": ("la_tau",), "balanced_softmax": (),
-    "ldam": ("ldam_max_margin", "ldam_scale", "drw_epoch", "drw_beta"),
-}
-
-
 def _counts(counts: Sequence[int] | np.ndarray | torch.Tensor, where: str = "the manifest") -> torch.Tensor:
     """Train counts ``[C]`` as float64; a class without training image is refused, naming ``where``."""
     c = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
@@ -215,54 +214,145 @@ def ldam_loss(logits: torch.Tensor, y: torch.Tensor, margins: torch.Tensor, scal
     return F.cross_entropy(scale * (logits - m[:, None] * onehot), y, weight=w)
 
 
-class LongTailLoss(torch.nn.Module):
-    """The classification loss of ``finetune.loss`` for one run: ``(z [B, C], y [B], cosine_tau) -> []``.
+# ----------------------------------------------------------------------------- registered losses
+# ``finetune.loss`` picks one of :data:`langtail.registry.LOSSES`: ``factory(counts [C], **keys)
+# -> nn.Module`` with ``forward(z [B, C], y [B], cosine_tau=None) -> []`` and optionally
+# ``set_epoch(epoch)``. ``keys``: the ``finetune`` keys it reads (its keyword arguments).
+# ``info["uses_priors"]``: it needs the train counts (validated before the factory sees them, as
+# float64 ``[C]``); ``info["cosine_scale_key"]``: the key whose value turns linear heads into
+# cosine classifiers (LDAM).
 
-    ``counts [C]``: training images per class (the manifest's train split). ``cosine_tau``:
-    for LDAM, the temperature of a branch whose logits are ``cos / tau`` (LGR text branch, KNN
-    head, the cosine FC head that ``fc``/``fc_cvlp`` use under LDAM, ``tau = 1 / ldam_scale``):
-    the margin applies to the cosine and the branch's own scale ``1 / tau`` is ``s``; ``None`` =
-    a linear branch (LGR image-branch MLP, CA4LTR classifier), on whose raw logits Cao et al.'s
-    formula runs as their code does without the normalised layer: ``CE(s * (z - m_y e_y))``.
-    DRW (LDAM only): class-balanced weights from 0-based epoch ``drw_epoch`` on (``0`` = off;
-    Cao et al.: 160 of 200); the loop calls :meth:`set_epoch` before every epoch.
-    """
 
-    def __init__(self, kind: str = "ce", counts: Sequence[int] | np.ndarray | None = None, la_tau: float = 1.0,
-                 ldam_max_margin: float = 0.5, ldam_scale: float = 30.0, drw_epoch: int = 0,
-                 drw_beta: float = 0.9999, where: str = "the manifest"):
+@LOSSES.register("ce", info={"uses_priors": False, "doc": "cross-entropy (paper)"})
+class CrossEntropy(torch.nn.Module):
+    """Plain cross-entropy: ``CE(z, y)``."""
+
+    def __init__(self, counts: torch.Tensor | None = None):
         super().__init__()
-        if kind not in LOSSES:
-            raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
-        self.kind, self.la_tau, self.scale, self.drw_epoch = kind, float(la_tau), float(ldam_scale), int(drw_epoch)
-        self.epoch = 0
-        if kind == "ce":
-            return
-        if counts is None:
-            raise ValueError(f"loss {kind!r} needs the class counts of the training split")
-        self.register_buffer("priors", class_priors(counts, where).float(), persistent=False)
-        if kind == "ldam":
-            self.register_buffer("margins", ldam_margins(counts, ldam_max_margin).float(), persistent=False)
-            self.register_buffer("drw_weights", class_balanced_weights(counts, drw_beta).float(), persistent=False)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, cosine_tau: float | None = None) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+
+class _PriorLoss(torch.nn.Module):
+    """A loss holding the class priors ``pi [C]`` (float32 buffer, not saved)."""
+
+    def __init__(self, counts: torch.Tensor):
+        super().__init__()
+        self.register_buffer("priors", (counts / counts.sum()).float(), persistent=False)
+
+
+@LOSSES.register("logit_adjusted", keys={"finetune": ("la_tau",)},
+                 info={"uses_priors": True, "doc": "Menon et al. 2021: CE(z + la_tau log pi)"})
+class LogitAdjusted(_PriorLoss):
+    """:func:`logit_adjusted_loss` with ``tau = la_tau``."""
+
+    def __init__(self, counts: torch.Tensor, la_tau: float = 1.0):
+        super().__init__(counts)
+        self.la_tau = float(la_tau)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, cosine_tau: float | None = None) -> torch.Tensor:
+        return logit_adjusted_loss(logits, y, self.priors, self.la_tau)
+
+
+@LOSSES.register("balanced_softmax", info={"uses_priors": True, "doc": "Ren et al. 2020: CE(z + log pi)"})
+class BalancedSoftmax(_PriorLoss):
+    """:func:`balanced_softmax_loss`."""
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, cosine_tau: float | None = None) -> torch.Tensor:
+        return balanced_softmax_loss(logits, y, self.priors)
+
+
+@LOSSES.register("ldam", keys={"finetune": ("ldam_max_margin", "ldam_scale", "drw_epoch", "drw_beta")},
+                 info={"uses_priors": True, "cosine_scale_key": "ldam_scale",
+                       "doc": "Cao et al. 2019: margins C/n^(1/4) on the cosine, DRW from drw_epoch"})
+class LDAM(_PriorLoss):
+    """:func:`ldam_loss`; ``cosine_tau``: the temperature of a branch whose logits are ``cos / tau``
+    (the margin applies to the cosine, the scale is ``1 / tau``); None = a linear branch, on whose
+    raw logits Cao et al.'s formula runs with ``s = ldam_scale``. DRW: class-balanced weights from
+    0-based epoch ``drw_epoch`` on (0 = off), switched by :meth:`set_epoch`."""
+
+    def __init__(self, counts: torch.Tensor, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
+                 drw_epoch: int = 0, drw_beta: float = 0.9999):
+        super().__init__(counts)
+        self.scale, self.drw_epoch, self.epoch = float(ldam_scale), int(drw_epoch), 0
+        self.register_buffer("margins", ldam_margins(counts, ldam_max_margin).float(), persistent=False)
+        self.register_buffer("drw_weights", class_balanced_weights(counts, drw_beta).float(), persistent=False)
 
     def set_epoch(self, epoch: int) -> None:
-        """0-based index of the epoch about to run (DRW switches on at ``drw_epoch``)."""
         self.epoch = int(epoch)
 
     def drw_active(self) -> bool:
-        return self.kind == "ldam" and self.drw_epoch > 0 and self.epoch >= self.drw_epoch
+        return self.drw_epoch > 0 and self.epoch >= self.drw_epoch
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor, cosine_tau: float | None = None) -> torch.Tensor:
-        if self.kind == "ce":
-            return F.cross_entropy(logits, y)
-        if self.kind == "logit_adjusted":
-            return logit_adjusted_loss(logits, y, self.priors, self.la_tau)
-        if self.kind == "balanced_softmax":
-            return balanced_softmax_loss(logits, y, self.priors)
         w = self.drw_weights if self.drw_active() else None
         if cosine_tau is not None:
             return ldam_loss(logits * cosine_tau, y, self.margins, 1.0 / cosine_tau, w)
         return ldam_loss(logits, y, self.margins, self.scale, w)
+
+
+class LongTailLoss(torch.nn.Module):
+    """The classification loss ``kind`` (a :data:`~langtail.registry.LOSSES` name) of one run:
+    ``(z [B, C], y [B], cosine_tau) -> []``.
+
+    ``counts [C]``: training images per class (the manifest's train split), validated naming
+    ``where`` when the loss uses priors. ``cosine_tau``: the temperature of a branch whose logits
+    are ``cos / tau`` (LGR text branch, KNN head, the cosine FC head under LDAM), None = a linear
+    branch. ``keys``: the loss's declared config keys. The loop calls :meth:`set_epoch` before
+    every epoch (DRW). Attributes of the loss (``priors``, ``margins``, ...) read through.
+    """
+
+    def __init__(self, kind: str = "ce", counts: Sequence[int] | np.ndarray | None = None,
+                 where: str = "the manifest", **keys: Any):
+        super().__init__()
+        try:
+            part = LOSSES.get(kind)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        if part.info.get("uses_priors", True):
+            if counts is None:
+                raise ValueError(f"loss {kind!r} needs the class counts of the training split")
+            counts = _counts(counts, where)
+        self.kind = kind
+        self.impl = part(counts, **keys)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("impl"), name)
+
+    def set_epoch(self, epoch: int) -> None:
+        """0-based index of the epoch about to run (DRW switches on at ``drw_epoch``)."""
+        if hasattr(self.impl, "set_epoch"):
+            self.impl.set_epoch(epoch)
+
+    def drw_active(self) -> bool:
+        return bool(getattr(self.impl, "drw_active", lambda: False)())
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, cosine_tau: float | None = None) -> torch.Tensor:
+        return self.impl(logits, y, cosine_tau)
+
+
+def loss_keys(loss: str | None = None) -> dict[str, tuple[str, ...]]:
+    """``{"finetune": ("loss", <the keys of loss>)}``; every loss's keys when ``loss`` is None
+    (only the chosen loss's keys are declared, so e.g. ``la_tau`` does not rerun a ``ce`` run)."""
+    parts = [LOSSES.get(loss)] if loss is not None else list(LOSSES.parts())
+    keys = [k for p in parts for k in p.keys.get("finetune", ())]
+    return {"finetune": ("loss",) + tuple(dict.fromkeys(keys))}
+
+
+def make_loss(fc: Any, counts: Sequence[int], where: str, sampler: str, sampler_key: str) -> LongTailLoss:
+    """The :class:`LongTailLoss` of ``fc.loss`` (``fc``: the finetune config section) for train
+    ``counts [C]``; warns when a prior-based loss meets a re-balancing ``sampler`` (``sampler_key``
+    names it: ``finetune.sampler``, ``ca4ltr.sampler``)."""
+    part = LOSSES.get(fc.loss)
+    if part.info.get("uses_priors", True) and sampler != "instance":
+        log.warning("finetune.loss=%s takes its priors from the train counts, but %s=%s already "
+                    "re-balances the batches: the adjustment over-corrects (use sampler: instance)",
+                    fc.loss, sampler_key, sampler)
+    return LongTailLoss(fc.loss, counts, where=where, **{k: getattr(fc, k) for k in part.keys.get("finetune", ())})
 
 
 def recognition_loss(logits_image: torch.Tensor, logits_text: torch.Tensor | None, y: torch.Tensor,

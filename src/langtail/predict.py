@@ -26,29 +26,23 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from langtail import io
-from langtail.config import HEAD_NAMES
 from langtail.data.dataset import MEAN_STD, build_transform
 from langtail.data.folder import list_images
 from langtail.data.manifest import read_manifest
 from langtail.data.skipped import Skip
 from langtail.models.classifier import classifier_from_checkpoint
 from langtail.models.heads import combine_probs
+from langtail.registry import HEADS
 from langtail.runtime import resolve_device
+from langtail.schemas import PREDICTION_COLUMNS, PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 
-#: column -> dtype of a predictions table (one row per (image, rank); see the module doc)
-PREDICTION_COLUMNS = {"input": "int32", "image": "string", "rank": "int32", "class_id": "int32",
-                      "class_name": "string", "probability": "float64", "error": "string"}
-PREDICTION_SCHEMA = pa.schema([("input", pa.int32()), ("image", pa.string()), ("rank", pa.int32()),
-                               ("class_id", pa.int32()), ("class_name", pa.string()),
-                               ("probability", pa.float64()), ("error", pa.string())])
 #: the paper's default weight of the image branch in ``alpha * P^I + (1 - alpha) * P^T``
 DEFAULT_ALPHA = 0.5
 #: output suffixes :func:`write_predictions` knows
@@ -220,9 +214,10 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto"
     if not isinstance(ck, dict) or not {"kind", "state_dict", "extra", "model_cfg"} <= set(ck):
         raise ValueError(f"{path}: not a fine-tuned classifier checkpoint (expected finetune/<head>/model.pt "
                          "written by `langtail finetune`)")
-    if ck["kind"] not in HEAD_NAMES:
+    if ck["kind"] not in HEADS:
         raise ValueError(f"{path}: a {ck['kind']!r} checkpoint; langtail predict takes the fine-tuned heads "
-                         f"({', '.join(HEAD_NAMES)}: finetune/<head>/model.pt)")
+                         f"({', '.join(HEADS.names())}: finetune/<head>/model.pt); a head from a plugin needs "
+                         "the plugin loaded: set $LANGTAIL_PLUGINS (docs/extending.md)")
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
     clf = classifier_from_checkpoint(ck, path, dev)

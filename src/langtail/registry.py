@@ -17,9 +17,11 @@ A :class:`Part` carries
   registry's ``signature``);
 - ``keys``: the config keys it reads, ``{section: (key, ...)}`` (stages add them to their
   declared keys, so a rule's params and the rerun logic follow the chosen part);
-- ``inputs``: the upstream artifacts it needs besides the manifest (``"text_emb"`` the
+- ``inputs``: the upstream artifacts it may need besides the manifest (``"text_emb"`` the
   ``[C, M, D]`` anchor cache, ``"pretrain"`` the CVLP checkpoint, ``"priors"`` the train
-  class counts);
+  class counts); when what it needs depends on the config, ``info["needs"]`` is a function
+  ``cfg -> tuple`` of the ones one run reads (:meth:`Part.needs`; it must be a subset of
+  ``inputs``);
 - ``info``: free-form facts for stages, the report and the offline checks (checkpoint
   contents, labels, native image size, normalisation, weights package, ...).
 
@@ -64,6 +66,17 @@ class Part:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.factory(*args, **kwargs)
+
+    def needs(self, cfg: Any) -> tuple[str, ...]:
+        """The inputs one run with config ``cfg`` reads: ``info["needs"](cfg)`` when declared,
+        else every declared input; an undeclared name is an error naming the part."""
+        fn = self.info.get("needs")
+        got = tuple(fn(cfg)) if fn is not None else self.inputs
+        extra = set(got) - set(self.inputs)
+        if extra:
+            raise ValueError(f"{self.kind} {self.name!r}: info['needs'] returned {sorted(extra)}, which are not "
+                             f"in its declared inputs {self.inputs}")
+        return got
 
 
 class Registry:

@@ -2,26 +2,35 @@
 import dataclasses
 import json
 import os
+import re
 import shlex
 import sys
 
-from langtail.config import (EVAL_MODELS, HEAD_NAMES, SEED_DIR_PATTERN, ZEROSHOT_MODELS, dataset_config, job_resources,
-                             seed_dirs, select_keys, slurm_site, split_variant, validate_config, variant_overrides,
-                             with_seed)
+from langtail.config import ZEROSHOT_MODELS, dataset_config, select_keys, split_variant, validate_config
+from langtail.launch import job_resources, slurm_site
+from langtail.seeds import SEED_DIR_PATTERN, seed_dirs, with_seed
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
 from langtail.distributed import launch_prefix
-from langtail.stages import module as stage_module, stage_keys, stage_owner
+from langtail.registry import HEADS, PLUGINS_ENV
+# the package's workflow API (langtail.stages docstring), no stage internals
+from langtail.stages import ablation_metrics_key, ablation_runs, stage_inputs as inputs_of, stage_keys, stage_owner
 
 # Fails here, naming the key, on an unknown key or a wrong type (schema:
 # workflow/schemas/config.schema.yaml, generated from langtail.config).
 validate_config(config)
 
-# Rules call the `langtail` console script: find it next to the Python running Snakemake
-# (a venv's bin/), also when that environment is not activated.
+# $LANGTAIL_PLUGINS (plugin parts, docs/extending.md) is read here, when the rules are parsed,
+# and by every job: declared so that cluster executors pass it on ("" = none).
+os.environ.setdefault(PLUGINS_ENV, "")
+
+
 envvars:
     "PATH",
+    PLUGINS_ENV,
 
 
+# Rules call the `langtail` console script: find it next to the Python running Snakemake
+# (a venv's bin/), also when that environment is not activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 RESULTS = config.get("results_dir", "results")
@@ -38,8 +47,8 @@ DATASETS = sorted(config["datasets"])
 # stage the variant does not change.
 wildcard_constraints:
     dataset="(" + "|".join(DATASETS) + r")(\+[A-Za-z0-9_]+)?",
-    head="|".join(HEAD_NAMES),
-    model="|".join(EVAL_MODELS),
+    head="|".join(map(re.escape, HEADS.names())),  # the registered heads (langtail.registry.HEADS, plugins included)
+    model="|".join(map(re.escape, HEADS.names() + list(ZEROSHOT_MODELS))),
     # a seed replicate of a training run (finetune.seeds): empty for finetune.seed (the plain
     # paths), a seed<k> level for the others: finetune/<head>/seed<k>/model.pt, eval/<model>/seed<k>/
     rep=SEED_DIR_PATTERN,
@@ -86,7 +95,7 @@ def stage_inputs(stage, wildcard, **paths):
     ``langtail.stages.<stage>.inputs(cfg, <wildcard value>)`` says one run reads."""
 
     def f(wildcards):
-        names = stage_module(stage).inputs(cfg(wildcards.dataset), wildcards[wildcard])
+        names = inputs_of(stage, cfg(wildcards.dataset), wildcards[wildcard])
         return {n: artifact(wildcards.dataset, *paths[n]) for n in names}
 
     return f
@@ -183,7 +192,7 @@ def eval_dir(ds, model, rep=""):
 
 
 def seed_reps(wildcards):
-    """The seed replicates of the training runs (langtail.config.seed_dirs: empty, then one seed<k> level per other seed)."""
+    """The seed replicates of the training runs (langtail.seeds.seed_dirs: empty, then one seed<k> level per other seed)."""
     return seed_dirs(cfg(wildcards.dataset))
 
 
@@ -230,13 +239,11 @@ def report_inputs(wildcards):
 
 def ablation_inputs(wildcards):
     """``metrics_key -> metrics.json`` of every row of the dataset's ablation table."""
-    from langtail.stages.ablations import metrics_key, rows_needed
-
     ds = wildcards.dataset
     out = {}
-    for v, m in rows_needed(cfg(ds)):
+    for v, m in ablation_runs(cfg(ds)):
         run = f"{ds}+{v}" if v else ds
         # trained models: one file per seed replicate (finetune.seeds); zero-shot: one
         for r in ([""] if m in ZEROSHOT_MODELS else seed_dirs(cfg(run))):
-            out[metrics_key(v, m, r).replace(":", "__")] = os.path.join(eval_dir(run, m, r), "metrics.json")
+            out[ablation_metrics_key(v, m, r).replace(":", "__")] = os.path.join(eval_dir(run, m, r), "metrics.json")
     return out

@@ -32,35 +32,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from langtail import io
 from langtail.config import CaptionsConfig
 from langtail.data.manifest import SPLITS, ImageStore, UnreadableImage
+from langtail.schemas import CAPTIONS_COLUMNS, CAPTIONS_SCHEMA
 
 log = logging.getLogger(__name__)
 
-#: column -> pandas dtype (for :func:`langtail.io.check_columns`)
-CAPTIONS_COLUMNS = {
-    "image": "string",
-    "image_index": "int64",
-    "class_id": "int32",
-    "split": "string",
-    "caption": "string",
-    "model": "string",
-    "prompt": "string",
-    "max_new_tokens": "int32",
-}
-CAPTIONS_SCHEMA = pa.schema([
-    ("image", pa.string()),
-    ("image_index", pa.int64()),
-    ("class_id", pa.int32()),
-    ("split", pa.string()),
-    ("caption", pa.string()),
-    ("model", pa.string()),
-    ("prompt", pa.string()),
-    ("max_new_tokens", pa.int32()),
-])
 SHARD_NAME = "shard_{:05d}.parquet"
 _SHARD_RE = re.compile(r"^shard_(\d{5,})\.parquet$")
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")

@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-import pyarrow as pa
 
 from langtail.config import CorpusConfig
 from langtail.corpus.clean import clean_extract
@@ -75,24 +74,13 @@ from langtail.corpus.descriptions import DescriptionMatch
 from langtail.corpus.prompts import prompts_for
 from langtail.corpus.language import drop_sections_for
 from langtail.corpus.sentences import FilterCounts, fit_sentence, split_blocks
-from langtail.corpus.wikipedia import RESOLUTION_COLUMNS, page_resolution
+from langtail.corpus.wikipedia import page_resolution
+from langtail.schemas import STATS_SCHEMA
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("wiki", "prompt", "descriptions", "caption")
 
-CORPUS_SCHEMA = pa.schema([
-    ("sentence_id", pa.int32()), ("class_id", pa.int32()), ("class_name", pa.string()),
-    ("source", pa.string()), ("page_title", pa.string()), ("section", pa.string()),
-    ("sentence", pa.string()), ("n_tokens", pa.int32()), ("page_id", pa.int64()),
-    ("revision_id", pa.int64()),
-])
-STATS_SCHEMA = pa.schema([
-    ("class_id", pa.int32()), ("class_name", pa.string()), ("page_title", pa.string()),
-    ("has_page", pa.bool_()), ("n_wiki", pa.int32()), ("n_prompt", pa.int32()),
-    ("n_descriptions", pa.int32()), ("n_caption", pa.int32()), ("n_total", pa.int32()),
-    *((c, pa.string()) for c in RESOLUTION_COLUMNS),
-])
 
 
 def load_caption_text(path: Path, n_classes: int) -> list[list[str]]:
@@ -168,7 +156,7 @@ class _CorpusRows:
 
         def emit(source: str, sentences, page_title="", section="", page_id=-1, rev=-1) -> None:
             for s in sentences:
-                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, self.counts, source):
+                for text, n in fit_sentence(s, cfg.min_tokens, cfg.max_tokens, self.counts, source, cfg.language):
                     if cfg.dedup:
                         key = " ".join(text.split()).casefold()
                         if key in seen:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -335,43 +334,34 @@ class TextSource:
         raise ValueError(f"{self.source!r} is a class-level source; use .bank")
 
 
-def build_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence[str],
-                 anchors_path: str | Path | None = None, captions_path: str | Path | None = None) -> TextSource:
-    """The :class:`TextSource` of ``source`` under ``cfg`` (a ``Ca4ltrConfig``)."""
-    from langtail import io
-    from langtail.schemas import ANCHORS_COLUMNS
-
+def make_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence[str],
+                anchors: pd.DataFrame | None = None, captions: pd.DataFrame | None = None,
+                caption_info: dict | None = None) -> TextSource:
+    """The :class:`TextSource` of ``source`` under ``cfg`` (a ``Ca4ltrConfig``) from already read
+    inputs: ``anchors`` (the anchors.parquet frame: description, nonsense), ``captions`` (the
+    captions.parquet frame: caption) and ``caption_info`` (its model facts). The files are read
+    by :func:`langtail.train.ca4ltr.build_source`."""
     if source not in SOURCES:
         raise ValueError(f"unknown CA4LTR text source {source!r}; known: {', '.join(SOURCES)}")
 
-    def anchors() -> pd.DataFrame:
-        if anchors_path is None:
+    def need_anchors() -> pd.DataFrame:
+        if anchors is None:
             raise ValueError(f"text source {source!r} needs anchors.parquet (--anchors)")
-        return io.read_parquet(anchors_path, ANCHORS_COLUMNS)
+        return anchors
 
     C = len(class_names)
     if source == "label":
         sents, cls = label_bank(class_names, cfg.label_templates)
         return TextSource(source, sents, cls, info={"bank_size": len(sents)})
     if source == "description":
-        sents, cls = description_bank(anchors(), C, cfg.description_per_class)
+        sents, cls = description_bank(need_anchors(), C, cfg.description_per_class)
         return TextSource(source, sents, cls, info={"bank_size": len(sents)})
     if source == "nonsense":
-        a = anchors()
+        a = need_anchors()
         lengths = word_lengths(a.loc[a["selected"], "sentence"].astype(str).tolist())
         gen = NonsenseGenerator(lengths, class_words(class_names), cfg.nonsense_seed)
         return TextSource(source, nonsense=gen, per_image=cfg.nonsense_per_image,
                           info={"reference_mean_words": float(lengths.mean())})
-    if captions_path is None:
+    if captions is None:
         raise ValueError("text source 'caption' needs captions.parquet (--captions)")
-    from langtail.captions.blip2 import is_tiny_caption_model
-    from langtail.captions.shards import read_captions
-
-    caps = read_captions(captions_path)
-    cmeta = io.read_parquet_metadata(captions_path)
-    if not cmeta.get("enabled", len(caps) > 0):
-        raise ValueError("text source 'caption': the captions stage is switched off; set captions.enabled: true, "
-                         "captions.splits: [train, test], captions.per_class: 0")
-    model = str(cmeta.get("model", ""))
-    return TextSource(source, captions=caption_lookup(caps, manifest),
-                      info={"caption_model": model, "tiny_random_captioner": is_tiny_caption_model(model)})
+    return TextSource(source, captions=caption_lookup(captions, manifest), info=dict(caption_info or {}))

@@ -8,13 +8,23 @@ Shipped for ``en``, ``de``, ``fr``, ``es`` as ``langtail/resources/languages/<co
   evidence) and ``capitalized_nouns = true|false`` (all nouns are capitalised, German: a
   capitalised word is no sentence-start evidence by itself);
 * ``[prefix]`` -- abbreviations that never end a sentence (``Dr.``, ``St.``, ``c.``,
-  ``e.g.``, ``z. B.``): one per line without the final period;
+  ``e.g.``, ``z. B.``): one per line without the final period; a two-word entry
+  (``d. h``) matches the word and the one before it;
 * ``[abbreviations]`` -- abbreviations that may end a sentence (``etc.``, ``U.S.``,
   ``Jh.``, ``Mio.``): a period after them ends a sentence only with sentence-start
   evidence (see :mod:`langtail.corpus.sentences`);
-* ``[units]`` -- measurement units; after a number they end a sentence when a
-  capitalised word follows (unless ``capitalized_nouns``), elsewhere they count as
-  ``[abbreviations]``;
+* ``[final]`` -- abbreviations that commonly end a sentence (``etc.``, ``usw.``, ``U.S.``,
+  ``EE. UU.``, ``av. J.-C.``): a capitalised word after them starts a new sentence
+  unless it is a listed continuation (``[continuations]``), an initial or abbreviation,
+  or (languages without ``capitalized_nouns``) a word the page only writes capitalised
+  mid-sentence (a name: ``U.S. Steel``). An entry of two words (``ee. uu``,
+  ``v. chr``) matches the word and the one before it;
+* ``[units]`` -- measurement units, ``[after_number]`` -- era and time markers that are
+  initials elsewhere (``B.C.``, ``a.m.``): after a number (``3,2 kg.``, ``2-3 kg.``,
+  ``44 B.C.``) they behave as ``[final]``, elsewhere as ``[abbreviations]``;
+* ``[continuations]`` -- ``key, key: word word ...``: capitalised words that continue a name
+  after the ``[final]``/``[units]``/``[after_number]`` entry ``key`` (``u.s: army navy
+  senate``), ``*`` for every entry; matched case-insensitively;
 * ``[starters]`` -- words that, capitalised, show that a sentence starts (articles,
   pronouns, prepositions, conjunctions: ``The``, ``Die``, ``Les``, ``Los``); an entry
   ending in an apostrophe (``l'``) matches elided words (``L'espèce``);
@@ -39,7 +49,8 @@ log = logging.getLogger(__name__)
 
 #: languages with a shipped rules file
 SHIPPED = ("de", "en", "es", "fr")
-_SECTIONS = ("settings", "prefix", "abbreviations", "units", "starters", "drop_sections")
+_SECTIONS = ("settings", "prefix", "abbreviations", "final", "units", "after_number", "continuations", "starters",
+             "drop_sections")
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,9 @@ class LanguageRules:
     units: frozenset[str]
     starters: frozenset[str]  #: lower case
     drop_sections: tuple[str, ...]  #: lower case
+    final: frozenset[str] = frozenset()  #: lower case; two-word entries joined by one space
+    after_number: frozenset[str] = frozenset()  #: lower case
+    continuations: tuple[tuple[str, frozenset[str]], ...] = ()  #: (key, lower-case words)
     ordinal_period: bool = False
     capitalized_nouns: bool = False
     shipped: bool = True
@@ -63,12 +77,33 @@ class LanguageRules:
         return stem in self.prefix_exact or stem.lower() in self.prefix
 
     def is_abbreviation(self, stem: str) -> bool:
-        """``stem`` is a listed abbreviation that may end a sentence (units included)."""
-        return stem in self.abbreviations_exact or stem.lower() in self.abbreviations or self.is_unit(stem)
+        """``stem`` is a listed abbreviation that may end a sentence ([final], units, ... included)."""
+        low = stem.lower()
+        return (stem in self.abbreviations_exact or low in self.abbreviations or low in self.final
+                or low in self.after_number or self.is_unit(stem))
 
     def is_unit(self, stem: str) -> bool:
         """``stem`` is a listed unit (single letters exactly: ``t``, ``g``, ``m``)."""
         return (stem if len(stem) == 1 else stem.lower()) in self.units
+
+    def final_key(self, prev: str, stem: str) -> str | None:
+        """The ``[final]`` entry matching ``stem`` (after the word ``prev``, both without the
+        final period of ``stem``; ``prev`` as written, ``EE.``), or ``None``."""
+        low = stem.lower()
+        if prev.endswith(".") and f"{prev.lower()} {low}" in self.final:
+            return f"{prev.lower()} {low}"
+        return low if low in self.final else None
+
+    def after_number_key(self, stem: str) -> str | None:
+        """``stem`` as a ``[units]``/``[after_number]`` entry (final after a number), or ``None``."""
+        if self.is_unit(stem):
+            return stem if len(stem) == 1 else stem.lower()
+        return stem.lower() if stem.lower() in self.after_number else None
+
+    def is_continuation(self, key: str, word: str) -> bool:
+        """``word`` continues a name after the entry ``key`` (``U.S. Army``)."""
+        low = word.lower()
+        return any(k in (key, "*") and low in words for k, words in self.continuations)
 
     def is_starter(self, word: str) -> bool:
         """``word`` (capitalised, punctuation stripped) is a typical sentence-initial word."""
@@ -111,11 +146,35 @@ def _parse(code: str, text: str, where: str) -> LanguageRules:
 
     prefix, prefix_exact = split_case(sec["prefix"])
     abbr, abbr_exact = split_case(sec["abbreviations"])
+    final = frozenset(" ".join(e.lower().split()) for e in sec["final"])
+    units = frozenset(u if len(u) == 1 else u.lower() for u in sec["units"])
+    after_number = frozenset(e.lower() for e in sec["after_number"])
+    clash = sorted(e for e in final | after_number if e in prefix or e in prefix_exact)
+    if clash:
+        raise ValueError(f"{where}: {', '.join(clash)} both in [prefix] (never ends a sentence) and "
+                         "[final]/[after_number]; keep one")
     return LanguageRules(code=code, prefix=prefix, prefix_exact=prefix_exact, abbreviations=abbr,
-                         abbreviations_exact=abbr_exact,
-                         units=frozenset(u if len(u) == 1 else u.lower() for u in sec["units"]),
+                         abbreviations_exact=abbr_exact, units=units,
                          starters=frozenset(s.lower() for s in sec["starters"]),
-                         drop_sections=tuple(d.lower() for d in sec["drop_sections"]), **settings)
+                         drop_sections=tuple(d.lower() for d in sec["drop_sections"]), final=final,
+                         after_number=after_number,
+                         continuations=_continuations(sec["continuations"], final | units | after_number, where),
+                         **settings)
+
+
+def _continuations(lines: list[str], keys: frozenset[str], where: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """Parse ``key: word word ...`` lines of ``[continuations]``; ``key`` must be an entry or ``*``."""
+    out: dict[str, set[str]] = {}
+    for line in lines:
+        names, sep, words = line.partition(":")
+        if not sep or not words.split():
+            raise ValueError(f"{where}: bad [continuations] line {line!r} (key, key: word word ...)")
+        for key in (" ".join(k.lower().split()) for k in names.split(",")):
+            if key != "*" and key not in keys:
+                raise ValueError(f"{where}: [continuations] key {key!r} is no [final]/[units]/[after_number] "
+                                 "entry (or *)")
+            out.setdefault(key, set()).update(w.lower() for w in words.split())
+    return tuple((k, frozenset(v)) for k, v in out.items())
 
 
 @functools.lru_cache(maxsize=None)

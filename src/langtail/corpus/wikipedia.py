@@ -210,7 +210,6 @@ def stale_by_overrides(cache_dir: str | Path, class_names: Iterable[str], overri
 
 
 #: columns :func:`page_resolution` adds to ``corpus_stats.parquet`` (all strings)
-RESOLUTION_COLUMNS = ("page_status", "resolved_by", "redirect_from", "disambiguation_page")
 
 
 def page_resolution(page: Mapping[str, Any] | None, wiki_used: bool = True) -> tuple[str, str, str, str]:

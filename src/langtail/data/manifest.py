@@ -36,15 +36,8 @@ import numpy as np
 import pandas as pd
 
 from langtail import io
+from langtail.schemas import MANIFEST_COLUMNS
 
-MANIFEST_COLUMNS = {
-    "image": "string",
-    "label": "int32",
-    "class_name": "string",
-    "split": "string",
-    "class_count": "int32",
-    "group": "string",
-}
 SPLITS = ("train", "val", "test")
 #: folder next to the manifest holding array-backed images (``images_<split>.npy``); the
 #: longtail stage always creates it (empty for file-backed datasets), so the rule declares it

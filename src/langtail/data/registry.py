@@ -2,7 +2,9 @@
 
 A builder knows its class list (needed by the corpus stage, without images) and how to
 build a manifest (:class:`~langtail.data.manifest.ManifestBuild`) for every split.
-Register new datasets with :func:`register`; look them up with :func:`get_dataset`.
+Register new datasets with :func:`register`; look them up with :func:`get_dataset`. Both
+delegate to :data:`langtail.registry.DATASETS`, which discovers the built-in modules (listed
+there), entry points and ``$LANGTAIL_PLUGINS`` files: a new format is one decorated module.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable, Protocol
 
 from langtail.config import DataConfig
 from langtail.data.manifest import ManifestBuild
+from langtail.registry import DATASETS
 
 
 class DatasetBuilder(Protocol):
@@ -23,43 +26,21 @@ class DatasetBuilder(Protocol):
         """Build all splits; array-backed datasets write ``*.npy`` files into ``out_dir``."""
 
 
-_REGISTRY: dict[str, Callable[[], DatasetBuilder]] = {}
-
-
-def register(name: str) -> Callable:
-    """Class decorator: ``@register("cifar10_lt")`` makes ``get_dataset("cifar10_lt")`` work."""
-
-    def deco(factory: Callable[[], DatasetBuilder]):
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
-def _load_builtin() -> None:
-    # importing the modules registers their datasets
-    import importlib
-
-    for mod in ("demo", "cifar", "imagenet_lt", "inat", "folder", "tiny_imagenet"):
-        try:
-            importlib.import_module(f"langtail.data.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"langtail.data.{mod}":
-                raise
+def register(name: str, **declared) -> Callable:
+    """Class decorator: ``@register("cifar10_lt")`` makes ``get_dataset("cifar10_lt")`` work; the
+    builder lands in :data:`langtail.registry.DATASETS` (``declared``: its ``keys``, ``inputs``,
+    ``info``, see :meth:`langtail.registry.Registry.register`)."""
+    return DATASETS.register(name, **declared)
 
 
 def available() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Every registered dataset name (built-ins, entry points, ``$LANGTAIL_PLUGINS``)."""
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetBuilder:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    """A new builder of dataset ``name``; unknown names raise a ``KeyError`` listing the known ones."""
+    return DATASETS.get(name)()
 
 
 def check_class_subset(builder: DatasetBuilder, cfg: DataConfig) -> None:

@@ -28,13 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
 import pandas as pd
-import pyarrow as pa
 
 from langtail import io
+from langtail.schemas import SKIPPED_COLUMNS, SKIPPED_SCHEMA
 
-SKIPPED_COLUMNS = {"image": "string", "split": "string", "stage": "string", "reason": "string", "times": "int32"}
-SKIPPED_SCHEMA = pa.schema([("image", pa.string()), ("split", pa.string()), ("stage", pa.string()),
-                            ("reason", pa.string()), ("times", pa.int32())])
 SKIPPED_FILE = "skipped_images.parquet"
 
 

@@ -1,19 +1,23 @@
 """Classifier factory: visual encoder + recognition head, keyed by head name.
 
-Head names (finetune runs): ``lgr`` (VL-LTR), ``fc`` (vision-only baseline, no CVLP),
-``fc_cvlp`` (FC on the CVLP encoder, Table 4 #5), ``knn`` (Table 4 #6).
+Heads are the parts of :data:`langtail.registry.HEADS` (built-ins in
+:mod:`langtail.models.heads`: ``lgr`` (VL-LTR), ``fc`` (vision-only baseline, no CVLP),
+``fc_cvlp`` (FC on the CVLP encoder, Table 4 #5), ``knn`` (Table 4 #6); more from plugins,
+docs/extending.md). A head's options are its factory's keyword arguments.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Sequence
 
 import torch
 
 from langtail import io
-from langtail.config import HEAD_NAMES, ModelConfig
+from langtail.config import ModelConfig
 from langtail.models.encoders import create_image_encoder, create_vl_model
-from langtail.models.heads import Classifier, FCHead, KNNHead, LGRHead
+from langtail.models.heads import Classifier
+from langtail.registry import HEADS, Part
 
 #: the ``model`` keys that decide the visual encoder of a classifier (all it stores and reads)
 IMAGE_KEYS = ("image_encoder", "text_encoder", "pretrained", "embed_dim")
@@ -24,25 +28,22 @@ def image_model_config(cfg: ModelConfig) -> ModelConfig:
     return ModelConfig(**{k: getattr(cfg, k) for k in IMAGE_KEYS})
 
 
-#: LGR switches stored in a fine-tuned checkpoint's ``extra`` (key -> LGRHead argument); a
-#: checkpoint without them was trained with the defaults.
-LGR_OPTIONS = {"lgr_qk_bias": "qk_bias", "lgr_init": "init", "v_detach": "v_detach"}
+def head_option_names(part: Part) -> tuple[str, ...]:
+    """The options of a head: its factory's keyword parameters after ``(dim, num_classes, text_emb, mask)``."""
+    params = list(inspect.signature(part.factory).parameters.values())[4:]
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
-                tau: float = 0.07, knn_k: int = 0, lgr_qk_bias: bool = True, lgr_init: str = "pytorch",
-                v_detach: bool = False, fc_cosine_scale: float = 0.0) -> torch.nn.Module:
-    """Head ``kind`` for ``dim``-d image embeddings; ``text_emb [C, M, D]`` / ``mask [C, M]`` for lgr, knn.
-    ``fc_cosine_scale > 0``: fc / fc_cvlp as a cosine classifier with that scale (LDAM)."""
-    if kind in ("fc", "fc_cvlp"):
-        return FCHead(dim, num_classes, fc_cosine_scale)
-    if text_emb is None:
-        raise ValueError(f"head {kind!r} needs anchor text embeddings")
-    if kind == "lgr":
-        return LGRHead(text_emb, mask, tau, qk_bias=lgr_qk_bias, init=lgr_init, v_detach=v_detach)
-    if kind == "knn":
-        return KNNHead(text_emb, mask, tau, knn_k)
-    raise KeyError(f"unknown head {kind!r}; known: {', '.join(HEAD_NAMES)}")
+                tau: float | None = None, **options: Any) -> torch.nn.Module:
+    """Head ``kind`` (a :data:`~langtail.registry.HEADS` name) for ``dim``-d image embeddings;
+    ``text_emb [C, M, D]`` / ``mask [C, M]`` for the language-guided heads. Options the head
+    does not take (e.g. ``tau`` for ``fc``) are ignored, so one call fits every head."""
+    part = HEADS.get(kind)
+    if tau is not None:
+        options["tau"] = tau
+    names = head_option_names(part)
+    return part(dim, num_classes, text_emb, mask, **{k: v for k, v in options.items() if k in names})
 
 
 def fresh_image_encoder(cfg: ModelConfig):
@@ -70,23 +71,27 @@ def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[s
     io.torch_save(path, ck)
 
 
-def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild a fine-tuned classifier; head buffers (anchor embeddings) come from the checkpoint."""
+def read_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild a fine-tuned classifier and return it with its raw checkpoint dict (the stages'
+    reader; head buffers (anchor embeddings) come from the checkpoint). The public API for
+    inference is :func:`langtail.load_classifier` (a :class:`~langtail.predict.Predictor`)."""
     ck = io.torch_load(path)
     return classifier_from_checkpoint(ck, path, device), ck
 
 
 def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.device = "cpu") -> Classifier:
-    """The classifier of an already loaded checkpoint dict ``ck`` (``path`` names it in errors)."""
+    """The classifier of an already loaded checkpoint dict ``ck`` (``path`` names it in errors).
+    The head's anchors come from its declared ``info["anchors"]`` buffer, its options from ``extra``."""
     cfg = dataclasses.replace(ModelConfig(**ck["model_cfg"]), pretrained="")
     sd = ck["state_dict"]
     image = fresh_image_encoder(cfg)
     ex = ck["extra"]
-    emb = sd.get("head.text_emb", sd.get("head.anchors"))
-    mask = sd.get("head.mask")
-    lgr = {k: ex[k] for k in (*LGR_OPTIONS, "fc_cosine_scale") if k in ex}
-    head = create_head(ck["kind"], image.embed_dim, ex["num_classes"], emb, mask, ex.get("tau", 0.07),
-                       ex.get("knn_k", 0), **lgr)
+    part = HEADS.get(ck["kind"])
+    buf = part.info.get("anchors")
+    emb = sd.get(f"head.{buf}") if buf else None
+    mask = sd.get("head.mask") if buf else None
+    head = create_head(ck["kind"], image.embed_dim, ex["num_classes"], emb, mask,
+                       **{k: ex[k] for k in head_option_names(part) if k in ex})
     clf = Classifier(image, head, ck["kind"])
     try:
         clf.load_state_dict(sd, strict=True)
@@ -94,31 +99,6 @@ def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.dev
         raise ValueError(f"{path}: checkpoint does not match the {ck['kind']!r} classifier it describes "
                          f"({cfg.image_encoder}): {e}; rerun the finetune stage") from e
     return clf.to(device).eval()
-
-
-def pretrain_tau(pretrain_path) -> float:
-    """The learned CVLP temperature ``tau = 1 / exp(logit_scale)`` of a pretrain checkpoint."""
-    ck = io.torch_load(pretrain_path)
-    ls = ck.get("state_dict", {}).get("logit_scale")
-    if ls is None:
-        raise ValueError(f"{pretrain_path}: no 'logit_scale' in the checkpoint; it is not a CVLP checkpoint "
-                         "(set finetune.tau_from_pretrain: false to use finetune.tau)")
-    return float(torch.exp(-torch.as_tensor(ls, dtype=torch.float64)))
-
-
-def finetune_tau(fc, pretrain_path) -> float:
-    """Text-branch temperature of a fine-tuning run: ``fc.tau`` (fixed, paper default) or, with
-    ``fc.tau_from_pretrain`` (authors' code), the learned tau of ``pretrain_path``."""
-    return pretrain_tau(pretrain_path) if fc.tau_from_pretrain else float(fc.tau)
-
-
-def lgr_lr_overrides(clf: Classifier, attention_lr: float) -> dict[str, float]:
-    """``{param-name prefix: lr}`` for :func:`langtail.train.loop.param_groups`: the LGR head's
-    LayerNorms and Q/K projections at ``attention_lr`` (the authors' ``text_lr``); ``{}`` when 0
-    or for other heads."""
-    if attention_lr <= 0 or not isinstance(clf.head, LGRHead):
-        return {}
-    return {f"head.{m}.": attention_lr for m in ("ln_q", "q", "ln_k", "k")}
 
 
 def set_visual_mode(clf: Classifier, freeze: bool, eval_mode: bool) -> None:

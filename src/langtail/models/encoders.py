@@ -24,7 +24,7 @@ hash of its parameters where cheap), stored with every cached embedding.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn

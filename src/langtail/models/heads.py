@@ -3,14 +3,37 @@
 Every head maps image embeddings ``E^I [B, D]`` to a dict of pre-softmax logits:
 ``{"image": [B, C]}`` and, for language-guided heads, ``{"text": [B, C]}``.
 :func:`combine_probs` turns them into the final class probabilities.
+
+The fine-tuning runs (``finetune.heads``: ``lgr``, ``fc``, ``fc_cvlp``, ``knn``) are registered
+in :data:`langtail.registry.HEADS` at the end of this module; a head is
+``factory(dim, num_classes, text_emb [C, M, D] | None, mask [C, M] | None, **options) -> nn.Module``
+and declares (docs/extending.md "A new head"):
+
+- ``keys``: the ``finetune`` keys its run reads (besides every head's, and the loss's);
+- ``inputs``: ``"text_emb"`` (the anchor cache), ``"pretrain"`` (the CVLP checkpoint) it may
+  read; ``info["needs"](cfg)``: the ones one run reads;
+- ``info["options"](cfg, pretrain_path) -> dict``: the factory's keyword options of one run;
+  they are stored in the checkpoint's ``extra`` and passed back when it is loaded;
+- ``info["encoder"]``: ``"cvlp"`` (the CVLP visual encoder when ``finetune.init_from_pretrain``,
+  held as ``freeze_visual`` / ``visual_eval_mode`` say, ``finetune.epochs``) or ``"baseline"``
+  (``model.pretrained``, always fine-tuned in train mode, ``baseline_epochs``);
+- ``info["anchors"]``: the head's buffer holding the ``[C, M, D]`` anchors in the checkpoint
+  (None: no text); ``info["checkpoint"]``: what the checkpoint stores; ``info["label"]``: the
+  report's row label; optional ``info["lr_overrides"](clf, cfg)`` (parameter-name prefix -> lr)
+  and ``info["compare_to"]`` (the report plots this head's per-class gain over that head).
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from langtail import io
+from langtail.registry import HEADS, LOSSES
 
 
 def _check_anchors(text_emb: torch.Tensor, mask: torch.Tensor) -> None:
@@ -279,3 +302,116 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.image(x))
+
+
+# ----------------------------------------------------------------------------- temperature, lr
+
+
+def pretrain_tau(pretrain_path) -> float:
+    """The learned CVLP temperature ``tau = 1 / exp(logit_scale)`` of a pretrain checkpoint."""
+    ck = io.torch_load(pretrain_path)
+    ls = ck.get("state_dict", {}).get("logit_scale")
+    if ls is None:
+        raise ValueError(f"{pretrain_path}: no 'logit_scale' in the checkpoint; it is not a CVLP checkpoint "
+                         "(set finetune.tau_from_pretrain: false to use finetune.tau)")
+    return float(torch.exp(-torch.as_tensor(ls, dtype=torch.float64)))
+
+
+def finetune_tau(fc, pretrain_path) -> float:
+    """Text-branch temperature of a fine-tuning run: ``fc.tau`` (fixed, paper default) or, with
+    ``fc.tau_from_pretrain`` (authors' code), the learned tau of ``pretrain_path``."""
+    return pretrain_tau(pretrain_path) if fc.tau_from_pretrain else float(fc.tau)
+
+
+def lgr_lr_overrides(clf: Classifier, attention_lr: float) -> dict[str, float]:
+    """``{param-name prefix: lr}`` for :func:`langtail.train.loop.param_groups`: the LGR head's
+    LayerNorms and Q/K projections at ``attention_lr`` (the authors' ``text_lr``); ``{}`` when 0
+    or for other heads."""
+    if attention_lr <= 0 or not isinstance(clf.head, LGRHead):
+        return {}
+    return {f"head.{m}.": attention_lr for m in ("ln_q", "q", "ln_k", "k")}
+
+
+# ----------------------------------------------------------------------------- registered heads
+
+#: the finetune keys of the heads on the CVLP encoder: init, and how the encoder is held
+CVLP_KEYS = ("epochs", "init_from_pretrain", "freeze_visual", "visual_eval_mode")
+#: the keys of a text branch whose logits are ``cos / tau``
+TEXT_KEYS = ("tau", "tau_from_pretrain")
+
+
+def text_head_needs(cfg) -> tuple[str, ...]:
+    """A language-guided head reads the anchors, and the CVLP checkpoint for init or its tau."""
+    fc = cfg.finetune
+    return ("text_emb",) + (("pretrain",) if fc.init_from_pretrain or fc.tau_from_pretrain else ())
+
+
+def cvlp_head_needs(cfg) -> tuple[str, ...]:
+    """A vision-only head on the CVLP encoder reads the CVLP checkpoint unless ``init_from_pretrain`` is off."""
+    return ("pretrain",) if cfg.finetune.init_from_pretrain else ()
+
+
+def _cosine_options(cfg, pretrain_path: Path | None) -> dict[str, Any]:
+    """A linear head becomes a cosine classifier when the loss declares ``info["cosine_scale_key"]`` (LDAM)."""
+    key = LOSSES.get(cfg.finetune.loss).info.get("cosine_scale_key")
+    return {"fc_cosine_scale": getattr(cfg.finetune, key)} if key else {}
+
+
+def _lgr_options(cfg, pretrain_path: Path | None) -> dict[str, Any]:
+    fc = cfg.finetune
+    return {"tau": finetune_tau(fc, pretrain_path), "lgr_qk_bias": fc.lgr_qk_bias, "lgr_init": fc.lgr_init,
+            "v_detach": fc.v_detach}
+
+
+def _knn_options(cfg, pretrain_path: Path | None) -> dict[str, Any]:
+    return {"tau": finetune_tau(cfg.finetune, pretrain_path), "knn_k": cfg.finetune.knn_k}
+
+
+def _anchors(name: str, text_emb: torch.Tensor | None) -> torch.Tensor:
+    if text_emb is None:
+        raise ValueError(f"head {name!r} needs anchor text embeddings")
+    return text_emb
+
+
+@HEADS.register("lgr", keys={"finetune": CVLP_KEYS + TEXT_KEYS + ("lgr_qk_bias", "lgr_init", "v_detach",
+                                                                   "lgr_attention_lr")},
+                inputs=("text_emb", "pretrain"),
+                info={"needs": text_head_needs, "options": _lgr_options, "encoder": "cvlp", "anchors": "text_emb",
+                      "lr_overrides": lambda clf, cfg: lgr_lr_overrides(clf, cfg.finetune.lgr_attention_lr),
+                      "label": "VL-LTR (CVLP + AnSS + LGR)", "compare_to": "fc",
+                      "checkpoint": "LGR weights + the [C, M, D] anchors and [C, M] mask as buffers; extra: tau, "
+                                    "lgr_qk_bias, lgr_init, v_detach"})
+def lgr(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None, tau: float = 0.07,
+        lgr_qk_bias: bool = True, lgr_init: str = "pytorch", v_detach: bool = False) -> LGRHead:
+    """VL-LTR's language-guided head over the anchors ``[C, M, D]``."""
+    return LGRHead(_anchors("lgr", text_emb), mask, tau, qk_bias=lgr_qk_bias, init=lgr_init, v_detach=v_detach)
+
+
+@HEADS.register("fc", keys={"finetune": ("baseline_epochs", "epochs")},
+                info={"options": _cosine_options, "encoder": "baseline", "anchors": None,
+                      "label": "Baseline (vision-only, FC)",
+                      "checkpoint": "linear layer; extra: fc_cosine_scale under a cosine loss (LDAM)"})
+def fc(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
+       fc_cosine_scale: float = 0.0) -> FCHead:
+    """The vision-only baseline: ``model.pretrained`` encoder + linear classifier."""
+    return FCHead(dim, num_classes, fc_cosine_scale)
+
+
+@HEADS.register("fc_cvlp", keys={"finetune": CVLP_KEYS}, inputs=("pretrain",),
+                info={"needs": cvlp_head_needs, "options": _cosine_options, "encoder": "cvlp", "anchors": None,
+                      "label": "CVLP + FC head",
+                      "checkpoint": "linear layer; extra: fc_cosine_scale under a cosine loss (LDAM)"})
+def fc_cvlp(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None,
+            fc_cosine_scale: float = 0.0) -> FCHead:
+    """Table 4 #5: a linear classifier on the CVLP encoder."""
+    return FCHead(dim, num_classes, fc_cosine_scale)
+
+
+@HEADS.register("knn", keys={"finetune": CVLP_KEYS + TEXT_KEYS + ("knn_k",)}, inputs=("text_emb", "pretrain"),
+                info={"needs": text_head_needs, "options": _knn_options, "encoder": "cvlp", "anchors": "anchors",
+                      "label": "CVLP + KNN head",
+                      "checkpoint": "normalised anchors, mask and class prototypes as buffers; extra: tau, knn_k"})
+def knn(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.Tensor | None, tau: float = 0.07,
+        knn_k: int = 0) -> KNNHead:
+    """Table 4 #6: cosine to the class's anchors, no parameters."""
+    return KNNHead(_anchors("knn", text_emb), mask, tau, knn_k)

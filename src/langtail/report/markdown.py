@@ -19,18 +19,22 @@ from langtail.config import DatasetConfig
 from langtail.report.corpus import resolution_table
 from langtail.report.plots import plot_gain, plot_per_class
 from langtail.metrics import ACCURACY_KEYS, fmt_accuracies
+from langtail.registry import HEADS
 from langtail.report.tables import md_table, shot_group_rule, snakemake_command
 
 log = logging.getLogger(__name__)
 
-MODEL_LABELS = {
-    "fc": "Baseline (vision-only, FC)",
-    "lgr": "VL-LTR (CVLP + AnSS + LGR)",
-    "fc_cvlp": "CVLP + FC head",
-    "knn": "CVLP + KNN head",
+#: labels of the evaluations that are not a fine-tuned head (a head's label is its declared ``info["label"]``)
+ZEROSHOT_LABELS = {
     "zeroshot": "Text-only zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
     "zeroshot_anchors": "Text-only zero-shot, mean of the AnSS anchors (chosen with training images)",
 }
+
+
+def model_labels() -> dict[str, str]:
+    """``eval/<model>`` name -> report label: every registered head's ``info["label"]`` (its name
+    when it declares none) and the zero-shot evaluations."""
+    return {**{p.name: str(p.info.get("label", p.name)) for p in HEADS.parts()}, **ZEROSHOT_LABELS}
 
 
 #: rows of each "gain most" / "lose most" per-class table
@@ -53,8 +57,9 @@ def gain_tables(gain: pd.DataFrame, method: str, baseline: str, k: int = TOP_CLA
     """Markdown: the ``k`` classes that gain most and the ``k`` that lose most (not all C classes).
     Ties: more training images first, then class id."""
     k = max(0, min(int(k), len(gain)))
-    hdr = ["class", "group", "train images", f"{MODEL_LABELS.get(baseline, baseline).split(' (')[0]} (%)",
-           f"{MODEL_LABELS.get(method, method).split(' (')[0]} (%)", "gain (points)"]
+    labels = model_labels()
+    hdr = ["class", "group", "train images", f"{labels.get(baseline, baseline).split(' (')[0]} (%)",
+           f"{labels.get(method, method).split(' (')[0]} (%)", "gain (points)"]
 
     def rows(df: pd.DataFrame) -> list[list[Any]]:
         return [[r.class_name, r.group, int(r.train_count), f"{r.baseline:.1f}", f"{r.method:.1f}", f"{r.gain:+.1f}"]
@@ -112,19 +117,21 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
 
 def accuracy_section(metrics: dict[str, dict[str, Any]], image_size: int) -> list[str]:
     """Top-1 table, model cost (paper Table 5), LGR branches."""
-    rows = [[MODEL_LABELS.get(m, m), *fmt_accuracies(r), r.get("recipe", "paper")] for m, r in metrics.items()]
+    labels = model_labels()
+    rows = [[labels.get(m, m), *fmt_accuracies(r), r.get("recipe", "paper")] for m, r in metrics.items()]
     lines = ["## Top-1 accuracy (%)", "", md_table(rows, ["model", *ACCURACY_KEYS, "recipe"]), "",
              "Recipe: `paper` = the paper's settings; `authors_code` = the authors' released code "
              "(docs/method.md lists every difference).", ""]
-    cost = [[MODEL_LABELS.get(m, m), f"{r['params_m']:.2f}", f"{r['gflops']:.3f}"]
+    cost = [[labels.get(m, m), f"{r['params_m']:.2f}", f"{r['gflops']:.3f}"]
             for m, r in metrics.items() if "params_m" in r]
     if cost:
         lines += ["Model size (paper Table 5): parameters and GFLOPs per image at inference "
                   f"({image_size} px; the LGR head reads cached anchor embeddings).", "",
                   md_table(cost, ["model", "params (M)", "GFLOPs"]), ""]
-    if "lgr" in metrics and "image_branch" in metrics["lgr"]:
-        lines += [f"LGR branches alone: image (MLP) {metrics['lgr']['image_branch']:.1f}, "
-                  f"text (anchors) {metrics['lgr']['text_branch']:.1f}.", ""]
+    for m, r in metrics.items():  # two-branch heads: each branch alone
+        if "image_branch" in r:
+            lines += [f"{m.upper()} branches alone: image (MLP) {r['image_branch']:.1f}, "
+                      f"text (anchors) {r['text_branch']:.1f}.", ""]
     return lines
 
 
@@ -135,13 +142,16 @@ def figures_section(per: dict[str, pd.DataFrame], fig_dir: Path, rel: str, datas
     Above :data:`langtail.report.plots.BAR_MAX_CLASSES` classes the figures are binned curves
     with many / medium / few shading instead of a bar per class."""
     fig_dir.mkdir(parents=True, exist_ok=True)
-    plot_per_class(per, MODEL_LABELS, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
+    labels = model_labels()
+    plot_per_class(per, labels, fig_dir / "per_class_accuracy.png", f"{dataset}: per-class top-1 accuracy")
     lines = [f"![per-class accuracy]({rel}/per_class_accuracy.png)", ""]
-    if "lgr" in per and "fc" in per:
-        gain = gain_frame(per, "lgr", "fc")
-        plot_gain(gain, fig_dir / "gain_lgr_vs_fc.png", f"{MODEL_LABELS['lgr']} minus {MODEL_LABELS['fc']}")
-        lines += [f"![gain per class]({rel}/gain_lgr_vs_fc.png)", ""]
-        lines += gain_tables(gain, "lgr", "fc", top_classes)
+    for part in HEADS.parts():  # a head declaring info["compare_to"]: its per-class gain over that head
+        m, b = part.name, part.info.get("compare_to")
+        if m in per and b in per:
+            gain = gain_frame(per, m, b)
+            plot_gain(gain, fig_dir / f"gain_{m}_vs_{b}.png", f"{labels[m]} minus {labels[b]}")
+            lines += [f"![gain per class]({rel}/gain_{m}_vs_{b}.png)", ""]
+            lines += gain_tables(gain, m, b, top_classes)
     return lines
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from langtail import io
+from langtail.registry import HEADS
 
 #: above this many classes, per-class bars become binned curves over the sorted classes
 BAR_MAX_CLASSES = 60
@@ -63,6 +64,11 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def is_baseline(name: str) -> bool:
+    """A vision-only baseline run (a head declaring ``info["encoder"] == "baseline"``): drawn in grey."""
+    return name in HEADS and HEADS.get(name).info.get("encoder") == "baseline"
+
+
 def plot_per_class(per: dict[str, pd.DataFrame], labels: dict[str, str], path: Path, title: str) -> None:
     """Per-class accuracy of each model (sorted by training images, head -> tail) + training counts.
 
@@ -85,7 +91,7 @@ def plot_per_class(per: dict[str, pd.DataFrame], labels: dict[str, str], path: P
         shade_groups(axes[0], base["group"].to_numpy())
         for name, df in per.items():
             acc = df.set_index("class_id").loc[order, "accuracy"].to_numpy()
-            colour = "0.35" if name == "fc" else None
+            colour = "0.35" if is_baseline(name) else None
             pts = axes[0].plot(x, acc, ".", ms=2, alpha=0.25, color=colour)[0]
             cx, m = bin_sorted(acc)
             axes[0].plot(cx, m, "-", lw=1.8, color=pts.get_color(),
@@ -99,7 +105,7 @@ def plot_per_class(per: dict[str, pd.DataFrame], labels: dict[str, str], path: P
         for i, (name, df) in enumerate(per.items()):
             acc = df.set_index("class_id").loc[order, "accuracy"].to_numpy()
             axes[0].bar(x + i * w - 0.425 + w / 2, acc, width=w, label=labels.get(name, name),
-                        color="0.55" if name == "fc" else None)
+                        color="0.55" if is_baseline(name) else None)
         axes[1].bar(x, base["train_count"].to_numpy(), color=[GROUP_COLORS.get(g, "gray") for g in base["group"]])
         axes[1].set_xlabel("classes, sorted by training images (head -> tail); blue many, orange medium, red few")
         axes[1].set_xticks(x)

@@ -32,6 +32,11 @@ have ``config_keys(cfg, <wildcard>)``). The rule's params are exactly those keys
 (:func:`stage_keys`), and the command gives the stage a config in which any other key
 raises (:func:`langtail.config.restrict`). Stages never import each other; the library
 never imports a stage; ``langtail.cli`` and the Snakemake rules import stages.
+
+The workflow API (what ``workflow/rules/common.smk`` uses, nothing else of the package's
+stages): :func:`stage_keys` (a rule's params), :func:`stage_inputs` (the optional upstream
+artifacts of one run), :func:`stage_owner` (which results folder a variant reuses),
+:func:`ablation_runs` and :func:`ablation_metrics_key` (the ablation table's evaluations).
 """
 from __future__ import annotations
 
@@ -78,6 +83,22 @@ def stage_keys(stage: str, cfg: DatasetConfig | None = None, **wildcards: Any) -
     return merge_keys(keys)
 
 
+def stage_inputs(stage: str, cfg: DatasetConfig, value: str) -> tuple[str, ...]:
+    """The optional upstream artifacts (names such as ``text_emb``, ``pretrain``) that one run of
+    ``stage`` for wildcard ``value`` (a head, a model, a text source) reads: its ``inputs``."""
+    return tuple(module(stage).inputs(cfg, value))
+
+
+def ablation_runs(cfg: DatasetConfig) -> list[tuple[str | None, str]]:
+    """``(variant or None, model)`` of every evaluation the ablation table of ``cfg`` reads."""
+    return list(module("ablations").rows_needed(cfg))
+
+
+def ablation_metrics_key(variant: str | None, model: str, rep: str = "") -> str:
+    """The ablations stage's name of one evaluation's ``metrics.json`` (``variant:model[:seed<k>]``)."""
+    return module("ablations").metrics_key(variant, model, rep)
+
+
 def upstream_closure(stage: str) -> list[str]:
     """``stage`` and every stage it depends on, directly or not."""
     seen: list[str] = []
@@ -109,4 +130,5 @@ def _value(cfg: DatasetConfig, key: str) -> Any:
     return getattr(getattr(cfg, sec), name)
 
 
-__all__ = ["COMMAND_ONLY", "STAGES", "UPSTREAM", "module", "stage_keys", "stage_owner", "upstream_closure"]
+__all__ = ["COMMAND_ONLY", "STAGES", "UPSTREAM", "ablation_metrics_key", "ablation_runs", "module", "stage_inputs",
+           "stage_keys", "stage_owner", "upstream_closure"]

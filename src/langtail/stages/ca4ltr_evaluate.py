@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 from langtail.config import DatasetConfig
-from langtail.corpus.ca4ltr_text import CLASS_LEVEL, build_source, mentions_class
+from langtail.corpus.ca4ltr_text import CLASS_LEVEL, mentions_class
 from langtail.data.dataset import eval_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.losses import class_priors
 from langtail.models.ca4ltr import load_ca4ltr
 from langtail.models.image_cache import frozen_features
 from langtail.runtime import resolve_device
-from langtail.train.ca4ltr import TextInputs, predict, text_encoder
+from langtail.train.ca4ltr import TextInputs, build_source, predict, text_encoder
 
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {

@@ -22,15 +22,15 @@ import torch
 
 from langtail import distributed, io
 from langtail.config import DatasetConfig, merge_keys, select_keys
-from langtail.corpus.ca4ltr_text import SOURCES, build_source
+from langtail.corpus.ca4ltr_text import SOURCES
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import class_counts, read_manifest
-from langtail.losses import LOSS_OPTIONS, LongTailLoss
+from langtail.losses import loss_keys, make_loss
 from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
 from langtail.models.classifier import IMAGE_KEYS
 from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.runtime import seed_everything
-from langtail.train.ca4ltr import TextInputs, text_encoder
+from langtail.train.ca4ltr import TextInputs, build_source, text_encoder
 from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,6 @@ KEYS = {
     "ca4ltr": ("init", "width", "heads", "depth", "ffn_mult", "bidirectional", "dropout", "epochs", "batch_size", "lr",
                "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp", "seed"),
 }
-#: the loss: CA4LTR shares ``finetune.loss`` and its keys with the finetune stage (the study's
-#: Pure baseline is the ``fc`` finetune run, so Pure and every CA4LTR run train with one loss)
-LOSS_KEYS = LOSS_OPTIONS
 #: ca4ltr keys that matter only to one source
 SOURCE_KEYS = {"label": ("label_templates",), "description": ("description_per_class",),
                "caption": (), "nonsense": ("nonsense_per_image", "nonsense_seed")}
@@ -54,8 +51,9 @@ def config_keys(cfg: DatasetConfig | None = None, source: str | None = None) -> 
     """The keys the run of ``source`` reads (every source's keys when ``source`` is None)."""
     if source is not None and source not in SOURCES:
         raise ValueError(f"unknown CA4LTR text source {source!r}; known: {', '.join(SOURCES)}")
-    losses = [cfg.finetune.loss] if cfg is not None else list(LOSS_KEYS)
-    loss = {"finetune": ("loss",) + tuple(k for l_ in losses for k in LOSS_KEYS[l_])}
+    # the loss: CA4LTR shares ``finetune.loss`` and its keys with the finetune stage (the study's
+    # Pure baseline is the ``fc`` finetune run, so Pure and every CA4LTR run train with one loss)
+    loss = loss_keys(cfg.finetune.loss if cfg is not None else None)
     return merge_keys(KEYS, loss, *({"ca4ltr": SOURCE_KEYS[s]} for s in ([source] if source else SOURCES)))
 
 
@@ -115,12 +113,7 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=ca.batch_size, sampler=ca.sampler,
                           seed=ca.seed, augment=ca.augment, device=device, features=features)
     opt = torch.optim.AdamW(param_groups(model, ca.weight_decay), lr=ca.lr)
-    ft = cfg.finetune
-    if ft.loss != "ce" and ca.sampler != "instance":
-        log.warning("finetune.loss=%s takes its priors from the train counts, but ca4ltr.sampler=%s already "
-                    "re-balances the batches: the adjustment over-corrects (use sampler: instance)", ft.loss, ca.sampler)
-    loss_fn = LongTailLoss(ft.loss, class_counts(df, C), where=str(manifest_path),
-                           **{k: getattr(ft, k) for k in LOSS_KEYS[ft.loss]}).to(device)
+    loss_fn = make_loss(cfg.finetune, class_counts(df, C), str(manifest_path), ca.sampler, "ca4ltr.sampler").to(device)
 
     def step(batch):
         t, m = texts.batch(batch["row"], device)
@@ -138,7 +131,7 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     if not distributed.is_main():
         return
     save_ca4ltr(out, model.cpu(), source, cfg.model, select_keys(cfg, keys)["ca4ltr"], {
-        "epochs": ca.epochs, "loss": ft.loss, "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
+        "epochs": ca.epochs, "loss": cfg.finetune.loss, "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "cvlp" if ca.init == "cvlp" else "model.pretrained",
         "image_weights": cfg.model.pretrained or "scratch", "text_tokens": texts.tokens_per_image,
         "n_params": sum(p.numel() for p in model.parameters()), **src.info})

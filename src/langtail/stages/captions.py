@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from langtail import io
-from langtail.captions.shards import (CAPTIONS_COLUMNS, CAPTIONS_SCHEMA, caption_shards, captions_fingerprint,
+from langtail.captions.shards import (caption_shards, captions_fingerprint,
                                       check_prompt, empty_captions, generation_settings, merge_shards, plan_shards,
                                       select_images)
 from langtail.config import DatasetConfig
 from langtail.data.dataset import store_for
 from langtail.data.manifest import read_manifest
+from langtail.schemas import CAPTIONS_COLUMNS, CAPTIONS_SCHEMA
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from langtail.config import CorpusConfig, DatasetConfig
-from langtail.corpus.build import CORPUS_SCHEMA, STATS_SCHEMA, build_corpus, load_caption_text
+from langtail.corpus.build import build_corpus, load_caption_text
+from langtail.schemas import CORPUS_SCHEMA, STATS_SCHEMA
 from langtail.corpus.descriptions import descriptions_for
 from langtail.data.registry import get_dataset
 from langtail.io import write_parquet

@@ -38,7 +38,7 @@ from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import run_batches
 from langtail.losses import class_priors, posthoc_adjust
 from langtail.metrics import accuracy_table, write_eval
-from langtail.models.classifier import load_classifier
+from langtail.models.classifier import read_classifier
 from langtail.models.heads import combine_probs
 from langtail.models.image_cache import frozen_features
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
@@ -107,41 +107,53 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
     else:
-        clf, ck = load_classifier(model_path, device)
-        if features is not None:
-            features.check_backbone(clf.image, str(model_path))
-        alpha = float(cfg.finetune.alpha)
-        la_tau = float(ec.posthoc_la_tau)
-        priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
-
-        def fn(x):
-            out = clf(x)
-            if priors is not None:  # post-hoc logit adjustment (Menon et al. 2021, Eq. 9), every branch
-                out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
-            cols = [combine_probs(out, alpha)]
-            if len(out) > 1:  # image branch, text branch (+ raw logit sum: authors' shot-group ranking)
-                cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
-                if ec.group_ranking == "logit_sum":
-                    cols.append(out["image"].float() + out["text"].float())
-            return torch.stack([c.float() for c in cols], 1)
-
-        scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp,
-                                                 skips=skips)
-        pred = scores[:, 0].argmax(1).numpy()
-        if scores.shape[1] >= 3:
-            lab = labels.numpy()
-            extra["image_branch"] = float(100.0 * (scores[:, 1].argmax(1).numpy() == lab).mean())
-            extra["text_branch"] = float(100.0 * (scores[:, 2].argmax(1).numpy() == lab).mean())
-            if scores.shape[1] == 4:
-                group_pred = scores[:, 3].argmax(1).numpy()
-        extra["alpha"] = alpha
-        extra["posthoc_la_tau"] = la_tau
-        extra["train_loss"] = ck["extra"].get("loss", "ce")
-        extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
-        extra.update(model_cost(clf, dc.image_size, device))
+        pred, labels, skipped, group_pred = _classifier_predictions(cfg, df, C, manifest_path, model_path, model_name,
+                                                                    loader, device, skips, extra, features)
     counts = class_counts(df, C)
     metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C), group_pred)
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
     write_eval(out_dir, metrics, per)
     write_skipped(Path(out_dir) / SKIPPED_FILE, skips, f"evaluate/{model_name}")
     return metrics
+
+
+def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path, model_path: Path, model_name: str,
+                            loader, device: torch.device, skips: SkipLog, extra: dict[str, Any], features=None):
+    """A fine-tuned classifier's predictions ``[N]``, labels ``[N]``, skipped count and the
+    shot-group ranking predictions (or None); adds branch accuracies, alpha, post-hoc tau,
+    train loss and model cost to ``extra``."""
+    ec, dc = cfg.evaluate, cfg.data
+    group_pred = None
+    clf, ck = read_classifier(model_path, device)
+    if features is not None:  # cached features stand in for images only with the backbone they came from
+        features.check_backbone(clf.image, str(model_path))
+    alpha = float(cfg.finetune.alpha)
+    la_tau = float(ec.posthoc_la_tau)
+    priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None
+
+    def fn(x):
+        out = clf(x)
+        if priors is not None:  # post-hoc logit adjustment (Menon et al. 2021, Eq. 9), every branch
+            out = {k: posthoc_adjust(v.float(), priors, la_tau) for k, v in out.items()}
+        cols = [combine_probs(out, alpha)]
+        if len(out) > 1:  # image branch, text branch (+ raw logit sum: authors' shot-group ranking)
+            cols += [out["image"].softmax(-1), out["text"].softmax(-1)]
+            if ec.group_ranking == "logit_sum":
+                cols.append(out["image"].float() + out["text"].float())
+        return torch.stack([c.float() for c in cols], 1)
+
+    scores, labels, _, skipped = run_batches(fn, loader, device, desc=f"eval {model_name}", amp=ec.amp,
+                                             skips=skips)
+    pred = scores[:, 0].argmax(1).numpy()
+    if scores.shape[1] >= 3:
+        lab = labels.numpy()
+        extra["image_branch"] = float(100.0 * (scores[:, 1].argmax(1).numpy() == lab).mean())
+        extra["text_branch"] = float(100.0 * (scores[:, 2].argmax(1).numpy() == lab).mean())
+        if scores.shape[1] == 4:
+            group_pred = scores[:, 3].argmax(1).numpy()
+    extra["alpha"] = alpha
+    extra["posthoc_la_tau"] = la_tau
+    extra["train_loss"] = ck["extra"].get("loss", "ce")
+    extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
+    extra.update(model_cost(clf, dc.image_size, device))
+    return pred, labels, skipped, group_pred

@@ -37,142 +37,110 @@ from langtail.config import DatasetConfig, merge_keys, select_keys
 from langtail.data.dataset import train_loader
 from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
-from langtail.losses import LOSS_OPTIONS, LongTailLoss, recognition_loss
-from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
-                                         save_classifier, set_visual_mode)
+from langtail.losses import loss_keys as _loss_keys
+from langtail.losses import make_loss, recognition_loss
+from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier, set_visual_mode
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.models.text_cache import read_text_embeddings
+from langtail.registry import HEADS, Part
 from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
 
 log = logging.getLogger(__name__)
 
-#: config keys every head's run reads (its rule's params are built from them: :func:`config_keys`)
+#: config keys every head's run reads (its rule's params are built from them: :func:`config_keys`);
+#: each head adds its own (:data:`langtail.registry.HEADS` ``keys``; ``finetune.heads`` itself
+#: only selects jobs: adding a head trains only it)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": IMAGE_KEYS + ("backbone_mode",),
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
                  "channels_last", "seed"),
 }
-#: the CVLP-encoder heads' keys: init, and how the visual encoder is held (authors' code: frozen, eval mode)
-_CVLP = ("epochs", "init_from_pretrain", "freeze_visual", "visual_eval_mode")
-#: keys only some heads read (``finetune.heads`` itself only selects jobs: adding a head trains only it)
-HEAD_KEYS = {
-    "lgr": {"finetune": _CVLP + ("tau", "tau_from_pretrain", "lgr_qk_bias", "lgr_init", "v_detach", "lgr_attention_lr")},
-    "fc": {"finetune": ("baseline_epochs", "epochs")},  # always fine-tuned in train mode (paper Sec. 4.3)
-    "fc_cvlp": {"finetune": _CVLP},
-    "knn": {"finetune": _CVLP + ("tau", "tau_from_pretrain", "knn_k")},
-}
-
-
-#: ``finetune.loss`` and the keys each loss reads (only the chosen loss's keys are declared, so
-#: e.g. ``la_tau`` does not rerun a ``ce`` run; every head reads the loss)
-LOSS_KEYS = LOSS_OPTIONS
 
 
 def loss_keys(cfg: DatasetConfig | None = None) -> dict[str, tuple[str, ...]]:
     """``{"finetune": ("loss", <the chosen loss's keys>)}`` (every loss's keys when ``cfg`` is None)."""
-    losses = [cfg.finetune.loss] if cfg is not None else list(LOSS_KEYS)
-    return {"finetune": ("loss",) + tuple(k for l_ in losses for k in LOSS_KEYS[l_])}
+    return _loss_keys(cfg.finetune.loss if cfg is not None else None)
 
 
 def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> dict[str, tuple[str, ...]]:
     """The keys the run of ``head`` reads (all heads' keys when ``head`` is None)."""
-    heads = [head] if head else list(HEAD_KEYS)
-    return merge_keys(KEYS, loss_keys(cfg), *(HEAD_KEYS[h] for h in heads))
-
-
-def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
-    """The :class:`~langtail.losses.LongTailLoss` of ``finetune.loss`` for train ``counts [C]``."""
-    fc = cfg.finetune
-    kw = {k: getattr(fc, k) for k in LOSS_KEYS[fc.loss]}
-    if fc.loss != "ce" and fc.sampler != "instance":
-        log.warning("finetune.loss=%s takes its priors from the train counts, but finetune.sampler=%s already "
-                    "re-balances the batches: the adjustment over-corrects (use sampler: instance)", fc.loss, fc.sampler)
-    return LongTailLoss(fc.loss, counts, where=where, **kw)
+    parts = [HEADS.get(head)] if head else list(HEADS.parts())
+    return merge_keys(KEYS, loss_keys(cfg), *(p.keys for p in parts))
 
 
 def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
-    """The upstream artifacts (``text_emb``, ``pretrain``, ``features`` under ``backbone_mode:
-    frozen``) the run of ``head`` reads besides the manifest."""
-    needs: tuple[str, ...] = ("features",) if cfg.model.backbone_mode == "frozen" else ()
-    if head in ("lgr", "knn"):
-        needs += ("text_emb",)
-    if head != "fc" and (cfg.finetune.init_from_pretrain
-                         or (head in ("lgr", "knn") and cfg.finetune.tau_from_pretrain)):
-        needs += ("pretrain",)
-    return needs
+    """The upstream artifacts (``text_emb``, ``pretrain``) the run of ``head`` reads besides the
+    manifest: what the head declares (:meth:`langtail.registry.Part.needs`); ``features`` (the
+    cached image features) under ``model.backbone_mode: frozen``."""
+    frozen = ("features",) if cfg.model.backbone_mode == "frozen" else ()
+    return frozen + tuple(HEADS.get(head).needs(cfg))
 
 
 def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> dict[str, Any]:
-    """The options of :func:`~langtail.models.classifier.create_head` that ``head`` uses (stored
-    in the checkpoint's ``extra``; the text-branch tau may come from the CVLP checkpoint)."""
-    fc = cfg.finetune
-    opts: dict[str, Any] = {}
-    if head in ("lgr", "knn"):
-        opts["tau"] = finetune_tau(fc, pretrain_path)
-    if head == "lgr":
-        opts.update(lgr_qk_bias=fc.lgr_qk_bias, lgr_init=fc.lgr_init, v_detach=fc.v_detach)
-    if head == "knn":
-        opts["knn_k"] = fc.knn_k
-    if head in ("fc", "fc_cvlp") and fc.loss == "ldam":
-        opts["fc_cosine_scale"] = fc.ldam_scale
-    return opts
+    """The options of :func:`~langtail.models.classifier.create_head` that ``head`` uses (its
+    declared ``info["options"]``; stored in the checkpoint's ``extra``)."""
+    fn = HEADS.get(head).info.get("options")
+    return dict(fn(cfg, pretrain_path)) if fn is not None else {}
 
 
-def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
-        pretrain_path: Path | None = None, features_path: Path | None = None) -> None:
-    """Train one head; ``text_emb_path`` is read by ``lgr``/``knn``, ``pretrain_path`` by the
-    heads on the CVLP encoder, ``features_path`` under ``backbone_mode: frozen`` (:func:`inputs`)."""
-    fc = cfg.finetune
-    seed_everything(fc.seed)
-    device = distributed.setup(fc.device)  # under torchrun: joins the process group
-    df, meta = read_manifest(manifest_path)
-    C = len(meta["class_names"])
-    if head_kind == "fc" or not fc.init_from_pretrain:
+def _is_baseline(part: Part) -> bool:
+    """A head on a fresh ``model.pretrained`` encoder, always fine-tuned in train mode (``fc``)."""
+    return part.info.get("encoder", "cvlp") == "baseline"
+
+
+def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None,
+          pretrain_path: Path | None, features=None) -> tuple[Classifier, dict[str, Any]]:
+    """The classifier of one run and its head options: the visual encoder the head declares
+    (CVLP or ``model.pretrained``; under ``frozen`` with the cached features' backbone, frozen)
+    + the head over the anchors it needs."""
+    fc, part = cfg.finetune, HEADS.get(head_kind)
+    if _is_baseline(part) or not fc.init_from_pretrain:
         image = fresh_image_encoder(cfg.model)
     else:
         image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
-    features = frozen_features(cfg.model, features_path, f"finetune[{head_kind}]")
     if features is not None:
         freeze_on(image, features, cfg.model)
     emb = mask = None
-    if head_kind in ("lgr", "knn"):
+    if "text_emb" in part.needs(cfg):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
         if emb.shape[0] != C:
             raise ValueError(f"{text_emb_path}: {emb.shape[0]} classes, manifest has {C}; rerun embed_text")
     options = head_options(cfg, head_kind, pretrain_path)
-    head = create_head(head_kind, image.embed_dim, C, emb, mask, **options)
-    clf = Classifier(image, head, head_kind).to(device)
+    return Classifier(image, create_head(head_kind, image.embed_dim, C, emb, mask, **options), head_kind), options
+
+
+def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
+        pretrain_path: Path | None = None, features_path: Path | None = None) -> None:
+    """Train one head; ``text_emb_path`` / ``pretrain_path`` / ``features_path`` (backbone_mode
+    frozen): the inputs the run needs (:func:`inputs`)."""
+    fc, part = cfg.finetune, HEADS.get(head_kind)
+    seed_everything(fc.seed)
+    device = distributed.setup(fc.device)  # under torchrun: joins the process group
+    df, meta = read_manifest(manifest_path)
+    C = len(meta["class_names"])
+    features = frozen_features(cfg.model, features_path, f"finetune[{head_kind}]")
+    clf, options = build(cfg, head_kind, C, text_emb_path, pretrain_path, features)
+    clf = clf.to(device)
     # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
-    # freeze / eval-mode switches concern the CVLP encoder under the language-guided heads
-    freeze, visual_eval = (False, False) if head_kind == "fc" else (fc.freeze_visual, fc.visual_eval_mode)
+    # freeze / eval-mode switches concern the CVLP encoder under the other heads
+    baseline = _is_baseline(part)
+    freeze, visual_eval = (False, False) if baseline else (fc.freeze_visual, fc.visual_eval_mode)
     set_visual_mode(clf, freeze, visual_eval)
     if fc.channels_last:
         clf.image.to(memory_format=torch.channels_last)
-    epochs = fc.baseline_epochs if head_kind == "fc" and fc.baseline_epochs else fc.epochs
+    epochs = fc.baseline_epochs if baseline and fc.baseline_epochs else fc.epochs
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
                           seed=fc.seed, augment=fc.augment, device=device, features=features)
-    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr if head_kind == "lgr" else 0.0)), lr=fc.lr)
-    loss_fn = make_loss(cfg, class_counts(df, C), str(manifest_path)).to(device)
-    # LDAM puts its margin on the cosine of branches whose logits are cos / tau
-    text_tau = options.get("tau")
-    image_tau = 1.0 / options["fc_cosine_scale"] if options.get("fc_cosine_scale") else None
-
-    def step(batch):
-        x = batch["image"]
-        set_visual_mode(clf, freeze, visual_eval)
-        if fc.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out_ = clf(x)
-        if "image" in out_:
-            return recognition_loss(out_["image"], out_.get("text"), batch["label"], loss_fn, text_tau, image_tau)
-        return recognition_loss(out_["text"], None, batch["label"], loss_fn, text_tau=None, image_tau=text_tau)
-
+    lr_fn = part.info.get("lr_overrides")
+    opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lr_fn(clf, cfg) if lr_fn else {}), lr=fc.lr)
+    loss_fn = make_loss(fc, class_counts(df, C), str(manifest_path), fc.sampler, "finetune.sampler").to(device)
+    step = _step(clf, loss_fn, options, freeze, visual_eval, fc.channels_last)
     resume = out.with_name(out.name + ".resume")
     fp = io.fingerprint({"head": head_kind, **select_keys(cfg, config_keys(cfg, head_kind))},
                         *(p for p in (manifest_path, text_emb_path, pretrain_path,
@@ -185,7 +153,28 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
-        "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
+        "resumed_from_epoch": res.resumed_from,
+        "init": "model.pretrained" if baseline or not fc.init_from_pretrain else "cvlp"},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)
+
+
+def _step(clf: Classifier, loss_fn, options: dict[str, Any], freeze: bool, visual_eval: bool, channels_last: bool):
+    """One training step's loss (Eq. 9 with ``finetune.loss``). LDAM puts its margin on the cosine
+    of branches whose logits are ``cos / tau``: the text branch (option ``tau``) and a cosine
+    classifier (option ``fc_cosine_scale``)."""
+    text_tau = options.get("tau")
+    image_tau = 1.0 / options["fc_cosine_scale"] if options.get("fc_cosine_scale") else None
+
+    def step(batch):
+        x = batch["image"]
+        set_visual_mode(clf, freeze, visual_eval)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out_ = clf(x)
+        if "image" in out_:
+            return recognition_loss(out_["image"], out_.get("text"), batch["label"], loss_fn, text_tau, image_tau)
+        return recognition_loss(out_["text"], None, batch["label"], loss_fn, text_tau=None, image_tau=text_tau)
+
+    return step

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": ("method", "image_encoder", "text_encoder", "pretrained", "text_model_path", "embed_dim",
-              "train_text_encoder", "teacher", "teacher_pretrained", "backbone_mode", "partial_blocks", "frozen_views"),
+              "train_text_encoder", "teacher", "teacher_pretrained", "backbone_mode", "partial_blocks",
+              "frozen_views"),
     "pretrain": ("enabled", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "lambda_ccl", "distill",
                  "ccl_reduction", "distill_mode", "eval_mode", "tau_init", "sampler", "augment", "device", "amp",
                  "channels_last", "seed"),

@@ -20,7 +20,7 @@ from langtail.config import DatasetConfig
 from langtail.data.manifest import read_manifest
 from langtail.report.curves import curves_section
 from langtail.report.seeds import seeds_section
-from langtail.report.markdown import (MODEL_LABELS, accuracy_section, anchors_section, ca4ltr_pointer, captions_section,
+from langtail.report.markdown import (accuracy_section, model_labels, anchors_section, ca4ltr_pointer, captions_section,
                                       corpus_section, figures_section, setting_section)
 from langtail.report.skipped import skipped_images_section
 from langtail.report.tables import reproduce_line
@@ -100,8 +100,9 @@ def run(cfg: DatasetConfig, dataset: str, out: Path, manifest: Path, eval_dirs: 
     lines += figures_section(per, out.parent / FIGURES, FIGURES, dataset)
     if seed_metrics:
         rows, seeds = seed_rows(metrics, seed_metrics, cfg.finetune.seed)
-        lines += seeds_section({MODEL_LABELS.get(m, m): r for m, r in rows.items()},
-                               {MODEL_LABELS.get(m, m): s for m, s in seeds.items()})
+        labels = model_labels()
+        lines += seeds_section({labels.get(m, m): r for m, r in rows.items()},
+                               {labels.get(m, m): s for m, s in seeds.items()})
     if checkpoints:
         lines += curves_section(read_histories(checkpoints), out.parent / FIGURES, FIGURES)
     lines += corpus_section(cfg.corpus.sources, io.read_parquet(corpus_stats), io.read_parquet_metadata(corpus_stats))

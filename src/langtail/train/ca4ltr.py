@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from typing import Sequence
+
 import numpy as np
+import pandas as pd
 import torch
 
 from langtail.config import DatasetConfig
-from langtail.corpus.ca4ltr_text import TextSource
+from langtail.corpus.ca4ltr_text import SOURCES, TextSource, make_source
 from langtail.models.ca4ltr import CA4LTR
 from langtail.models.text_cache import LazyMiniLM, per_image_features, sentence_features
 
@@ -77,3 +80,31 @@ def predict(model: CA4LTR, texts: TextInputs, loader, device: torch.device, desc
     if not preds:
         raise ValueError(f"{desc}: no readable images")
     return torch.cat(preds).numpy(), torch.cat(labels).numpy(), torch.cat(rows).numpy(), skipped
+
+
+def build_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence[str],
+                 anchors_path: str | Path | None = None, captions_path: str | Path | None = None) -> TextSource:
+    """The :class:`~langtail.corpus.ca4ltr_text.TextSource` of ``source`` under ``cfg`` (a
+    ``Ca4ltrConfig``), reading the upstream artifacts it needs: ``anchors.parquet``
+    (description, nonsense) or ``captions.parquet`` (caption; refused when the captions stage
+    was switched off)."""
+    from langtail import io
+    from langtail.schemas import ANCHORS_COLUMNS
+
+    if source not in SOURCES:
+        raise ValueError(f"unknown CA4LTR text source {source!r}; known: {', '.join(SOURCES)}")
+    anchors = io.read_parquet(anchors_path, ANCHORS_COLUMNS) if anchors_path is not None and source in (
+        "description", "nonsense") else None
+    if source != "caption" or captions_path is None:
+        return make_source(source, cfg, manifest, class_names, anchors)
+    from langtail.captions.blip2 import is_tiny_caption_model
+    from langtail.captions.shards import read_captions
+
+    caps = read_captions(captions_path)
+    cmeta = io.read_parquet_metadata(captions_path)
+    if not cmeta.get("enabled", len(caps) > 0):
+        raise ValueError("text source 'caption': the captions stage is switched off; set captions.enabled: true, "
+                         "captions.splits: [train, test], captions.per_class: 0")
+    model = str(cmeta.get("model", ""))
+    return make_source(source, cfg, manifest, class_names, captions=caps,
+                       caption_info={"caption_model": model, "tiny_random_captioner": is_tiny_caption_model(model)})
