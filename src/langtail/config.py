@@ -124,6 +124,9 @@ class ModelConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["auto"])
     #: adapter: bottleneck width of the AdaptFormer branch (LIFT: 2^floor(log2(C / 2L)), L blocks)
     adapter_dim: int = 16
+    #: frozen: augmented views of each training image cached beside the un-augmented features
+    #: (one drawn per sample and epoch from the seed); 0 = no augmentation under frozen
+    frozen_views: int = 0
 
 
 @dataclass

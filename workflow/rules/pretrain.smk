@@ -1,6 +1,7 @@
 rule pretrain:
     """CVLP: class-wise contrastive pre-training (+ CLIP distillation when a teacher is set)."""
     input:
+        unpack(frozen_features),
         manifest=up("longtail", "manifest.parquet"),
         corpus=up("corpus", "corpus.parquet"),
     output:
@@ -11,6 +12,7 @@ rule pretrain:
         launch=job_launch("pretrain"),
         cfg=stage_params("pretrain"),
         cache=base_path("cache"),
+        opts=input_opts("features"),
     conda:
         "../envs/langtail.yaml"
     log:
@@ -22,4 +24,4 @@ rule pretrain:
         **job_resources_of("pretrain"),
     shell:
         "{params.launch}langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
-        " --out {output.model} --cache-dir {params.cache} --track-dir {output.tb} 2> {log}"
+        " --out {output.model} --cache-dir {params.cache} --track-dir {output.tb} {params.opts} 2> {log}"

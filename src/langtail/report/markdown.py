@@ -91,6 +91,15 @@ def gain_tables(gain: pd.DataFrame, method: str, baseline: str, k: int = TOP_CLA
             f"Classes that lose most ({k}):", "", md_table(rows(worst), hdr), ""]
 
 
+def backbone_line(mc) -> str:
+    """How the image backbone trained (``model.backbone_mode``; under frozen: cached features, augmentation)."""
+    if mc.backbone_mode != "frozen":
+        return f"`{mc.backbone_mode}` (trained with the heads)" if mc.backbone_mode == "full" else f"`{mc.backbone_mode}`"
+    aug = (f"{mc.frozen_views} cached augmented views per training image, one drawn per sample and epoch"
+           if mc.frozen_views else "no augmentation (the un-augmented features every epoch)")
+    return f"`frozen`: features computed once and cached (image_features), only projections and heads train; {aug}"
+
+
 def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: dict[str, Any],
                     metrics: dict[str, dict[str, Any]]) -> list[str]:
     """Dataset, shot groups, encoders and schedules; a note when weights are random."""
@@ -109,6 +118,7 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
              f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
              f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
              f"D = {mc.embed_dim}.",
+             f"- Image backbone: {backbone_line(mc)}.",
              f"- CVLP: {cfg.pretrain.epochs if cfg.pretrain.enabled else 0} epochs, batch {cfg.pretrain.batch_size}, "
              f"lr {cfg.pretrain.lr:g}, {cfg.pretrain.sampler} sampling, distillation "
              f"{cfg.pretrain.distill if mc.teacher else 'off (no CLIP teacher)'}.",

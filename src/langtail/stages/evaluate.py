@@ -24,6 +24,8 @@ Outputs in ``eval/<model>/``:
   ``params_trained`` / ``params_total`` of the image tower, ``params_head``, ``head_init``) and
   ``train_seconds`` (the fine-tuning run's wall time); ``selected`` (the epoch the checkpoint holds:
   ``rule`` = ``finetune.select`` last | best_val, ``epoch`` 1-based, ``val_overall`` when the run validated).
+  ``image_features`` (``cached`` under ``model.backbone_mode: frozen``: scored on the cached
+  backbone features, after checking the checkpoint's backbone is the one they came from; else ``images``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -43,6 +45,7 @@ from langtail.inference import classifier_scores, run_batches, tta_info, tta_loa
 from langtail.losses import class_priors
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import read_classifier
+from langtail.models.image_cache import frozen_features
 from langtail.train.validation import checkpoint_selection
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
+    "model": ("backbone_mode",),
     "finetune": ("alpha",),  # inference: alpha * P_I + (1 - alpha) * P_T
     "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe", "posthoc_la_tau", "tta",
                  "tta_expand"),
@@ -66,7 +70,8 @@ def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
     """Upstream artifacts besides the manifest and the checkpoint: ``zeroshot_anchors`` reads the
     anchor embeddings (a fine-tuned head carries its own in the checkpoint; ``zeroshot`` embeds
     the class-name prompts with the checkpoint's own text encoder)."""
-    return ("text_emb",) if model == "zeroshot_anchors" else ()
+    needs = ("features",) if cfg.model.backbone_mode == "frozen" else ()
+    return needs + (("text_emb",) if model == "zeroshot_anchors" else ())
 
 
 def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
@@ -83,9 +88,11 @@ def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) ->
 
 
 def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path, out_dir: Path,
-        text_emb_path: Path | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+        text_emb_path: Path | None = None, cache_dir: Path | None = None,
+        features_path: Path | None = None) -> dict[str, Any]:
     """``cache_dir``: the text-feature cache (``zeroshot`` reuses the prompt features encoded in
-    pre-training instead of running the text encoder over C x 80 prompts again)."""
+    pre-training instead of running the text encoder over C x 80 prompts again);
+    ``features_path``: the cached image features (``model.backbone_mode: frozen``)."""
     device = resolve_device(cfg.evaluate.device)
     df, meta = read_manifest(manifest_path)
     names = meta["class_names"]
@@ -95,12 +102,20 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     if test.empty:
         raise ValueError(f"{manifest_path}: no images in split {split!r}")
     dc, ec = cfg.data, cfg.evaluate
-    loader = eval_loader(test, manifest_path, meta, dc, ec.batch_size, tta_load_size(ec.tta, dc.image_size, ec.tta_expand))
-    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda"), **tta_info(cfg)}
+    features = frozen_features(cfg.model, features_path, f"evaluate[{model_name}]")
+    if features is not None and ec.tta != "none":
+        raise ValueError(f"evaluate.tta={ec.tta}: test-time views need images, but model.backbone_mode is frozen "
+                         "(cached features); set evaluate.tta: none")
+    loader = eval_loader(test, manifest_path, meta, dc, ec.batch_size, tta_load_size(ec.tta, dc.image_size, ec.tta_expand),
+                         features)
+    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda"), **tta_info(cfg),
+                             "image_features": "cached" if features is not None else "images"}
     group_pred = None
     skips = SkipLog()
     if model_name in ZEROSHOT_MODELS:
         image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device, cache_dir)
+        if features is not None:
+            features.check_backbone(image, str(model_path))
         scores, labels, _, skipped = run_batches(with_tta(zeroshot_scores(image, proto), ec.tta, dc.image_size),
                                                  loader, device,
                                                  desc=f"eval {model_name}", amp=ec.amp, skips=skips)
@@ -108,7 +123,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         extra.update(model_cost(image, dc.image_size, device))
     else:
         pred, labels, skipped, group_pred = _classifier_predictions(cfg, df, C, manifest_path, model_path, model_name,
-                                                                    loader, device, skips, extra)
+                                                                    loader, device, skips, extra, features)
     counts = class_counts(df, C)
     metrics, per = accuracy_table(pred, labels.numpy(), names, counts, class_groups(df, C), group_pred)
     metrics.update({"model": model_name, "split": split, "skipped_images": skipped, **extra})
@@ -118,13 +133,15 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
 
 
 def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path, model_path: Path, model_name: str,
-                            loader, device: torch.device, skips: SkipLog, extra: dict[str, Any]):
+                            loader, device: torch.device, skips: SkipLog, extra: dict[str, Any], features=None):
     """A fine-tuned classifier's predictions ``[N]``, labels ``[N]``, skipped count and the
     shot-group ranking predictions (or None); adds branch accuracies, alpha, post-hoc tau,
     train loss and model cost to ``extra``."""
     ec, dc = cfg.evaluate, cfg.data
     group_pred = None
     clf, ck = read_classifier(model_path, device)
+    if features is not None:  # cached features stand in for images only with the backbone they came from
+        features.check_backbone(clf.image, str(model_path))
     alpha = float(cfg.finetune.alpha)
     la_tau = float(ec.posthoc_la_tau)
     priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None

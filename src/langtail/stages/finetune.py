@@ -21,6 +21,10 @@ Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buf
 with a val split, val_overall / val_many / val_medium / val_few), ``selected`` (the epoch the
 weights are from: ``finetune.select`` last | best_val), seconds, skipped images; ``class_names``
 and ``preprocess`` (``data.image_size``, ``data.normalize``) for ``langtail predict``.
+
+``model.backbone_mode: frozen``: every head trains on the cached backbone features
+(``--features``, :mod:`langtail.data.features`) with the backbone's weights fixed to those the
+features came from; the checkpoint still holds that backbone, so it predicts on image files.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from langtail.losses import make_loss, recognition_loss
 from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier, set_visual_mode
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
+from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
 from langtail.registry import HEADS, Part
@@ -56,7 +61,7 @@ log = logging.getLogger(__name__)
 #: only selects jobs: adding a head trains only it)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
-    "model": IMAGE_KEYS,
+    "model": IMAGE_KEYS + ("backbone_mode",),
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
                  "channels_last", "seed", "optimizer", "momentum", "select"),
     "tracking": TRACKING_KEYS,
@@ -82,8 +87,10 @@ def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> di
 
 def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
     """The upstream artifacts (``text_emb``, ``pretrain``) the run of ``head`` reads besides the
-    manifest: what the head declares (:meth:`langtail.registry.Part.needs`)."""
-    return HEADS.get(head).needs(cfg)
+    manifest: what the head declares (:meth:`langtail.registry.Part.needs`); ``features`` (the
+    cached image features) under ``model.backbone_mode: frozen``."""
+    frozen = ("features",) if cfg.model.backbone_mode == "frozen" else ()
+    return frozen + tuple(HEADS.get(head).needs(cfg))
 
 
 def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def init_head(cfg: DatasetConfig, head_kind: str, head: torch.nn.Module, class_n
 
 
 def make_validator(cfg: DatasetConfig, head_kind: str, clf: Classifier, df, meta, manifest_path: Path,
-                   device: torch.device):
+                   device: torch.device, features=None):
     """``validate()`` on the manifest's val split with evaluate's prediction rule (None without
     a val split; ``finetune.select: best_val`` then raises)."""
     fc = cfg.finetune
@@ -141,19 +148,22 @@ def make_validator(cfg: DatasetConfig, head_kind: str, clf: Classifier, df, meta
         scores, labels, _, _ = run_batches(score, loader, device, desc=f"val {head_kind}", amp=fc.amp)
         return scores[:, 0].argmax(1).numpy(), labels.numpy()
 
-    return validator(predict, eval_loader(rows, manifest_path, meta, cfg.data, fc.batch_size), df,
+    return validator(predict, eval_loader(rows, manifest_path, meta, cfg.data, fc.batch_size, features=features), df,
                      list(meta["class_names"]), clf, f"finetune[{head_kind}]")
 
 
 def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None,
-          pretrain_path: Path | None) -> tuple[Classifier, dict[str, Any]]:
+          pretrain_path: Path | None, features=None) -> tuple[Classifier, dict[str, Any]]:
     """The classifier of one run and its head options: the visual encoder the head declares
-    (CVLP or ``model.pretrained``) + the head over the anchors it needs."""
+    (CVLP or ``model.pretrained``; under ``frozen`` with the cached features' backbone, frozen)
+    + the head over the anchors it needs."""
     fc, part = cfg.finetune, HEADS.get(head_kind)
     if _is_baseline(part) or not fc.init_from_pretrain:
         image = fresh_image_encoder(cfg.model)
     else:
         image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
+    if features is not None:
+        freeze_on(image, features, cfg.model)
     emb = mask = None
     if "text_emb" in part.needs(cfg):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
@@ -164,15 +174,17 @@ def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None
 
 
 def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
-        pretrain_path: Path | None = None, track_dir: Path | None = None) -> None:
-    """Train one head; ``text_emb_path`` / ``pretrain_path``: the inputs the head needs (:func:`inputs`);
-    ``track_dir``: the run's tracking folder (:mod:`langtail.train.tracking`; None = no tracking)."""
+        pretrain_path: Path | None = None, track_dir: Path | None = None, features_path: Path | None = None) -> None:
+    """Train one head; ``text_emb_path`` / ``pretrain_path`` / ``features_path`` (backbone_mode
+    frozen): the inputs the run needs (:func:`inputs`); ``track_dir``: the run's tracking folder
+    (:mod:`langtail.train.tracking`; None = no tracking)."""
     fc, part = cfg.finetune, HEADS.get(head_kind)
     seed_everything(fc.seed)
     device = distributed.setup(fc.device)  # under torchrun: joins the process group
     df, meta = read_manifest(manifest_path)
     C = len(meta["class_names"])
-    clf, options = build(cfg, head_kind, C, text_emb_path, pretrain_path)
+    features = frozen_features(cfg.model, features_path, f"finetune[{head_kind}]")
+    clf, options = build(cfg, head_kind, C, text_emb_path, pretrain_path, features)
     head_init = init_head(cfg, head_kind, clf.head, meta["class_names"], pretrain_path, text_emb_path)
     clf = clf.to(device)
     # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
@@ -186,7 +198,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
-                          seed=fc.seed, augment=fc.augment, device=device)
+                          seed=fc.seed, augment=fc.augment, device=device, features=features)
     lr_fn = part.info.get("lr_overrides")
     opt = make_optimizer(fc.optimizer, param_groups(clf, fc.weight_decay, lr_fn(clf, cfg) if lr_fn else {}), fc.lr,
                          fc.momentum)
@@ -195,11 +207,12 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     resume = out.with_name(out.name + ".resume")
     keys = untracked(select_keys(cfg, config_keys(cfg, head_kind)))
     fp = io.fingerprint({"head": head_kind, **keys},
-                        *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
+                        *(p for p in (manifest_path, text_emb_path, pretrain_path,
+                                      features_path if features is not None else None) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]",
               on_epoch=loss_fn.set_epoch, select=fc.select,
-              validate=make_validator(cfg, head_kind, clf, df, meta, manifest_path, device),
+              validate=make_validator(cfg, head_kind, clf, df, meta, manifest_path, device, features),
               tracker=make_tracker(cfg, track_dir, f"finetune/{head_kind}", keys))
     if not distributed.is_main():
         return
@@ -223,7 +236,7 @@ def _step(clf: Classifier, loss_fn, options: dict[str, Any], freeze: bool, visua
     def step(batch):
         x = batch["image"]
         set_visual_mode(clf, freeze, visual_eval)
-        if channels_last:
+        if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
         if "image" in out_:
