@@ -74,7 +74,7 @@ from langtail.corpus.descriptions import DescriptionMatch
 from langtail.corpus.prompts import prompts_for
 from langtail.corpus.language import drop_sections_for
 from langtail.corpus.sentences import FilterCounts, fit_sentence, split_blocks
-from langtail.corpus.wikipedia import page_resolution
+from langtail.corpus.wiki_cache import page_resolution
 from langtail.schemas import STATS_SCHEMA
 
 log = logging.getLogger(__name__)
