@@ -26,7 +26,7 @@ column            dtype    meaning
 ``page_title``, ``has_page`` (bool: ``wiki`` requested and a page with status ``ok``),
 ``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32), and how the
 page was found: ``page_status``, ``resolved_by``, ``redirect_from``, ``disambiguation_page``
-(strings, :func:`langtail.corpus.wikipedia.page_resolution`).
+(strings, :func:`langtail.corpus.wiki_cache.page_resolution`).
 
 Both files carry the same summary dict under the ``langtail`` metadata key
 (:func:`langtail.io.read_parquet_metadata`); the paper's Table-7 statistics are

@@ -37,7 +37,8 @@ class OfflineCacheMiss(RuntimeError):
 
 
 def cache_filename(class_name: str) -> str:
-    """``<slug>-<sha1[:10]>.json`` for a class name (see the module docstring; :func:`langtail.io.safe_filename`)."""
+    """``<slug>-<sha1[:10]>.json`` for a class name (see :mod:`langtail.corpus.wikipedia`;
+    :func:`langtail.io.safe_filename`)."""
     return safe_filename(class_name, ".json", label=normalize_name(class_name), fallback="class")
 
 
@@ -114,7 +115,8 @@ def missing_from_cache(cache_dir: str | Path, class_names: Iterable[str]) -> lis
 
 
 def stale_by_overrides(cache_dir: str | Path, class_names: Iterable[str], overrides: Mapping[str, str]) -> list[str]:
-    """Cached classes whose page disagrees with the override file (refetched by :func:`crawl`).
+    """Cached classes whose page disagrees with the override file (refetched by
+    :func:`~langtail.corpus.wikipedia.crawl`).
 
     A class is stale when the override file maps it to a title other than the one its
     cached page was fetched for (cache field ``override``; ``-`` = "no page"), or when
@@ -162,7 +164,7 @@ def page_resolution(page: Mapping[str, Any] | None, wiki_used: bool = True) -> t
 
 
 def load_overrides(path: str | Path) -> dict[str, str]:
-    """Override file -> ``{normalised class name: title}`` (see the module docstring)."""
+    """Override file -> ``{normalised class name: title}`` (see :mod:`langtail.corpus.wikipedia`)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     out: dict[str, str] = {}

@@ -107,9 +107,10 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def make_client(cfg: CorpusConfig, retry_wait: float):
-    """The ``wikipediaapi`` client for ``cfg`` (endpoint, User-Agent, timeout; no retries of
-    its own: :meth:`WikipediaFetcher.api` retries, see the module docstring)."""
+def make_client(cfg: CorpusConfig, retry_wait: float) -> tuple[Any, str]:
+    """``(the wikipediaapi client for cfg, its endpoint)``: endpoint, User-Agent, timeout; no retries
+    of its own (:meth:`~langtail.corpus.wiki_fetch.WikipediaFetcher.api` retries, see
+    :mod:`langtail.corpus.wikipedia`)."""
     import wikipediaapi
 
     if not (hasattr(wikipediaapi.Wikipedia, "_build_url") and hasattr(wikipediaapi.Wikipedia, "_get")):

@@ -252,7 +252,7 @@ class WikipediaFetcher:
         """Resolve and fetch one class -> raw-page dict (cache format).
 
         ``info``: the result of request 1 for :meth:`lookup_title` when it was already
-        made in a batch (:func:`crawl`); otherwise it is requested here.
+        made in a batch (:func:`~langtail.corpus.wikipedia.crawl`); otherwise it is requested here.
         """
         query = self.lookup_title(class_name)
         page: dict[str, Any] = {"query": class_name, "title": "", "pageid": -1, "revid": -1,
