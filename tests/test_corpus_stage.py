@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from langtail.config import CorpusConfig
-from langtail.corpus import wikipedia
+from langtail.corpus import wiki_cache, wiki_fetch, wikipedia
 from langtail.corpus.classes import get_class_list
 from langtail.schemas import CORPUS_SCHEMA, STATS_SCHEMA
 from langtail.stages.corpus import write_corpus as run_corpus
@@ -42,7 +42,7 @@ def no_network(monkeypatch):
         raise AssertionError("the network must not be touched")
 
     monkeypatch.setattr(wikipedia, "crawl", boom)
-    monkeypatch.setattr(wikipedia.WikipediaFetcher, "__init__", boom)
+    monkeypatch.setattr(wiki_fetch.WikipediaFetcher, "__init__", boom)
 
 
 def _run(tmp_path, names, cfg, **kw):
@@ -57,9 +57,9 @@ def test_builtin_pages_schema_order_stats(tmp_path, no_network):
     out, stats = _run(tmp_path, names, cfg, builtin_pages=PAGES)
     # cache seeded with one file per class, in the documented format
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert files == sorted(wikipedia.cache_filename(n) for n in names)
-    cached = json.loads(wikipedia.cache_path(tmp_path / "cache", "tench").read_text())
-    assert set(wikipedia.CACHE_FIELDS) <= set(cached) and cached["status"] == "ok"
+    assert files == sorted(wiki_cache.cache_filename(n) for n in names)
+    cached = json.loads(wiki_cache.cache_path(tmp_path / "cache", "tench").read_text())
+    assert set(wiki_cache.CACHE_FIELDS) <= set(cached) and cached["status"] == "ok"
 
     assert pq.read_schema(out).remove_metadata() == CORPUS_SCHEMA
     assert pq.read_schema(stats).remove_metadata() == STATS_SCHEMA
@@ -114,9 +114,9 @@ def test_missing_page_falls_back_to_prompts(tmp_path, no_network):
 
 def test_offline_lists_exactly_the_missing_classes(tmp_path, no_network):
     cache = tmp_path / "cache"
-    wikipedia.write_cached(cache, "tench", PAGES["tench"])
+    wiki_cache.write_cached(cache, "tench", PAGES["tench"])
     cfg = CorpusConfig(sources=["wiki"], offline=True)
-    with pytest.raises(wikipedia.OfflineCacheMiss) as e:
+    with pytest.raises(wiki_cache.OfflineCacheMiss) as e:
         run_corpus(["tench", "zebra", "okapi", "zebra"], cfg, tmp_path / "c.parquet", tmp_path / "s.parquet", cache)
     assert e.value.missing == ["zebra", "okapi"]
     assert "'zebra'" in str(e.value) and "'okapi'" in str(e.value) and "'tench'" not in str(e.value)
@@ -124,7 +124,7 @@ def test_offline_lists_exactly_the_missing_classes(tmp_path, no_network):
 
 
 def test_builtin_pages_incomplete_is_an_error_not_a_crawl(tmp_path, no_network):
-    with pytest.raises(wikipedia.OfflineCacheMiss) as e:
+    with pytest.raises(wiki_cache.OfflineCacheMiss) as e:
         _run(tmp_path, ["tench", "zebra"], CorpusConfig(sources=["wiki"]), builtin_pages={"tench": PAGES["tench"]})
     assert e.value.missing == ["zebra"]
 

@@ -27,7 +27,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from langtail.config import CorpusConfig
-from langtail.corpus import wikipedia
+from langtail.corpus import wiki_cache, wiki_client, wiki_fetch, wikipedia
+from langtail.corpus.classes import display_name
 from langtail.stages.corpus import write_corpus as run_corpus
 from langtail.io import read_parquet, read_parquet_metadata
 
@@ -249,8 +250,8 @@ def crawl(names, cfg, cache, **kw):
 def test_normal_page_and_cache_format(server, tmp_path):
     cfg = cfg_for(server)
     assert crawl(["tench"], cfg, tmp_path) == {"tench": "ok"}
-    page = json.loads(wikipedia.cache_path(tmp_path, "tench").read_text())
-    assert set(wikipedia.CACHE_FIELDS) <= set(page)
+    page = json.loads(wiki_cache.cache_path(tmp_path, "tench").read_text())
+    assert set(wiki_cache.CACHE_FIELDS) <= set(page)
     assert page["query"] == "tench" and page["title"] == "Tench" and page["status"] == "ok"
     assert page["pageid"] == 313389 and page["revid"] == 1221000001
     assert page["language"] == "en" and page["api_url"] == server.base + "/en/w/api.php"
@@ -266,7 +267,7 @@ def test_normal_page_and_cache_format(server, tmp_path):
 
 def test_redirect_followed(server, tmp_path):
     crawl(["aeroplane"], cfg_for(server), tmp_path)
-    page = wikipedia.read_cached(tmp_path, "aeroplane")
+    page = wiki_cache.read_cached(tmp_path, "aeroplane")
     assert page["title"] == "Airplane" and page["status"] == "ok" and page["pageid"] == 9540
     assert page["resolved_by"] == "redirect" and page["redirect_from"] == "Aeroplane"
     assert server.requests("extracts") == [("extracts", "Airplane")]
@@ -278,12 +279,12 @@ def test_recorded_pages_area_python_and_missing(server, tmp_path):
     done = crawl(names, cfg_for(server), tmp_path)
     assert done == {"area": "ok", "Python_(programming_language)": "ok",
                     "NonExistentPage_WikiAPI_Test_12345": "missing"}
-    area = wikipedia.read_cached(tmp_path, "area")
+    area = wiki_cache.read_cached(tmp_path, "area")
     assert area["title"] == "Area" and area["pageid"] == 1209 and "== Formal definition ==" in area["text"]
-    py = wikipedia.read_cached(tmp_path, "Python_(programming_language)")
+    py = wiki_cache.read_cached(tmp_path, "Python_(programming_language)")
     assert py["title"] == "Python (programming language)" and py["pageid"] == 23862
     assert py["revid"] == 1345336232
-    missing = wikipedia.read_cached(tmp_path, "NonExistentPage_WikiAPI_Test_12345")
+    missing = wiki_cache.read_cached(tmp_path, "NonExistentPage_WikiAPI_Test_12345")
     assert missing["pageid"] == -1 and missing["text"] == ""
     assert ("extracts", "NonExistentPage WikiAPI Test 12345") not in server.requests()
 
@@ -291,7 +292,7 @@ def test_recorded_pages_area_python_and_missing(server, tmp_path):
 @needs_recorded
 def test_disambiguation_resolved_by_search(server, tmp_path):
     crawl(["castor"], cfg_for(server), tmp_path)
-    page = wikipedia.read_cached(tmp_path, "castor")
+    page = wiki_cache.read_cached(tmp_path, "castor")
     # the recorded 'castor' response is a disambiguation page; search hits: Castor (itself),
     # Castor (name) (another disambiguation page), Castor (star) -> chosen
     assert page["status"] == "ok" and page["title"] == "Castor (star)" and page["resolved_by"] == "search"
@@ -303,26 +304,26 @@ def test_disambiguation_resolved_by_search(server, tmp_path):
 def test_disambiguation_unresolved_then_override(server, tmp_path):
     cfg = cfg_for(server)
     crawl(["bush"], cfg, tmp_path / "a")
-    page = wikipedia.read_cached(tmp_path / "a", "bush")
+    page = wiki_cache.read_cached(tmp_path / "a", "bush")
     assert page["status"] == "disambiguation_unresolved" and page["title"] == "Bush" and page["text"] == ""
     ov = tmp_path / "overrides.tsv"
     ov.write_text("class\ttitle\n# comment\nBush\tShrub\nnothing_here\t-\n")
     cfg2 = cfg_for(server, overrides_file=str(ov))
     crawl(["bush", "nothing_here"], cfg2, tmp_path / "b")
-    page = wikipedia.read_cached(tmp_path / "b", "bush")
+    page = wiki_cache.read_cached(tmp_path / "b", "bush")
     assert page["status"] == "ok" and page["title"] == "Shrub" and page["resolved_by"] == "override"
-    assert wikipedia.read_cached(tmp_path / "b", "nothing_here")["status"] == "missing"
+    assert wiki_cache.read_cached(tmp_path / "b", "nothing_here")["status"] == "missing"
     assert ("info", "Nothing here") not in server.requests()
     ovj = tmp_path / "overrides.json"
     ovj.write_text(json.dumps({"BUSH": "Shrub"}))
-    assert wikipedia.load_overrides(ovj) == {"bush": "Shrub"}
+    assert wiki_cache.load_overrides(ovj) == {"bush": "Shrub"}
 
 
 @needs_recorded
 def test_non_wikipedia_mediawiki_normalised_and_redirected(server, tmp_path):
     cfg = cfg_for(server, api_url=server.base + "/awoiaf/api.php")
     crawl(["arya"], cfg, tmp_path)
-    page = wikipedia.read_cached(tmp_path, "arya")
+    page = wiki_cache.read_cached(tmp_path, "arya")
     assert page["title"] == "Arya Stark" and page["pageid"] == 1635 and page["revid"] == 193079
     assert page["redirect_from"] == "Arya" and page["text"].startswith("Arya Stark is")
 
@@ -330,7 +331,7 @@ def test_non_wikipedia_mediawiki_normalised_and_redirected(server, tmp_path):
 def test_other_language(server, tmp_path):
     cfg = cfg_for(server, language="de", drop_sections=["literatur", "weblinks", "einzelnachweise"])
     crawl(["Schleie"], cfg, tmp_path / "cache")
-    page = wikipedia.read_cached(tmp_path / "cache", "Schleie")
+    page = wiki_cache.read_cached(tmp_path / "cache", "Schleie")
     assert page["language"] == "de" and page["api_url"].endswith("/de/w/api.php")
     assert {r["path"] for r in server.log} == {"/de/w/api.php"}
     cfg_off = cfg_for(server, language="de", drop_sections=["literatur", "weblinks"], offline=True,
@@ -344,10 +345,10 @@ def test_other_language(server, tmp_path):
 
 
 def test_resolve_api_url_language():
-    assert wikipedia.resolve_api_url(CorpusConfig(language="de")) == "https://de.wikipedia.org/w/api.php"
-    assert wikipedia.resolve_api_url(CorpusConfig(api_url="http://mirror/{lang}/api.php", language="fr")) == \
+    assert wiki_client.resolve_api_url(CorpusConfig(language="de")) == "https://de.wikipedia.org/w/api.php"
+    assert wiki_client.resolve_api_url(CorpusConfig(api_url="http://mirror/{lang}/api.php", language="fr")) == \
         "http://mirror/fr/api.php"
-    assert wikipedia.resolve_api_url(CorpusConfig(api_url="http://mirror/api.php", language="fr")) == \
+    assert wiki_client.resolve_api_url(CorpusConfig(api_url="http://mirror/api.php", language="fr")) == \
         "http://mirror/api.php"
 
 
@@ -357,7 +358,7 @@ def test_429_retry_after_then_success(server, tmp_path):
     infos = [r for r in server.log if r["kind"] == "info"]
     assert len(infos) == 2
     assert infos[1]["t"] - infos[0]["t"] >= 0.9  # Retry-After: 1 honoured (backoff base is 0.01 s)
-    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+    assert wiki_cache.read_cached(tmp_path, "tench")["status"] == "ok"
 
 
 def test_500_then_success_and_timeout_retry(server, tmp_path):
@@ -366,7 +367,7 @@ def test_500_then_success_and_timeout_retry(server, tmp_path):
     crawl(["tench"], cfg_for(server, timeout_s=0.3), tmp_path)
     assert server.requests().count(("extracts", "Tench")) == 3
     assert server.requests().count(("info", "Tench")) == 2
-    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+    assert wiki_cache.read_cached(tmp_path, "tench")["status"] == "ok"
 
 
 def test_retries_exhausted_others_cached_rerun_fetches_only_failed(server, tmp_path):
@@ -376,7 +377,7 @@ def test_retries_exhausted_others_cached_rerun_fetches_only_failed(server, tmp_p
         crawl(["tench", "aeroplane", "Schleie"], cfg, tmp_path)
     assert list(e.value.failed) == ["aeroplane"]
     assert server.requests().count(("extracts", "Airplane")) == 3  # 1 + max_retries
-    assert wikipedia.missing_from_cache(tmp_path, ["tench", "aeroplane", "Schleie"]) == ["aeroplane"]
+    assert wiki_cache.missing_from_cache(tmp_path, ["tench", "aeroplane", "Schleie"]) == ["aeroplane"]
     server.log.clear()
     crawl(["tench", "aeroplane", "Schleie"], cfg, tmp_path)
     assert server.requests() == [("info", "Aeroplane"), ("extracts", "Airplane")]
@@ -394,18 +395,18 @@ def test_interrupted_crawl_resumes(server, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         crawl(names, cfg, tmp_path, on_page=stop_after_half)
-    left = wikipedia.missing_from_cache(tmp_path, names)
+    left = wiki_cache.missing_from_cache(tmp_path, names)
     assert 1 <= len(left) <= 3 and set(seen) == set(names) - set(left)
     server.log.clear()
     crawl(names, cfg, tmp_path)
     asked = {t for kind, key in server.requests("info") for t in key.split("|")}  # batched look-ups
-    assert asked == {wikipedia.display_name(n)[:1].upper() + wikipedia.display_name(n)[1:] for n in left}
+    assert asked == {display_name(n)[:1].upper() + display_name(n)[1:] for n in left}
     server.log.clear()
     assert crawl(names, cfg, tmp_path) == {}
     assert server.log == []
     # offline mode now works; with a class removed from the cache it names exactly that one
-    wikipedia.cache_path(tmp_path, "Schleie").unlink()
-    with pytest.raises(wikipedia.OfflineCacheMiss) as e:
+    wiki_cache.cache_path(tmp_path, "Schleie").unlink()
+    with pytest.raises(wiki_cache.OfflineCacheMiss) as e:
         wikipedia.ensure_pages(names, cfg_for(server, offline=True), tmp_path)
     assert e.value.missing == ["Schleie"] and server.log == []
 
@@ -422,9 +423,9 @@ def test_max_concurrency(server, tmp_path):
 
 def test_api_error_body_is_not_retried(server, tmp_path):
     cfg = cfg_for(server, api_url=server.base + "/nowhere/api.php")
-    fetcher = wikipedia.WikipediaFetcher(cfg, retry_wait=0.01)
+    fetcher = wiki_fetch.WikipediaFetcher(cfg, retry_wait=0.01)
     try:
-        with pytest.raises(wikipedia.MediaWikiApiError, match="unsupported"):
+        with pytest.raises(wiki_client.MediaWikiApiError, match="unsupported"):
             fetcher.api({"action": "parse", "page": "X"})
     finally:
         fetcher.close()
@@ -457,7 +458,7 @@ def test_connection_dropped_mid_body_is_retried(server, tmp_path):
     crawl(["tench"], cfg_for(server, timeout_s=2.0), tmp_path)
     assert server.requests().count(("info", "Tench")) == 2
     assert server.requests().count(("extracts", "Tench")) == 3
-    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+    assert wiki_cache.read_cached(tmp_path, "tench")["status"] == "ok"
 
 
 def test_stalled_body_past_timeout_is_retried(server, tmp_path):
@@ -468,7 +469,7 @@ def test_stalled_body_past_timeout_is_retried(server, tmp_path):
     assert time.monotonic() - t0 < 5
     assert server.requests().count(("extracts", "Tench")) == 2
     assert server.requests().count(("info", "Tench")) == 2
-    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+    assert wiki_cache.read_cached(tmp_path, "tench")["status"] == "ok"
 
 
 def test_transient_failures_stop_after_max_retries(server, tmp_path):
@@ -487,7 +488,7 @@ def test_maxlag_retried_after_reported_lag(server, tmp_path, headers):
     assert len(infos) == 2
     assert infos[1]["t"] - infos[0]["t"] >= 0.9  # waited the reported lag, not the 0.01 s backoff
     assert all(r["params"].get("maxlag") == "5" for r in server.log)
-    assert wikipedia.read_cached(tmp_path, "tench")["status"] == "ok"
+    assert wiki_cache.read_cached(tmp_path, "tench")["status"] == "ok"
 
 
 def test_503_retry_after_is_honoured(server, tmp_path):
@@ -511,14 +512,14 @@ def test_lookups_are_batched_50_titles_per_request(server, tmp_path):
     assert all(len(r["params"]["titles"].split("|")) <= 50 for r in infos)
     # 2 pages exist -> 2 extracts; missing pages need no second request
     assert sorted(k for _, k in server.requests("extracts")) == ["Airplane", "Tench"]
-    tench, aero = wikipedia.read_cached(tmp_path, "tench"), wikipedia.read_cached(tmp_path, "aeroplane")
+    tench, aero = wiki_cache.read_cached(tmp_path, "tench"), wiki_cache.read_cached(tmp_path, "aeroplane")
     assert (tench["status"], tench["title"], tench["resolved_by"]) == ("ok", "Tench", "direct")
     assert (aero["title"], aero["resolved_by"], aero["redirect_from"]) == ("Airplane", "redirect", "Aeroplane")
-    assert wikipedia.read_cached(tmp_path, "unknown class 7")["status"] == "missing"
+    assert wiki_cache.read_cached(tmp_path, "unknown class 7")["status"] == "missing"
 
 
 def test_batched_lookup_of_1000_classes_needs_20_requests(server, tmp_path):
-    fetcher = wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01)
+    fetcher = wiki_fetch.WikipediaFetcher(cfg_for(server), retry_wait=0.01)
     try:
         infos = fetcher.info_batched([f"class {i}" for i in range(1000)])
     finally:
@@ -530,10 +531,10 @@ def test_batched_lookup_of_1000_classes_needs_20_requests(server, tmp_path):
 def test_resolution_normalized_title(server, tmp_path):
     # MediaWiki normalises more than the first letter: "Tinca_tinca" style or namespace
     # changes are reported as "normalized"; first-letter case alone stays "direct"
-    fetcher = wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01)
+    fetcher = wiki_fetch.WikipediaFetcher(cfg_for(server), retry_wait=0.01)
     try:
-        assert wikipedia.resolution_of("tench", wikipedia._Info("Tench", 1, 1, False, False, "", "Tench")) == "direct"
-        assert wikipedia.resolution_of("en:tench", wikipedia._Info("Tench", 1, 1, False, False, "", "Tench")) \
+        assert wiki_fetch.resolution_of("tench", wiki_fetch.PageInfo("Tench", 1, 1, False, False, "", "Tench")) == "direct"
+        assert wiki_fetch.resolution_of("en:tench", wiki_fetch.PageInfo("Tench", 1, 1, False, False, "", "Tench")) \
             == "normalized"
     finally:
         fetcher.close()
@@ -570,30 +571,30 @@ def test_contact_in_user_agent_header(server, tmp_path):
 
 
 def test_user_agent_and_contact_validation():
-    ua = wikipedia.build_user_agent(CorpusConfig(contact="https://example.org/me"))
+    ua = wiki_client.build_user_agent(CorpusConfig(contact="https://example.org/me"))
     assert ua == "langtail/0.1 (https://github.com/langtail/langtail; research crawler; https://example.org/me)"
-    assert wikipedia.build_user_agent(CorpusConfig(user_agent="bot/1", contact="a@b.org")) == "bot/1 (a@b.org)"
-    assert wikipedia.build_user_agent(CorpusConfig()) == CorpusConfig().user_agent
+    assert wiki_client.build_user_agent(CorpusConfig(user_agent="bot/1", contact="a@b.org")) == "bot/1 (a@b.org)"
+    assert wiki_client.build_user_agent(CorpusConfig()) == CorpusConfig().user_agent
     with pytest.raises(ValueError, match="corpus.contact"):
-        wikipedia.build_user_agent(CorpusConfig(contact="call me"))
+        wiki_client.build_user_agent(CorpusConfig(contact="call me"))
 
 
 def test_warns_once_without_contact_on_live_wikipedia(monkeypatch, caplog, server):
     import logging
 
-    monkeypatch.setattr(wikipedia, "_warned_no_contact", False)
-    with caplog.at_level(logging.WARNING, logger="langtail.corpus.wikipedia"):
+    monkeypatch.setattr(wiki_client, "_warned_no_contact", False)
+    with caplog.at_level(logging.WARNING, logger="langtail.corpus.wiki_client"):
         for _ in range(2):  # no request is made by building the fetcher
-            wikipedia.WikipediaFetcher(CorpusConfig(language="de"), retry_wait=0.01).close()
-        wikipedia.WikipediaFetcher(CorpusConfig(contact="me@example.org"), retry_wait=0.01).close()
-        wikipedia.WikipediaFetcher(CorpusConfig(user_agent="bot/1 (me@example.org)"), retry_wait=0.01).close()
-        wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()  # loopback: no warning
+            wiki_fetch.WikipediaFetcher(CorpusConfig(language="de"), retry_wait=0.01).close()
+        wiki_fetch.WikipediaFetcher(CorpusConfig(contact="me@example.org"), retry_wait=0.01).close()
+        wiki_fetch.WikipediaFetcher(CorpusConfig(user_agent="bot/1 (me@example.org)"), retry_wait=0.01).close()
+        wiki_fetch.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()  # loopback: no warning
     msgs = [r.message for r in caplog.records if "corpus.contact" in r.message]
     assert len(msgs) == 1 and "de.wikipedia.org" in msgs[0]
-    monkeypatch.setattr(wikipedia, "_warned_no_contact", False)
+    monkeypatch.setattr(wiki_client, "_warned_no_contact", False)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="langtail.corpus.wikipedia"):
-        wikipedia.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()
+    with caplog.at_level(logging.WARNING, logger="langtail.corpus.wiki_client"):
+        wiki_fetch.WikipediaFetcher(cfg_for(server), retry_wait=0.01).close()
     assert not [r for r in caplog.records if "corpus.contact" in r.message]
 
 
@@ -601,7 +602,7 @@ def test_warns_once_without_contact_on_live_wikipedia(monkeypatch, caplog, serve
 def test_changed_override_refetches_only_that_class(server, tmp_path):
     cfg = cfg_for(server)
     crawl(["bush", "tench"], cfg, tmp_path)
-    assert wikipedia.read_cached(tmp_path, "bush")["status"] == "disambiguation_unresolved"
+    assert wiki_cache.read_cached(tmp_path, "bush")["status"] == "disambiguation_unresolved"
     ov = tmp_path / "overrides.tsv"
     ov.write_text("bush\tShrub\n")
     server.log.clear()
@@ -616,4 +617,4 @@ def test_changed_override_refetches_only_that_class(server, tmp_path):
     ov.write_text("# no overrides\n")  # override removed: back to the search resolution
     wikipedia.ensure_pages(["bush", "tench"], cfg_for(server, overrides_file=str(ov)), tmp_path,
                            retry_wait=0.01, progress=False)
-    assert wikipedia.read_cached(tmp_path, "bush")["resolved_by"] == "search"
+    assert wiki_cache.read_cached(tmp_path, "bush")["resolved_by"] == "search"

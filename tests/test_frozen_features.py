@@ -47,7 +47,7 @@ def frozen_run(tmp_path_factory):
     feats = _features(cfg, out)
     corpus.run(staged(cfg, "corpus"), out / "corpus.parquet", out / "corpus_stats.parquet", out / "wiki_cache")
     cache = out / "cache"
-    pretrain.run(staged(cfg, "pretrain"), man, out / "corpus.parquet", out / "pretrain.pt", cache, feats)
+    pretrain.run(staged(cfg, "pretrain"), man, out / "corpus.parquet", out / "pretrain.pt", cache, features_path=feats)
     anchors.run(staged(cfg, "anchors"), man, out / "corpus.parquet", out / "pretrain.pt", out / "anchors.parquet",
                 cache, feats)
     embed_text.run(staged(cfg, "embed_text"), man, out / "anchors.parquet", out / "corpus.parquet", out / "pretrain.pt",
@@ -55,7 +55,7 @@ def frozen_run(tmp_path_factory):
     metrics = {}
     for h in ("fc", "lgr"):
         finetune.run(staged(cfg, "finetune", head=h), h, man, out / f"{h}.pt", out / "text_emb.safetensors",
-                     out / "pretrain.pt", feats)
+                     out / "pretrain.pt", features_path=feats)
         metrics[h] = evaluate.run(staged(cfg, "evaluate"), h, man, out / f"{h}.pt", out / "eval" / h,
                                   out / "text_emb.safetensors", cache, feats)
     return cfg, out, metrics

@@ -78,7 +78,7 @@ def test_cli_fails_listing_what_is_missing(empty_hf_cache):
 
 
 def test_prefetch_demo_records_what_it_fetched(tmp_path):
-    from langtail.corpus.wikipedia import missing_from_cache
+    from langtail.corpus.wiki_cache import missing_from_cache
     from langtail.data.registry import get_dataset
 
     cfg = from_dict({"corpus": {"sources": ["wiki", "prompt"]}})

@@ -377,14 +377,14 @@ def test_cache_file_refuses_a_planted_symlink(tmp_path):
 
 
 def test_wikipedia_cache_uses_the_safe_names(tmp_path):
-    from langtail.corpus import wikipedia
+    from langtail.corpus import wiki_cache
 
     name = "../../etc/passwd"
-    p = wikipedia.write_cached(tmp_path, name, {"title": "x", "text": "t"})
-    assert p.parent == tmp_path and p.name == wikipedia.cache_filename(name)
-    assert wikipedia.read_cached(tmp_path, name)["query"] == name
+    p = wiki_cache.write_cached(tmp_path, name, {"title": "x", "text": "t"})
+    assert p.parent == tmp_path and p.name == wiki_cache.cache_filename(name)
+    assert wiki_cache.read_cached(tmp_path, name)["query"] == name
     # the file names of existing caches are unchanged (slug of the normalised name + sha1)
-    assert wikipedia.cache_filename("Great_White  Shark") == io.safe_filename(
+    assert wiki_cache.cache_filename("Great_White  Shark") == io.safe_filename(
         "Great_White  Shark", ".json", label="great white shark")
 
 

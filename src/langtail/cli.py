@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from langtail import io
 from langtail.config import ConfigError, DatasetConfig, from_dict, restrict
@@ -203,6 +203,8 @@ def cmd_prefetch(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``langtail`` parser: one sub-command per stage, then ``predict``, ``schema``, ``prefetch``,
+    ``validate-config``."""
     p = argparse.ArgumentParser(prog="langtail", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug-level log lines")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -210,16 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def stage(name, fn, required=(), optional=(), help=""):
-        s = sub.add_parser(name, help=help)
-        s.add_argument(io.TRUST_FLAG, dest="trust_checkpoint", action="store_true", default=argparse.SUPPRESS,
-                       help=TRUST_HELP)
-        s.add_argument("--params", default="{}", help="JSON of the config keys the stage reads (or @file.json)")
-        for opt in required:
-            s.add_argument(f"--{opt}", required=True)
-        for opt in optional:
-            s.add_argument(f"--{opt}", default=None)
-        s.set_defaults(fn=fn)
-        return s
+        return _add_stage(sub, name, fn, required, optional, help)
 
     stage("longtail", cmd_longtail, ["out"], help="build the long-tailed manifest")
     stage("corpus", cmd_corpus, ["out", "stats", "cache-dir"], ["captions"], help="class-level text corpus")
@@ -237,6 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
           help="fine-tune one head")
     stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb", "cache-dir", "features"],
           help="top-1 metrics of one model")
+    _add_report_commands(stage)
+    _add_predict(sub)
+    _add_tool_commands(sub)
+    return p
+
+
+def _add_stage(sub: Any, name: str, fn: Callable, required: Sequence[str] = (), optional: Sequence[str] = (),
+               help: str = "") -> argparse.ArgumentParser:
+    """A stage's sub-command: ``--params``, the trust flag, ``--<opt>`` for each required and optional path."""
+    s = sub.add_parser(name, help=help)
+    s.add_argument(io.TRUST_FLAG, dest="trust_checkpoint", action="store_true", default=argparse.SUPPRESS,
+                   help=TRUST_HELP)
+    s.add_argument("--params", default="{}", help="JSON of the config keys the stage reads (or @file.json)")
+    for opt in required:
+        s.add_argument(f"--{opt}", required=True)
+    for opt in optional:
+        s.add_argument(f"--{opt}", default=None)
+    s.set_defaults(fn=fn)
+    return s
+
+
+def _add_report_commands(stage: Callable[..., argparse.ArgumentParser]) -> None:
+    """``report``, the CA4LTR runs, ``text-quality`` and ``ablations`` (``stage``: :func:`_add_stage` on the
+    sub-parsers)."""
     reports = [stage("report", cmd_report, ["dataset", "out", "manifest", "corpus-stats", "anchors"], ["captions"],
                      help="markdown report + figures")]
     reports[0].add_argument("--eval", nargs="+", required=True, help="eval/<model> directories to show")
@@ -267,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("sweep-report", cmd_sweep_report, ["dataset", "sweep", "grid", "out"], help="one grid sweep's table")
     s.add_argument("--metrics", nargs="+", required=True,
                    help="CELL:HEAD[/seed<k>]=metrics.json of every cell, head and seed")
+
+
+def _add_predict(sub: Any) -> None:
+    """``predict``: a command without a rule; reads no config."""
     s = sub.add_parser("predict", help="top-k classes of new images with a fine-tuned model (no rule; no config)",
                        description="Predict classes of image files with a fine-tuned checkpoint "
                                    "(results/<dataset>/finetune/<head>/model.pt): its cached anchor embeddings, "
@@ -291,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--normalize", default=None,
                    help="normalisation (data.normalize; needed for checkpoints without stored preprocessing)")
     s.set_defaults(fn=cmd_predict)
+
+
+def _add_tool_commands(sub: Any) -> None:
+    """``schema``, ``prefetch`` and ``validate-config``."""
     s = sub.add_parser("schema", help="print (or write) the workflow config JSON schema")
     s.add_argument("--out", default="")
     s.set_defaults(fn=cmd_schema)
@@ -302,8 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate-config", help="validate a workflow config file")
     s.add_argument("config")
     s.set_defaults(fn=cmd_validate)
-    return p
-
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

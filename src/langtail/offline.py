@@ -124,7 +124,7 @@ def _present(need: Need, class_names: list[str] | None = None) -> tuple[bool, st
         except Exception:  # noqa: BLE001 - any failure here means "not in the cache"
             return False, f"hub {need.spec['repo']}"
     if need.kind == "wiki_pages":
-        from langtail.corpus.wikipedia import missing_from_cache
+        from langtail.corpus.wiki_cache import missing_from_cache
 
         cache = need.spec["cache_dir"]
         if class_names is None or not cache:

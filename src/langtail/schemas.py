@@ -17,7 +17,7 @@ MANIFEST_COLUMNS = {
     "group": "string",
 }
 
-#: the corpus stats' page-resolution columns (langtail.corpus.wikipedia.page_resolution)
+#: the corpus stats' page-resolution columns (langtail.corpus.wiki_cache.page_resolution)
 RESOLUTION_COLUMNS = ("page_status", "resolved_by", "redirect_from", "disambiguation_page")
 
 CORPUS_COLUMNS = {

@@ -26,7 +26,7 @@ column            dtype    meaning
 ``page_title``, ``has_page`` (bool: ``wiki`` requested and a page with status ``ok``),
 ``n_wiki``, ``n_prompt``, ``n_descriptions``, ``n_caption``, ``n_total`` (int32), and how the
 page was found: ``page_status``, ``resolved_by``, ``redirect_from``, ``disambiguation_page``
-(strings, :func:`langtail.corpus.wikipedia.page_resolution`).
+(strings, :func:`langtail.corpus.wiki_cache.page_resolution`).
 
 Both files carry the same summary dict under the ``langtail`` metadata key
 (:func:`langtail.io.read_parquet_metadata`); the paper's Table-7 statistics are
@@ -74,7 +74,7 @@ from langtail.corpus.descriptions import DescriptionMatch
 from langtail.corpus.prompts import prompts_for
 from langtail.corpus.language import drop_sections_for
 from langtail.corpus.sentences import FilterCounts, fit_sentence, split_blocks
-from langtail.corpus.wikipedia import page_resolution
+from langtail.corpus.wiki_cache import page_resolution
 from langtail.schemas import STATS_SCHEMA
 
 log = logging.getLogger(__name__)

@@ -93,6 +93,41 @@ def load_descriptions(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def _class_ids(key: str, user: Mapping[str, str], by_norm: Mapping[str, list[int]],
+               by_loose: Mapping[str, list[int]], class_names: list[str], res: DescriptionMatch) -> list[int] | None:
+    """The class indices a description key names (alias, normalised, loose, built-in synonym; module
+    docstring), ``None``/empty when none; a key matched other than by its normalised name is recorded
+    in ``res.mapped_keys``."""
+    nk = normalize_name(key)
+    ids = None
+    if nk in user:
+        ids = by_norm[normalize_name(user[nk])]
+        res.mapped_keys[key] = user[nk]
+    else:
+        ids = by_norm.get(nk)
+        if not ids and len(by_loose.get(loose_name(key), [])) == 1:
+            ids = by_loose[loose_name(key)]
+            res.mapped_keys[key] = class_names[ids[0]]
+        if not ids and BUILTIN_SYNONYMS.get(nk, "") in by_norm:
+            ids = by_norm[BUILTIN_SYNONYMS[nk]]
+            res.mapped_keys[key] = class_names[ids[0]]
+    return ids
+
+
+def _clean_strings(sentences: list[str], res: DescriptionMatch) -> list[str]:
+    """One key's strings with whitespace runs collapsed and empty ones dropped (counted in ``res``)."""
+    cleaned = []
+    for s in sentences:
+        c = _WS.sub(" ", s).strip()
+        if c != s:
+            res.whitespace_fixed += 1
+        if not c:
+            res.empty_dropped += 1
+            continue
+        cleaned.append(c)
+    return cleaned
+
+
 def match_descriptions(raw: Mapping[str, list[str]], class_names: list[str], source: str = "",
                        dedup: bool = True, aliases: Mapping[str, str] | None = None) -> DescriptionMatch:
     """Match description keys to ``class_names`` and clean the strings.
@@ -117,31 +152,11 @@ def match_descriptions(raw: Mapping[str, list[str]], class_names: list[str], sou
     has_key = [False] * len(class_names)
     res = DescriptionMatch(per_class=per_class)
     for key, sentences in raw.items():
-        nk = normalize_name(key)
-        ids = None
-        if nk in user:
-            ids = by_norm[normalize_name(user[nk])]
-            res.mapped_keys[key] = user[nk]
-        else:
-            ids = by_norm.get(nk)
-            if not ids and len(by_loose.get(loose_name(key), [])) == 1:
-                ids = by_loose[loose_name(key)]
-                res.mapped_keys[key] = class_names[ids[0]]
-            if not ids and BUILTIN_SYNONYMS.get(nk, "") in by_norm:
-                ids = by_norm[BUILTIN_SYNONYMS[nk]]
-                res.mapped_keys[key] = class_names[ids[0]]
+        ids = _class_ids(key, user, by_norm, by_loose, class_names, res)
         if not ids:
             res.unmatched_keys.append(key)
             continue
-        cleaned = []
-        for s in sentences:
-            c = _WS.sub(" ", s).strip()
-            if c != s:
-                res.whitespace_fixed += 1
-            if not c:
-                res.empty_dropped += 1
-                continue
-            cleaned.append(c)
+        cleaned = _clean_strings(sentences, res)
         for i in ids:
             has_key[i] = True
             for c in cleaned:

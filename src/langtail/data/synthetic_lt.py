@@ -109,6 +109,37 @@ def _jpegs(rng: np.random.Generator, colour: np.ndarray, n: int, size: int, qual
     return out
 
 
+def _class_folders(layout: str, labels: list[int]) -> list[str]:
+    """The class folder of each label ``[C]``: a synthetic wnid (``imagenet``) or
+    ``<letter>/<category>`` of the Places365 class name (``places``)."""
+    if layout == "imagenet":
+        return synthetic_wnids(len(labels))
+    from langtail.corpus.classes import get_class_list
+
+    names = get_class_list("places365")
+    folders = []
+    for c, y in enumerate(labels):
+        n = names[y] if y < len(names) else f"category_{y}"
+        slug = "_".join(n.replace("/", " ").split()).lower()
+        folders.append(f"{slug[0]}/{slug}")
+    return folders
+
+
+def _image_refs(root: Path, layout: str, folder: str, n_train: int, n_test: int,
+                test_k: int) -> tuple[Path, Path, list[str], list[str], str]:
+    """One class's image folders and split-file paths: ``(train dir, test dir, [n_train] train+val refs,
+    [n_test] test refs, line prefix)``; test images are numbered from ``test_k + 1`` across classes."""
+    if layout == "imagenet":
+        d_tr, d_te = root / "train" / folder, root / "val" / folder
+        refs_tr = [f"train/{folder}/{folder}_{k}.JPEG" for k in range(n_train)]
+        refs_te = [f"val/{folder}/ILSVRC2012_val_{test_k + k + 1:08d}.JPEG" for k in range(n_test)]
+        return d_tr, d_te, refs_tr, refs_te, ""
+    d_tr, d_te = root / folder, root / "val_256"
+    refs_tr = [f"{folder}/{k + 1:08d}.jpg" for k in range(n_train)]
+    refs_te = [f"val_256/Places365_val_{test_k + k + 1:08d}.jpg" for k in range(n_test)]
+    return d_tr, d_te, refs_tr, refs_te, "/"
+
+
 def write_lt_tree(root: str | Path, num_classes: int = 12, *, layout: str = "imagenet",
                   train_counts: Sequence[int] | None = None, val_per_class: int = 20, test_per_class: int = 50,
                   label_ids: Sequence[int] | None = None, image_size: int = 32, quality: int = 75,
@@ -130,17 +161,7 @@ def write_lt_tree(root: str | Path, num_classes: int = 12, *, layout: str = "ima
     tr = imagenet_lt_counts(C) if train_counts is None else [int(n) for n in train_counts]
     if len(tr) != C or min(tr) < 1:
         raise ValueError(f"train_counts must be {C} counts >= 1")
-    if layout == "imagenet":
-        folders = synthetic_wnids(C)
-    else:
-        from langtail.corpus.classes import get_class_list
-
-        names = get_class_list("places365")
-        folders = []
-        for c, y in enumerate(labels):
-            n = names[y] if y < len(names) else f"category_{y}"
-            slug = "_".join(n.replace("/", " ").split()).lower()
-            folders.append(f"{slug[0]}/{slug}")
+    folders = _class_folders(layout, labels)
     rng = np.random.default_rng(seed)
     colours = rng.integers(30, 226, size=(C, 3))
     counts = {"train": tr, "val": [int(val_per_class)] * C, "test": [int(test_per_class)] * C}
@@ -156,16 +177,7 @@ def write_lt_tree(root: str | Path, num_classes: int = 12, *, layout: str = "ima
                 y, folder = labels[c], folders[c]
                 n_tr, n_va, n_te = counts["train"][c], counts["val"][c], counts["test"][c]
                 blobs = _jpegs(rng, colours[c], n_tr + n_va + n_te, image_size, quality)
-                if layout == "imagenet":
-                    d_tr, d_te = root / "train" / folder, root / "val" / folder
-                    refs_tr = [f"train/{folder}/{folder}_{k}.JPEG" for k in range(n_tr + n_va)]
-                    refs_te = [f"val/{folder}/ILSVRC2012_val_{test_k + k + 1:08d}.JPEG" for k in range(n_te)]
-                    lead = ""
-                else:
-                    d_tr, d_te = root / folder, root / "val_256"
-                    refs_tr = [f"{folder}/{k + 1:08d}.jpg" for k in range(n_tr + n_va)]
-                    refs_te = [f"val_256/Places365_val_{test_k + k + 1:08d}.jpg" for k in range(n_te)]
-                    lead = "/"
+                d_tr, d_te, refs_tr, refs_te, lead = _image_refs(root, layout, folder, n_tr + n_va, n_te, test_k)
                 test_k += n_te
                 d_tr.mkdir(parents=True, exist_ok=True)
                 d_te.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,13 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 from langtail import io
 from langtail.captions.shards import (caption_shards, captions_fingerprint,
                                       check_prompt, empty_captions, generation_settings, merge_shards, plan_shards,
                                       select_images)
-from langtail.config import DatasetConfig
+from langtail.config import CaptionsConfig, DatasetConfig
 from langtail.data.dataset import store_for
 from langtail.data.manifest import read_manifest
 from langtail.schemas import CAPTIONS_COLUMNS, CAPTIONS_SCHEMA
@@ -66,6 +67,18 @@ def run(cfg: DatasetConfig, manifest_path: Path, out: Path, shard_dir: Path) -> 
     elapsed_run = time.perf_counter() - t_run
 
     captions = merge_shards(shard_dir, n_shards)
+    meta = _run_metadata(cfg, settings, str(device), len(captions), len(sel), shard_meta, n_shards, reused,
+                         elapsed_run, fp)
+    io.write_parquet(out, captions[list(CAPTIONS_COLUMNS)], metadata=meta, schema=CAPTIONS_SCHEMA)
+    log.info("captions: %d images captioned (%d skipped) -> %s; %.2f img/s",
+             len(captions), meta["n_skipped"], out, meta["images_per_s"] or 0.0)
+
+
+def _run_metadata(cfg: CaptionsConfig, settings: dict[str, Any], device: str, n_images: int, n_selected: int,
+                  shard_meta: dict[int, dict[str, Any]], n_shards: int, reused: int, elapsed_run: float,
+                  fp: str) -> dict[str, Any]:
+    """The ``captions.parquet`` metadata of a run (``docs/artifacts.md``): settings, counts, skipped images
+    (first 50) and timings summed over the shards."""
     elapsed = float(sum(m.get("elapsed_s", 0.0) for m in shard_meta.values()))
     skipped = [r for k in range(n_shards) for r in shard_meta[k].get("skipped", [])]
     meta = {
@@ -75,18 +88,16 @@ def run(cfg: DatasetConfig, manifest_path: Path, out: Path, shard_dir: Path) -> 
         "per_class": int(cfg.per_class),
         "batch_size": int(cfg.batch_size),
         "shard_size": int(cfg.shard_size),
-        "device": str(device),
-        "n_images": int(len(captions)),
-        "n_selected": int(len(sel)),
+        "device": device,
+        "n_images": int(n_images),
+        "n_selected": int(n_selected),
         "n_skipped": len(skipped),
         "skipped": skipped[:50],
         "n_shards": n_shards,
         "shards_reused": reused,
         "elapsed_s": round(elapsed, 3),  # generation time summed over all shards (all runs)
         "elapsed_s_this_run": round(elapsed_run, 3),
-        "images_per_s": round(len(captions) / elapsed, 3) if elapsed > 0 else None,
+        "images_per_s": round(n_images / elapsed, 3) if elapsed > 0 else None,
         "fingerprint": fp,
     }
-    io.write_parquet(out, captions[list(CAPTIONS_COLUMNS)], metadata=meta, schema=CAPTIONS_SCHEMA)
-    log.info("captions: %d images captioned (%d skipped) -> %s; %.2f img/s",
-             len(captions), len(skipped), out, meta["images_per_s"] or 0.0)
+    return meta

@@ -45,7 +45,7 @@ def write_corpus(class_names: list[str], cfg: CorpusConfig, out: Path, stats_out
     :mod:`langtail.corpus.wikipedia`) are written into ``cache_dir`` where absent and then
     read back through the cache like crawled pages; with them no request is made. Without
     them, ``wiki`` pages missing from the cache are crawled unless ``cfg.offline`` (then
-    :class:`~langtail.corpus.wikipedia.OfflineCacheMiss` names the uncached classes).
+    :class:`~langtail.corpus.wiki_cache.OfflineCacheMiss` names the uncached classes).
     ``captions_path`` is required when ``caption`` is a source.
     """
     from langtail.corpus.wikipedia import ensure_pages
