@@ -152,7 +152,7 @@ def test_cached_logits_equal_image_logits(frozen_run):
     clf, _ = load_classifier(out / "fc.pt")
     f = ImageFeatures(out / "image_features.safetensors")
     with torch.no_grad():
-        a = torch.cat([clf(b["image"])["image"] for b in eval_loader(test, out / "manifest.parquet", meta, cfg.data, 64, f)])
+        a = torch.cat([clf(b["image"])["image"] for b in eval_loader(test, out / "manifest.parquet", meta, cfg.data, 64, features=f)])
         b = torch.cat([clf(b["image"])["image"] for b in eval_loader(test, out / "manifest.parquet", meta, cfg.data, 64)])
     assert a.shape == (len(test), 24)
     assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
@@ -226,7 +226,7 @@ def test_ca4ltr_trains_and_evaluates_on_cached_tokens(frozen_run):
     df, meta = read_manifest(man)
     test = df[df.split == "test"].reset_index(drop=True).iloc[:16]
     with torch.no_grad():
-        a = torch.cat([model(b["image"]) for b in eval_loader(test, man, meta, cfg.data, 16, f)])
+        a = torch.cat([model(b["image"]) for b in eval_loader(test, man, meta, cfg.data, 16, features=f)])
         b = torch.cat([model(b["image"]) for b in eval_loader(test, man, meta, cfg.data, 16)])
     assert torch.allclose(a, b, atol=2e-2, rtol=1e-2)  # float16 tokens
     assert (a.argmax(1) == b.argmax(1)).float().mean() >= 0.9

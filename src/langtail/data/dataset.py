@@ -233,7 +233,7 @@ def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[s
 
 
 def eval_loader(rows: pd.DataFrame, manifest_path: Path | str, meta: Mapping[str, Any], data_cfg,
-                batch_size: int, load_size: int | None = None, features=None):
+                batch_size: int, load_size: int | None = None, *, features=None):
     """The evaluation loader every stage uses (no augmentation, every row once, in order; reset
     index: ``batch["row"]`` indexes ``rows``); ``load_size``: the side images are resized to
     (default ``data.image_size``; larger for test-time crops, :func:`langtail.inference.tta_load_size`);

@@ -67,7 +67,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, pretrain_pat
     features = frozen_features(cfg.model, features_path, "anchors")
     if features is not None:
         features.check_backbone(model.image, str(pretrain_path))
-    loader = eval_loader(batch_df, manifest_path, meta, dc, 256, features)
+    loader = eval_loader(batch_df, manifest_path, meta, dc, 256, features=features)
     img, img_labels, _, skipped = run_batches(model.image, loader, device, desc="anchors: images")
     txt = encode_sentences(model.text, corpus["sentence"].tolist(), cache_dir)
     missing = sorted(set(corpus["class_id"].unique()) - set(img_labels.unique().tolist()))

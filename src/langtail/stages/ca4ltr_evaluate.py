@@ -77,7 +77,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, checkpoint: Path, out_dir: Path
                              "frozen (cached features); set evaluate.tta: none")
         features.check_backbone(model.image, str(checkpoint))
     loader = eval_loader(test, manifest_path, meta, dc, ec.batch_size,
-                         tta_load_size(ec.tta, dc.image_size, ec.tta_expand), features)
+                         tta_load_size(ec.tta, dc.image_size, ec.tta_expand), features=features)
     la_tau = float(cfg.evaluate.posthoc_la_tau)  # post-hoc logit adjustment: logits - tau * log pi
     shift = -la_tau * class_priors(class_counts(df, C), str(manifest_path)).log() if la_tau else None
     pred, labels, rows, skipped = predict(model, texts, loader, device, desc=f"eval ca4ltr_{source}",

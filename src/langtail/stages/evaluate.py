@@ -107,7 +107,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         raise ValueError(f"evaluate.tta={ec.tta}: test-time views need images, but model.backbone_mode is frozen "
                          "(cached features); set evaluate.tta: none")
     loader = eval_loader(test, manifest_path, meta, dc, ec.batch_size, tta_load_size(ec.tta, dc.image_size, ec.tta_expand),
-                         features)
+                         features=features)
     extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda"), **tta_info(cfg),
                              "image_features": "cached" if features is not None else "images"}
     group_pred = None
