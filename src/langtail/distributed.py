@@ -279,6 +279,16 @@ def all_mean(value: float) -> float:
     return float(t.item()) / world_size()
 
 
+def all_gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable values);
+    ``[obj]`` for a single process. A collective: every rank must call it."""
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * world_size()
+    _dist().all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if is_distributed():
         _dist().barrier()

@@ -144,13 +144,12 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch)
         tot, n = 0.0, 0
+        epoch_skips = SkipLog()  # this rank's; merged over ranks at the epoch's end
         bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
                    disable=None if distributed.is_main() else True)
         for batch in bar:
-            res.skipped += batch.get("skipped", 0)
-            res.skips.add_batch(batch)
-            if "image" not in batch:
-                continue
+            _check_batch(batch, desc)
+            epoch_skips.add_batch(batch)
             batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = step_fn(batch) if ddp is None else ddp(batch)
@@ -167,6 +166,7 @@ def fit(
             tot += loss.item()
             n += 1
             bar.set_postfix(loss=f"{tot / n:.4f}")
+        merge_rank_skips(res, epoch_skips)
         rec = {"epoch": epoch + 1, "loss": distributed.all_mean(tot / max(1, n)), "lr": optimizer.param_groups[0]["lr"]}
         if epoch_stats is not None:
             rec.update({k: float(v) for k, v in epoch_stats().items()})
@@ -184,6 +184,27 @@ def fit(
     if res.skipped:
         log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
     return res
+
+
+def _check_batch(batch: dict[str, Any], desc: str) -> None:
+    """A training batch always holds images: the training dataset substitutes unreadable ones
+    (:meth:`langtail.data.dataset.ManifestDataset.substitute`), so no rank ever skips a step's
+    collectives while the others wait in them."""
+    if "image" not in batch:
+        raise RuntimeError(f"{desc}: a training batch without images ({batch.get('skipped', 0)} unreadable); "
+                           "training loaders must substitute unreadable images (langtail.data.dataset.make_loader)")
+
+
+def merge_rank_skips(res: FitResult, skips: SkipLog) -> None:
+    """Add every rank's ``skips`` (one epoch's, or a part of one) to ``res`` on every rank, in
+    rank order: a skip seen by any rank is recorded once, and rank 0 writes them all.
+    A collective: every rank calls it at the same point."""
+    from langtail import distributed
+
+    for items in distributed.all_gather_objects(skips.to_list()):
+        for image, split, reason, times in items:
+            res.skips.add(image, split, reason, times)
+            res.skipped += int(times)
 
 
 def finish(resume_path: Path) -> None:
