@@ -54,7 +54,7 @@ def _loader(ds: _Data, sampler_mode: str):
 def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
     """Train ``kind`` (cvlp | lgr) for EPOCHS; rank 0 saves losses, grads and final weights."""
     from langtail import distributed
-    from langtail.losses import class_contrastive_loss, cosine_matrix, recognition_loss
+    from langtail.losses import LongTailLoss, class_contrastive_loss, cosine_matrix, recognition_loss
     from langtail.models.heads import Classifier, LGRHead
     from langtail.runtime import seed_everything
     from langtail.train.loop import fit
@@ -64,6 +64,7 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
     ds = _Data()
     loader = _loader(ds, "sqrt" if kind == "cvlp" else "balanced")
     losses, grads = [], []
+    on_epoch = None
     if kind == "cvlp":
         sent = torch.randn(3 * C, F_IN)  # 3 sentences per class
         start, count = torch.arange(C) * 3, torch.full((C,), 3)
@@ -85,10 +86,13 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
         emb = torch.nn.functional.normalize(torch.randn(C, 3, D), dim=-1)
         image = torch.nn.Sequential(torch.nn.Linear(F_IN, 16), torch.nn.ReLU(), torch.nn.Linear(16, D))
         model = Classifier(image, LGRHead(emb, None, 0.07), "lgr")
+        # ldam: LDAM with DRW from the 2nd epoch; the class-weighted mean must be the global batch's
+        loss_fn = LongTailLoss("ldam", np.bincount(ds.labels), drw_epoch=1, drw_beta=0.99) if kind == "ldam" else None
+        on_epoch = loss_fn.set_epoch if loss_fn is not None else None
 
         def step(batch):
             out_ = model(batch["image"])
-            loss = recognition_loss(out_["image"], out_["text"], batch["label"])
+            loss = recognition_loss(out_["image"], out_["text"], batch["label"], loss_fn, 0.07, None)
             losses.append(distributed.all_mean(loss.item()))
             return loss
 
@@ -102,7 +106,7 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
 
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)  # Adam would amplify float noise in ~0 grads
     res = fit(model, opt, loader, step, epochs=EPOCHS, resume_path=out / "model.resume", fingerprint="fp",
-              device=device, desc=kind, after_step=after_step)
+              device=device, desc=kind, after_step=after_step, on_epoch=on_epoch)
     if distributed.is_main():
         torch.save({"losses": losses, "grads": grads, "state": model.state_dict(), "history": res.history,
                     "resumed_from": res.resumed_from}, out / "result.pt")
@@ -133,7 +137,7 @@ def _close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a["state"][k], b["state"][k], rtol=1e-4, atol=1e-6, msg=f"weights {k}")
 
 
-@pytest.mark.parametrize("kind", ["cvlp", "lgr"])
+@pytest.mark.parametrize("kind", ["cvlp", "lgr", "ldam"])
 def test_two_ranks_equal_one_process_with_the_global_batch(kind, tmp_path):
     one = _run(kind, tmp_path / "one", world=1)
     two = _run(kind, tmp_path / "two", world=2)

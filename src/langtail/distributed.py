@@ -279,6 +279,15 @@ def all_mean(value: float) -> float:
     return float(t.item()) / world_size()
 
 
+def all_sum(x):
+    """Sum of tensor ``x`` over ranks (a copy; no gradient); ``x`` itself for one process."""
+    if not is_distributed():
+        return x
+    t = x.detach().clone()
+    _dist().all_reduce(t)
+    return t
+
+
 def all_gather_objects(obj) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable values);
     ``[obj]`` for a single process. A collective: every rank must call it."""
