@@ -14,8 +14,9 @@ Outputs in ``eval/<model>/``:
   ``n_images``, ``n_classes`` per group, ``skipped_images``, and for LGR the branch
   accuracies ``image_branch`` / ``text_branch``, ``alpha`` and ``group_ranking``; for zero-shot
   ``class_text``; for a fine-tuned classifier ``posthoc_la_tau`` (``evaluate.posthoc_la_tau``:
-  logits ``- tau * log pi`` of every branch before the softmax, 0 = off) and ``train_loss``
-  (the checkpoint's ``finetune.loss``); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
+  logits ``- tau * log pi`` of every branch before the softmax, 0 = off), ``train_loss``
+  (the checkpoint's ``finetune.loss``) and ``checkpoint_id`` (its ``run_id``: ``langtail
+  predict`` ranks with this evaluation's ``alpha`` / ``posthoc_la_tau``); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
   (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image,
   ``torch.utils.flop_counter``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
@@ -125,6 +126,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
         extra["alpha"] = alpha
         extra["posthoc_la_tau"] = la_tau
         extra["train_loss"] = ck["extra"].get("loss", "ce")
+        extra["checkpoint_id"] = ck["extra"].get("run_id", "")  # `langtail predict` takes alpha / tau from here
         extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
         extra.update(model_cost(clf, dc.image_size, device))
     counts = class_counts(df, C)

@@ -175,7 +175,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     save_classifier(out, clf.cpu(), cfg.model, {
         "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
-        "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp"},
+        "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp",
+        "run_id": fp, "class_counts": [int(n) for n in class_counts(df, C)]},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)
