@@ -10,6 +10,7 @@ BatchNorm statistics stay per process; SyncBatchNorm needs GPUs).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _loader(ds: _Data, sampler_mode: str):
     return torch.utils.data.DataLoader(ds, batch_size=bs, sampler=samp, drop_last=True)
 
 
-def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
+def _train(kind: str, out: Path, kill_at_step: int = -1, term_at_step: int = -1) -> None:
     """Train ``kind`` (cvlp | lgr) for EPOCHS; rank 0 saves losses, grads and final weights."""
     from langtail import distributed
     from langtail.losses import LongTailLoss, class_contrastive_loss, cosine_matrix, recognition_loss
@@ -103,6 +104,8 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
         n_steps[0] += 1
         if n_steps[0] == kill_at_step:
             os._exit(17)  # killed mid-epoch, no cleanup
+        if n_steps[0] == term_at_step and distributed.is_main():
+            os.kill(os.getpid(), signal.SIGTERM)  # as SLURM before a time limit: rank 0 only, the others must follow
 
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)  # Adam would amplify float noise in ~0 grads
     res = fit(model, opt, loader, step, epochs=EPOCHS, resume_path=out / "model.resume", fingerprint="fp",
@@ -112,16 +115,16 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
                     "resumed_from": res.resumed_from}, out / "result.pt")
 
 
-def _rank_main(rank: int, world: int, port: int, kind: str, out: str, kill_at_step: int) -> None:
+def _rank_main(rank: int, world: int, port: int, kind: str, out: str, kill_at_step: int, term_at_step: int) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    _train(kind, Path(out), kill_at_step)
+    _train(kind, Path(out), kill_at_step, term_at_step)
 
 
-def _run(kind: str, out: Path, world: int, kill_at_step: int = -1) -> dict:
+def _run(kind: str, out: Path, world: int, kill_at_step: int = -1, term_at_step: int = -1) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(world, _free_port(), kind, str(out), kill_at_step), nprocs=world,
+    mp.start_processes(_rank_main, args=(world, _free_port(), kind, str(out), kill_at_step, term_at_step), nprocs=world,
                        join=True, start_method="spawn")
     return torch.load(out / "result.pt")
 
@@ -167,6 +170,24 @@ def test_killed_two_rank_run_resumes(tmp_path):
     assert (out / "model.resume").exists() and not (out / "result.pt").exists()
     resumed = _run("cvlp", out, world=2)
     assert resumed["resumed_from"] == 1
+    for k in full["state"]:
+        torch.testing.assert_close(resumed["state"][k], full["state"][k], rtol=1e-5, atol=1e-6)
+    assert resumed["history"] == full["history"]
+
+
+@pytest.mark.parametrize("world", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_sigterm_mid_epoch_then_rerun_equals_an_uninterrupted_run(world, tmp_path):
+    """Preemption: SIGTERM mid-epoch -> a mid-epoch resume file, non-zero exit; the rerun resumes
+    from that step (sampler position, RNG, partial epoch loss) and ends as an uninterrupted run."""
+    full = _run("cvlp", tmp_path / "full", world=world)
+    out = tmp_path / "term"
+    with pytest.raises(mp.ProcessRaisedException, match="stopped on a signal at epoch 2, step 2"):
+        _run("cvlp", out, world=world, term_at_step=STEPS_PER_EPOCH + 2)
+    st = torch.load(out / "model.resume", weights_only=True)
+    assert (st["epoch"], st["step"], len(st["epoch_loss"])) == (1, 2, world) and not (out / "result.pt").exists()
+    resumed = _run("cvlp", out, world=world)
+    assert resumed["resumed_from"] == 1
+    np.testing.assert_allclose(resumed["losses"], full["losses"][STEPS_PER_EPOCH + 2:], rtol=1e-6)
     for k in full["state"]:
         torch.testing.assert_close(resumed["state"][k], full["state"][k], rtol=1e-5, atol=1e-6)
     assert resumed["history"] == full["history"]

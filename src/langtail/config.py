@@ -251,9 +251,13 @@ class JobResources:
     live in the profile (``workflow/profiles/slurm/config.v8+.yaml``)."""
 
     gpus: int = 0  #: GPUs for the job; > 1 runs pretrain/finetune/ca4ltr under torchrun (DDP), one process per GPU
-    cpus: int = 1  #: cores for the whole job (also Snakemake's threads)
-    mem_mb: int = 4000  #: memory for the whole job, MB
+    cpus: int = 1  #: cores for the whole job (also Snakemake's threads); see cpus_per_gpu
+    mem_mb: int = 4000  #: memory for the whole job, MB; see mem_mb_per_gpu
     runtime: int = 60  #: wall-clock limit, minutes
+    #: > 0 with gpus > 0: cores = cpus_per_gpu * gpus (replaces cpus; the job scales with its GPUs)
+    cpus_per_gpu: int = 0
+    #: > 0 with gpus > 0: memory = mem_mb_per_gpu * gpus MB (replaces mem_mb)
+    mem_mb_per_gpu: int = 0
 
 
 def _res(**kw: Any) -> Any:
@@ -375,7 +379,7 @@ def job_resources(cfg: DatasetConfig, job: str) -> JobResources:
         raise ConfigError(f"unknown job kind {job!r}; known: {[f.name for f in dataclasses.fields(ResourcesConfig)]}")
     r: JobResources = getattr(cfg.resources, job)
     where = f"resources.{job}"
-    for key, low in (("gpus", 0), ("cpus", 1), ("mem_mb", 1), ("runtime", 1)):
+    for key, low in (("gpus", 0), ("cpus", 1), ("mem_mb", 1), ("runtime", 1), ("cpus_per_gpu", 0), ("mem_mb_per_gpu", 0)):
         if getattr(r, key) < low:
             raise ConfigError(f"{where}.{key}: {getattr(r, key)} is below {low}")
     section = JOB_DEVICE_SECTION.get(job)
@@ -396,7 +400,16 @@ def job_resources(cfg: DatasetConfig, job: str) -> JobResources:
     if r.gpus > 1 and device.startswith("cuda:"):
         raise ConfigError(f"{where}.gpus: {r.gpus} with {section}.device {device!r} (one fixed GPU); "
                           "use device: cuda or auto")
-    return r
+    return per_gpu_totals(r)
+
+
+def per_gpu_totals(r: JobResources) -> JobResources:
+    """``r`` with ``cpus`` / ``mem_mb`` the job totals of its per-GPU amounts (when set and the
+    job has GPUs): 8 GPUs at ``cpus_per_gpu: 12`` ask for 96 cores, not a fixed 16."""
+    if r.gpus < 1:
+        return r
+    return dataclasses.replace(r, cpus=r.cpus_per_gpu * r.gpus if r.cpus_per_gpu > 0 else r.cpus,
+                               mem_mb=r.mem_mb_per_gpu * r.gpus if r.mem_mb_per_gpu > 0 else r.mem_mb)
 
 
 def slurm_site(raw: Mapping[str, Any]) -> dict[str, str]:

@@ -206,6 +206,23 @@ def per_rank_batch(global_batch: int) -> int:
     return global_batch // w
 
 
+def workers_per_rank(requested: int) -> int:
+    """DataLoader workers for this process: ``requested`` (``data.num_workers``), capped so
+    that the ranks of a job share its cores (cores this process may use // ranks, minus one
+    for the rank itself): 8 ranks on 64 cores get 7 workers each, not 8 x 8 decoders."""
+    if requested <= 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    cap = max(0, cores // world_size() - 1)
+    if requested > cap:
+        log.info("data.num_workers %d -> %d per process (%d cores, %d process(es))", requested, cap, cores,
+                 world_size())
+    return min(requested, cap)
+
+
 def gather(x):
     """Concatenate ``x [b, ...]`` of every rank in rank order -> ``[b * world, ...]``. With
     gradient when ``x`` requires it (as open_clip's gather_with_grad: the backward pass returns
@@ -286,6 +303,25 @@ def all_sum(x):
     t = x.detach().clone()
     _dist().all_reduce(t)
     return t
+
+
+_CPU_GROUP = None
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (a one-integer all-reduce over a gloo
+    group on the CPU: no GPU synchronisation, cheap enough for every step). A collective."""
+    global _CPU_GROUP
+    if not is_distributed():
+        return bool(flag)
+    import torch
+
+    dist = _dist()
+    if _CPU_GROUP is None:
+        _CPU_GROUP = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    t = torch.tensor([int(bool(flag))], dtype=torch.int32)
+    dist.all_reduce(t, group=_CPU_GROUP)
+    return bool(t.item())
 
 
 def all_gather_objects(obj) -> list:

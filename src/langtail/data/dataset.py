@@ -254,12 +254,13 @@ def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int,
     process group, ``batch_size`` is the global batch (each rank loads ``batch_size / world``
     images of it). ``persistent_workers``: keep worker processes between
     epochs (default: whenever there are workers)."""
+    from langtail import distributed
+
+    num_workers = distributed.workers_per_rank(num_workers)
     ds = ManifestDataset(df, store, transform, substitute=train)
     samp = None
     if train:
         # under torchrun, `batch_size` is the global batch: this rank loads its share
-        from langtail import distributed
-
         world = distributed.world_size()
         batch_size = distributed.per_rank_batch(batch_size)
         samp = EpochSampler(ds.labels, sampler, seed, rank=distributed.rank(), world=world, batch_size=batch_size,

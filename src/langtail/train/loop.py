@@ -10,20 +10,31 @@ uninterrupted run (all randomness is either restored from the checkpoint or deri
 old resume file that needs the unsafe loader is refused (delete it, or opt in with
 ``--trust-checkpoint``). It carries a fingerprint of the run's configuration and inputs;
 a stale one (different config) is discarded with a log line.
+
+Preemption (:mod:`langtail.train.preempt`): on SIGTERM / SIGUSR1 every rank stops after the
+same step (the flag is or-ed over ranks each step on a CPU gloo group), rank 0 writes a
+mid-epoch resume file (``step`` within the epoch, ``epoch_loss`` per rank, the RNG state after
+that step; the sampler restarts at that position) and :class:`~langtail.train.preempt.Preempted`
+is raised (non-zero exit); the rerun continues from that step with the same result as an
+uninterrupted run. Per-step cost: the loss, its sum and the non-finite count stay on the
+device; they are read (one host sync) every ``sync_every`` steps and at the epoch's end.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from langtail import io
+from langtail.train import preempt
 from langtail.runtime import rng_state, set_rng_state
 from langtail.data.skipped import SkipLog
 
@@ -93,6 +104,7 @@ def fit(
     after_step: Callable[[], None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
     epoch_stats: Callable[[], dict[str, float]] | None = None,
+    sync_every: int = 50,
 ) -> FitResult:
     """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
 
@@ -114,76 +126,174 @@ def fit(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     res = FitResult()
-    start = 0
+    parts = {"model": model, "optimizer": optimizer, "scheduler": sched, "scaler": scaler}
     distributed.barrier()  # rank 0 may still be writing the previous run's file
-    if resume_path.exists():
-        try:
-            st = io.torch_load(resume_path)
-        except io.UnsafeCheckpointError as e:
-            raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
-        if st.get("fingerprint") == fingerprint:
-            model.load_state_dict(st["model"])
-            optimizer.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            scaler.load_state_dict(st["scaler"])
-            set_rng_state(st["rng"])
-            res.history = st["history"]
-            res.skipped = st.get("skipped", 0)
-            res.skips = SkipLog.from_list(st.get("skipped_images", []))
-            start = st["epoch"]
-            res.resumed_from = start
-            log.info("%s: resuming after epoch %d from %s", desc, start, resume_path)
-        else:
-            log.warning("%s: ignoring stale resume file %s (config or inputs changed)", desc, resume_path)
+    pos = _resume(resume_path, fingerprint, parts, res, desc)
+    save = functools.partial(_save, resume_path, fingerprint, parts, res)
     t0 = time.time()
-    for epoch in range(start, epochs):
-        model.train()
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        if on_epoch is not None:
-            on_epoch(epoch)
-        tot, n = 0.0, 0
-        epoch_skips = SkipLog()  # this rank's; merged over ranks at the epoch's end
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
-                   disable=None if distributed.is_main() else True)
-        for batch in bar:
-            _check_batch(batch, desc)
-            epoch_skips.add_batch(batch)
-            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = step_fn(batch) if ddp is None else ddp(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at epoch {epoch + 1}; "
-                                         "lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            sched.step()
-            if after_step is not None:
-                after_step()
-            tot += loss.item()
-            n += 1
-            bar.set_postfix(loss=f"{tot / n:.4f}")
-        merge_rank_skips(res, epoch_skips)
-        rec = {"epoch": epoch + 1, "loss": distributed.all_mean(tot / max(1, n)), "lr": optimizer.param_groups[0]["lr"]}
-        if epoch_stats is not None:
-            rec.update({k: float(v) for k, v in epoch_stats().items()})
-        res.history.append(rec)
-        log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
-        if distributed.is_main():
-            io.torch_save(resume_path, {
-                "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "rng": rng_state(), "history": res.history, "skipped": res.skipped,
-                "skipped_images": res.skips.to_list(),
-            })
-        distributed.barrier()  # the next epoch (or a resume after a kill) sees this epoch's file
+    with preempt.watch() as stop_requested:
+        for epoch in range(pos.epoch, epochs):
+            model.train()
+            if on_epoch is not None:
+                on_epoch(epoch)
+            mid = pos.step if epoch == pos.epoch else 0
+            batches = _epoch_batches(loader, epoch, mid)
+            if mid:  # the RNG as it was after this step (the loader's iterator already drew its seed)
+                set_rng_state(pos.rng)
+            acc = _Accum(device, *(pos.loss if mid else (0.0, 0)))
+            epoch_skips = SkipLog()  # this rank's; merged over ranks at the epoch's end
+            bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0, total=steps_per_epoch,
+                       initial=mid, disable=None if distributed.is_main() else True)
+            for batch in bar:
+                _check_batch(batch, desc)
+                epoch_skips.add_batch(batch)
+                batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = step_fn(batch) if ddp is None else ddp(batch)
+                _backward_step(loss, optimizer, scaler, sched)
+                if after_step is not None:
+                    after_step()
+                acc.add(loss)
+                if acc.n % sync_every == 0:
+                    bar.set_postfix(loss=f"{acc.check(desc, epoch):.4f}")
+                if acc.n < steps_per_epoch and distributed.any_rank(stop_requested()):
+                    acc.check(desc, epoch)
+                    merge_rank_skips(res, epoch_skips)
+                    save(epoch, acc.n, acc.state())
+                    raise preempt.Preempted(f"{desc}: stopped on a signal at epoch {epoch + 1}, step {acc.n}/"
+                                            f"{steps_per_epoch}; {resume_path} written: rerun to resume from there")
+            acc.check(desc, epoch)
+            merge_rank_skips(res, epoch_skips)
+            rec = {"epoch": epoch + 1, "loss": distributed.all_mean(acc.mean()), "lr": optimizer.param_groups[0]["lr"]}
+            if epoch_stats is not None:
+                rec.update({k: float(v) for k, v in epoch_stats().items()})
+            res.history.append(rec)
+            log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, epochs, rec["loss"])
+            save(epoch + 1, 0, (0.0, 0))
+            if epoch + 1 < epochs and distributed.any_rank(stop_requested()):
+                raise preempt.Preempted(f"{desc}: stopped on a signal after epoch {epoch + 1}; rerun to resume")
     res.seconds = time.time() - t0
     if res.skipped:
         log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
     return res
+
+
+@dataclass
+class _Position:
+    """Where a resumed run starts: ``epoch`` finished epochs, ``step`` steps of the next one
+    (a mid-epoch file after a preemption), with that epoch's partial ``loss`` (this rank's
+    ``(sum, steps)``) and the RNG state after that step."""
+
+    epoch: int = 0
+    step: int = 0
+    loss: tuple[float, int] = (0.0, 0)
+    rng: dict[str, Any] | None = None
+
+
+def _resume(path: Path, fingerprint: str, parts: dict[str, Any], res: FitResult, desc: str) -> _Position:
+    """Load the resume file into ``parts`` (model, optimizer, scheduler, scaler) and ``res``."""
+    from langtail import distributed
+
+    if not path.exists():
+        return _Position()
+    try:
+        st = io.torch_load(path)
+    except io.UnsafeCheckpointError as e:
+        raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
+    if st.get("fingerprint") != fingerprint:
+        log.warning("%s: ignoring stale resume file %s (config or inputs changed)", desc, path)
+        return _Position()
+    for k, obj in parts.items():
+        obj.load_state_dict(st[k])
+    res.history = st["history"]
+    res.skipped = st.get("skipped", 0)
+    res.skips = SkipLog.from_list(st.get("skipped_images", []))
+    pos = _Position(int(st["epoch"]), int(st.get("step", 0)), rng=st["rng"])
+    if pos.step:
+        losses = st["epoch_loss"]
+        if len(losses) != distributed.world_size():
+            raise RuntimeError(f"{path}: written mid-epoch by {len(losses)} process(es), resumed by "
+                               f"{distributed.world_size()}; resume with the same GPU count or delete it")
+        pos.loss = (float(losses[distributed.rank()][0]), int(losses[distributed.rank()][1]))
+    else:
+        set_rng_state(st["rng"])
+    res.resumed_from = pos.epoch
+    log.info("%s: resuming after epoch %d%s from %s", desc, pos.epoch, f", step {pos.step}" if pos.step else "", path)
+    return pos
+
+
+def _save(path: Path, fingerprint: str, parts: dict[str, Any], res: FitResult, epoch: int, step: int,
+          loss: tuple[float, int]) -> None:
+    """Rank 0 writes the resume file at ``epoch`` finished epochs + ``step`` steps; ``loss``:
+    this rank's partial epoch loss (gathered: every rank resumes its own). A collective."""
+    from langtail import distributed
+
+    losses = distributed.all_gather_objects([float(loss[0]), int(loss[1])])
+    if distributed.is_main():
+        io.torch_save(path, {
+            "fingerprint": fingerprint, "epoch": epoch, "step": step, "epoch_loss": losses,
+            **{k: obj.state_dict() for k, obj in parts.items()}, "rng": rng_state(), "history": res.history,
+            "skipped": res.skipped, "skipped_images": res.skips.to_list(),
+        })
+    distributed.barrier()  # the next epoch (or a resume after a kill) sees this file
+
+
+def _epoch_batches(loader: Iterable, epoch: int, skip_steps: int) -> Iterator:
+    """The batches of ``epoch`` after the first ``skip_steps`` (a mid-epoch resume): an
+    :class:`~langtail.data.dataset.EpochSampler` starts at that position (nothing is loaded
+    twice); another loader's first batches are loaded and dropped."""
+    from langtail.data.dataset import EpochSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, EpochSampler):
+        sampler.set_epoch(epoch, start=skip_steps * int(getattr(loader, "batch_size")))
+        return iter(loader)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    return itertools.islice(iter(loader), skip_steps, None)
+
+
+def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler, sched) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    sched.step()
+
+
+class _Accum:
+    """An epoch's loss sum, step count and non-finite count, kept on the device: read (one host
+    sync) only every ``sync_every`` steps and at the epoch's end, not after every step."""
+
+    def __init__(self, device: torch.device, total: float = 0.0, n: int = 0):
+        dt = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+        self.total = torch.tensor(total, dtype=dt, device=device)
+        self.bad = torch.zeros((), dtype=torch.int64, device=device)
+        self.n = n
+
+    def add(self, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        self.total += loss.to(self.total.dtype)
+        self.bad += (~torch.isfinite(loss)).to(torch.int64)
+        self.n += 1
+
+    def check(self, desc: str, epoch: int) -> float:
+        """Raise if a loss since the epoch's start was not finite; else the mean loss so far."""
+        from langtail import distributed
+
+        both = distributed.all_sum(torch.stack([self.total, self.bad.to(self.total.dtype)]))
+        total, bad = (float(v) for v in both.tolist())
+        total /= distributed.world_size()  # the mean over ranks (every rank stops on any rank's bad loss)
+        if bad:
+            raise FloatingPointError(f"{desc}: non-finite loss in {int(bad)} step(s) of epoch {epoch + 1} "
+                                     f"(by step {self.n}); lower the learning rate")
+        return total / max(1, self.n)
+
+    def mean(self) -> float:
+        return float(self.total) / max(1, self.n)
+
+    def state(self) -> tuple[float, int]:
+        return float(self.total), self.n
 
 
 def _check_batch(batch: dict[str, Any], desc: str) -> None:
