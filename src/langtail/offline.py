@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 ENV_OFFLINE = "LANGTAIL_OFFLINE"
 #: jobs that build the image/text model (and so load ``model.pretrained`` weights)
-MODEL_JOBS = ("pretrain", "anchors", "embed-text", "finetune", "evaluate", "ca4ltr-train", "ca4ltr-evaluate")
+MODEL_JOBS = ("pretrain", "anchors", "embed-text", "finetune", "evaluate", "ca4ltr-finetune", "ca4ltr-evaluate")
 LOCAL_ENCODERS = ("demo_cnn", "resnet32")
 
 
@@ -166,11 +166,16 @@ def require_local(cfg: DatasetConfig, job: str, wiki_cache_dir: str | Path | Non
     hc.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub
 
 
+def env_offline() -> bool:
+    """``LANGTAIL_OFFLINE=1`` in the environment (an offline node: nothing is downloaded)."""
+    return os.environ.get(ENV_OFFLINE) == "1"
+
+
 def check_offline(command: str, cfg: DatasetConfig, cache_dir: str | Path | None = None) -> None:
     """The check before a ``langtail <command>`` job: with ``LANGTAIL_OFFLINE=1``, fail listing
     what it would download (:func:`require_local`); without it, nothing. ``cache_dir``: the
     corpus stage's raw-page cache (``corpus.cache_dir`` wins when set)."""
-    if os.environ.get(ENV_OFFLINE) != "1":
+    if not env_offline():
         return
     names = cache = None
     if command == "corpus":
