@@ -33,6 +33,9 @@ class DataConfig:
     max_train_per_class: int = 0  #: 0 = no cap (demo: head size)
     test_per_class: int = 0  #: 0 = dataset default
     verify_checksums: bool = True  #: false accepts files whose md5 differs (logged)
+    #: decode every image when building the manifest (parallel, progress bar); unreadable ones
+    #: are left out and recorded in skipped_images.parquet beside it
+    verify_images: bool = False
     allow_download: bool = False  #: let torchvision download missing files
     classes: list[str | int] = field(default_factory=list)  #: imagenet_lt / places_lt: run on these classes only (names or label ids; re-indexed 0..K-1); [] = every class of the split files
     allow_symlinks_outside_root: bool = False  #: accept image paths whose symlinks resolve outside data.root
