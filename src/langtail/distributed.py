@@ -344,6 +344,7 @@ def wrap_step(model, step_fn, device):
     ``step_fn(batch)`` (which uses ``model``'s submodules) with gradient averaging over ranks.
     BatchNorm layers of ``model`` become SyncBatchNorm on GPU (in place: ``model`` stays the
     object the step and the checkpoint use); on CPU (gloo) BatchNorm keeps per-rank statistics.
+    Settings: :data:`DDP_OPTIONS`.
     None when ``model`` has no trainable parameter (the step then runs as is)."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
@@ -364,7 +365,17 @@ def wrap_step(model, step_fn, device):
     elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         log.warning("multi-process CPU training: BatchNorm statistics are per process (SyncBatchNorm needs GPUs)")
     return DistributedDataParallel(_Step(), device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+                                   **DDP_OPTIONS)
+
+
+#: DistributedDataParallel settings of :func:`wrap_step` (benchmarks/ddp_step.py measures them):
+#: - ``broadcast_buffers=False``: buffers are not re-sent from rank 0 before every step; the
+#:   LGR head's anchors ``[C, M, D]`` are constant (262 MB at ImageNet-LT size), and BatchNorm
+#:   statistics are SyncBatchNorm's global ones on GPU (rank 0 writes the checkpoint either way);
+#: - ``static_graph=True`` instead of ``find_unused_parameters=True``: the parameters a step
+#:   uses are the same every step, so DDP records them once instead of walking the autograd
+#:   graph after every forward (parameters a step never uses are still handled).
+DDP_OPTIONS = {"broadcast_buffers": False, "static_graph": True, "find_unused_parameters": False}
 
 
 @contextlib.contextmanager
