@@ -3,7 +3,8 @@
 Two gloo ranks on CPU train an LGR classifier (C = 1000 classes, M = 64 anchors, small D)
 for ``--steps`` steps, in two settings:
 
-- ``before``: ``broadcast_buffers=True`` (the anchor buffer ``[C, M, D]`` and the head's
+- ``before``: buffers synchronised before every forward (``broadcast_buffers=True``, the
+  default the loop used; torch 2.14: ``forward_sync_buffers=True``: the anchor buffer ``[C, M, D]`` and the head's
   other buffers are re-sent from rank 0 before every step), ``find_unused_parameters=True``
   (autograd graph walked every step), and a host sync per step (``isfinite`` + ``loss.item()``),
   as the loop did;
@@ -33,8 +34,8 @@ import torch.multiprocessing as mp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-BEFORE = {"broadcast_buffers": True, "find_unused_parameters": True, "static_graph": False}
-AFTER = {"broadcast_buffers": False, "find_unused_parameters": False, "static_graph": True}  # = DDP_OPTIONS
+BEFORE = {"forward_sync_buffers": True, "find_unused_parameters": True, "static_graph": False}
+AFTER = {"forward_sync_buffers": False, "find_unused_parameters": False, "static_graph": True}  # = DDP_OPTIONS
 
 
 def _model(C: int, M: int, D: int, F: int):

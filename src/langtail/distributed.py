@@ -369,13 +369,15 @@ def wrap_step(model, step_fn, device):
 
 
 #: DistributedDataParallel settings of :func:`wrap_step` (benchmarks/ddp_step.py measures them):
-#: - ``broadcast_buffers=False``: buffers are not re-sent from rank 0 before every step; the
+#: - ``forward_sync_buffers=False`` (torch 2.14's name for ``broadcast_buffers=False``, which
+#:   it deprecates; buffers are still synchronised once at construction): buffers are not
+#:   re-sent from rank 0 before every step; the
 #:   LGR head's anchors ``[C, M, D]`` are constant (262 MB at ImageNet-LT size), and BatchNorm
 #:   statistics are SyncBatchNorm's global ones on GPU (rank 0 writes the checkpoint either way);
 #: - ``static_graph=True`` instead of ``find_unused_parameters=True``: the parameters a step
 #:   uses are the same every step, so DDP records them once instead of walking the autograd
 #:   graph after every forward (parameters a step never uses are still handled).
-DDP_OPTIONS = {"broadcast_buffers": False, "static_graph": True, "find_unused_parameters": False}
+DDP_OPTIONS = {"forward_sync_buffers": False, "static_graph": True, "find_unused_parameters": False}
 
 
 @contextlib.contextmanager

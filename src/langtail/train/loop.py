@@ -115,7 +115,10 @@ def fit(
     ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
     epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart).
     ``epoch_stats()`` adds values to each epoch's history record (the CVLP temperature ``tau``).
-    History record: ``epoch`` (1-based), ``loss`` (mean over the epoch's steps), ``lr`` (at its end)."""
+    History record: ``epoch`` (1-based), ``loss`` (mean over the epoch's steps), ``lr`` (at its end).
+    ``sync_every``: steps between reads of the device-side loss sum (finiteness check, progress
+    bar); a non-finite loss fails the run at the next read. A stop signal
+    (:mod:`langtail.train.preempt`) writes a mid-epoch resume file and raises ``Preempted``."""
     from langtail import distributed
 
     steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
