@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from langtail.config import DatasetConfig
+from langtail.runtime import ENV_OFFLINE, env_offline  # noqa: F401  (ENV_OFFLINE: re-exported)
 
 log = logging.getLogger(__name__)
 
-ENV_OFFLINE = "LANGTAIL_OFFLINE"
 #: jobs that build the image/text model (and so load ``model.pretrained`` weights)
 MODEL_JOBS = ("pretrain", "anchors", "embed-text", "finetune", "evaluate", "ca4ltr-finetune", "ca4ltr-evaluate")
 LOCAL_ENCODERS = ("demo_cnn", "resnet32")
@@ -164,11 +164,6 @@ def require_local(cfg: DatasetConfig, job: str, wiki_cache_dir: str | Path | Non
     import huggingface_hub.constants as hc
 
     hc.HF_HUB_OFFLINE = True  # read at import time by huggingface_hub
-
-
-def env_offline() -> bool:
-    """``LANGTAIL_OFFLINE=1`` in the environment (an offline node: nothing is downloaded)."""
-    return os.environ.get(ENV_OFFLINE) == "1"
 
 
 def check_offline(command: str, cfg: DatasetConfig, cache_dir: str | Path | None = None) -> None:

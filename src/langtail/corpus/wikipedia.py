@@ -774,7 +774,7 @@ def ensure_pages(class_names: list[str], cfg: CorpusConfig, cache_dir: str | Pat
     with ``cfg.offline`` (implied by ``LANGTAIL_OFFLINE=1``), nothing is requested and classes without a cache file raise
     :class:`OfflineCacheMiss` naming exactly those classes.
     """
-    from langtail.offline import env_offline
+    from langtail.runtime import env_offline
 
     if env_offline() and not cfg.offline:  # an offline node: never re-fetch a stale or missing page
         log.info("%s=1: corpus.offline on (cached pages only)", "LANGTAIL_OFFLINE")
