@@ -35,7 +35,7 @@ from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
 from langtail.losses import LOSS_OPTIONS, LongTailLoss, recognition_loss
 from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, fresh_image_encoder, lgr_lr_overrides,
-                                         save_classifier, set_visual_mode)
+                                         save_classifier, set_visual_mode, weights_id)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.text_cache import read_text_embeddings
@@ -176,7 +176,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
         "num_classes": C, **options, "epochs": epochs, "loss": fc.loss,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "init": "model.pretrained" if head_kind == "fc" or not fc.init_from_pretrain else "cvlp",
-        "run_id": fp, "class_counts": [int(n) for n in class_counts(df, C)]},
+        "run_id": weights_id(clf.state_dict()), "class_counts": [int(n) for n in class_counts(df, C)]},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)
