@@ -68,3 +68,26 @@ def test_cvlp_with_clip_teacher_end_to_end(tmp_path, distill):
     x = torch.randn(2, 3, 32, 32)
     model.eval(), image.eval()
     assert torch.allclose(model.image(x), image(x), atol=1e-5)
+
+
+def test_teacher_encodes_the_corpus_once_through_the_cache(tmp_path):
+    """Multi-GPU pre-training: rank 0 encodes the corpus with the CLIP teacher and caches it;
+    the other ranks (and reruns) read the cache instead of encoding it again."""
+    import open_clip
+
+    from langtail.stages.pretrain import teacher_text_features
+
+    teacher = open_clip.create_model(TINY_CLIP).eval()
+    mc = _model_cfg(teacher=TINY_CLIP, teacher_pretrained="")
+    sentences = [f"a photo of a thing number {i}." for i in range(5)]
+    first = teacher_text_features(teacher, mc, sentences, tmp_path, torch.device("cpu"))
+    assert first.shape == (5, 32) and len(list(tmp_path.glob("teacher_text_*.safetensors"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("encoded again")
+
+    teacher.encode_text = boom
+    again = teacher_text_features(teacher, mc, sentences, tmp_path, torch.device("cpu"))
+    torch.testing.assert_close(again, first)
+    with pytest.raises(AssertionError, match="encoded again"):  # another corpus is a cache miss
+        teacher_text_features(teacher, mc, sentences[:3], tmp_path, torch.device("cpu"))

@@ -165,3 +165,31 @@ def test_find_missing_and_helpers(tmp_path):
     assert folder_mod.cap_per_class(np.array([0, 1, 0, 0, 1, 2]), 2).tolist() == [0, 1, 2, 4, 5]
     assert folder_mod.cap_per_class(np.array([0, 1]), 0).tolist() == [0, 1]
     assert folder_mod.dedupe_names(["a", "b", "a"], ["1", "2", "3"]) == ["a (1)", "b", "a (3)"]
+
+
+def test_verify_images_leaves_unreadable_files_out_of_the_manifest(tmp_path):
+    """data.verify_images: the longtail stage decodes every image (parallel) and records the
+    unreadable ones (zero bytes, HTML, truncated) as counted skips before any training job."""
+    from langtail.config import from_dict
+    from langtail.data.manifest import read_manifest
+    from langtail.data.skipped import read_skipped
+    from langtail.io import read_parquet_metadata
+    from langtail.stages import longtail
+
+    root = make_tree(tmp_path / "v", per_class=4, test=1)
+    (root / "train" / "cat" / "cat_000.jpg").write_bytes(b"")
+    (root / "train" / "dog" / "dog_002.jpg").write_text("<html><body>rate limited</body></html>")
+    jpg = root / "test" / "cat" / "cat_000.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:40])
+    out = tmp_path / "res" / "manifest.parquet"
+    data = {"name": "folder", "root": str(root), "profile": "file"}
+    longtail.run(from_dict({"data": {**data, "verify_images": True}}), out)
+    df, meta = read_manifest(out)
+    bad = {"train/cat/cat_000.jpg", "train/dog/dog_002.jpg", "test/cat/cat_000.jpg"}
+    assert not bad & set(df["image"]) and meta["unreadable_images"] == 3
+    skipped = read_skipped(out.parent / "skipped_images.parquet")
+    assert set(skipped["image"]) == bad and set(skipped["stage"]) == {"longtail"}
+    assert read_parquet_metadata(out.parent / "skipped_images.parquet")["n_skips"] == 3
+    plain = tmp_path / "plain" / "manifest.parquet"
+    longtail.run(from_dict({"data": data}), plain)  # off (default): nothing decoded, nothing dropped
+    assert bad <= set(read_manifest(plain)[0]["image"])

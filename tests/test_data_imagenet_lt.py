@@ -120,6 +120,8 @@ def test_missing_images_listed(small_imagenet, tmp_path):
     ("train/c0001/x.JPEG -1", r"label -1 out of range"),
     ("train/c0001/x.JPEG", r"malformed line"),
     ("train/c0001/x.JPEG one", r"malformed line"),
+    ("a.JPEG 0", r"duplicate: the image is already listed on line 1"),  # would double its weight
+    ("/b.JPEG 1", r"duplicate: the image is already listed on line 2"),
 ])
 def test_bad_split_lines_name_file_and_line(tmp_path, line, err):
     root = tmp_path / "r"

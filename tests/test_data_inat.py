@@ -85,3 +85,15 @@ def test_inat_errors(tmp_path):
     (root / "val2018.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"val2018.json: category_id\(s\) \[99\]"):
         get_dataset("inat2018").build(DataConfig(name="inat2018", root=str(root)), tmp_path / "o")
+
+
+def test_inat_duplicate_annotation_is_reported(tmp_path):
+    """An image annotated twice would silently double its weight: one error names both entries."""
+    root = write_inat(tmp_path / "inat")
+    d = json.loads((root / "train2018.json").read_text())
+    d["annotations"].append(dict(d["annotations"][2], id=999))
+    (root / "train2018.json").write_text(json.dumps(d))
+    n = len(d["annotations"]) - 1
+    with pytest.raises(ValueError, match=rf"train2018.json: 1 duplicate annotation\(s\): annotations\[{n}\] .* "
+                                         r"repeats annotations\[2\]"):
+        get_dataset("inat2018").build(DataConfig(name="inat2018", root=str(root)), tmp_path / "o")

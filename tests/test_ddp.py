@@ -10,6 +10,7 @@ BatchNorm statistics stay per process; SyncBatchNorm needs GPUs).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -51,10 +52,10 @@ def _loader(ds: _Data, sampler_mode: str):
     return torch.utils.data.DataLoader(ds, batch_size=bs, sampler=samp, drop_last=True)
 
 
-def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
+def _train(kind: str, out: Path, kill_at_step: int = -1, term_at_step: int = -1) -> None:
     """Train ``kind`` (cvlp | lgr) for EPOCHS; rank 0 saves losses, grads and final weights."""
     from langtail import distributed
-    from langtail.losses import class_contrastive_loss, cosine_matrix, recognition_loss
+    from langtail.losses import LongTailLoss, class_contrastive_loss, cosine_matrix, recognition_loss
     from langtail.models.heads import Classifier, LGRHead
     from langtail.runtime import seed_everything
     from langtail.train.loop import fit
@@ -64,6 +65,7 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
     ds = _Data()
     loader = _loader(ds, "sqrt" if kind == "cvlp" else "balanced")
     losses, grads = [], []
+    on_epoch = None
     if kind == "cvlp":
         sent = torch.randn(3 * C, F_IN)  # 3 sentences per class
         start, count = torch.arange(C) * 3, torch.full((C,), 3)
@@ -85,10 +87,13 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
         emb = torch.nn.functional.normalize(torch.randn(C, 3, D), dim=-1)
         image = torch.nn.Sequential(torch.nn.Linear(F_IN, 16), torch.nn.ReLU(), torch.nn.Linear(16, D))
         model = Classifier(image, LGRHead(emb, None, 0.07), "lgr")
+        # ldam: LDAM with DRW from the 2nd epoch; the class-weighted mean must be the global batch's
+        loss_fn = LongTailLoss("ldam", np.bincount(ds.labels), drw_epoch=1, drw_beta=0.99) if kind == "ldam" else None
+        on_epoch = loss_fn.set_epoch if loss_fn is not None else None
 
         def step(batch):
             out_ = model(batch["image"])
-            loss = recognition_loss(out_["image"], out_["text"], batch["label"])
+            loss = recognition_loss(out_["image"], out_["text"], batch["label"], loss_fn, 0.07, None)
             losses.append(distributed.all_mean(loss.item()))
             return loss
 
@@ -99,25 +104,27 @@ def _train(kind: str, out: Path, kill_at_step: int = -1) -> None:
         n_steps[0] += 1
         if n_steps[0] == kill_at_step:
             os._exit(17)  # killed mid-epoch, no cleanup
+        if n_steps[0] == term_at_step and distributed.is_main():
+            os.kill(os.getpid(), signal.SIGTERM)  # as SLURM before a time limit: rank 0 only, the others must follow
 
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)  # Adam would amplify float noise in ~0 grads
     res = fit(model, opt, loader, step, epochs=EPOCHS, resume_path=out / "model.resume", fingerprint="fp",
-              device=device, desc=kind, after_step=after_step)
+              device=device, desc=kind, after_step=after_step, on_epoch=on_epoch)
     if distributed.is_main():
         torch.save({"losses": losses, "grads": grads, "state": model.state_dict(), "history": res.history,
                     "resumed_from": res.resumed_from}, out / "result.pt")
 
 
-def _rank_main(rank: int, world: int, port: int, kind: str, out: str, kill_at_step: int) -> None:
+def _rank_main(rank: int, world: int, port: int, kind: str, out: str, kill_at_step: int, term_at_step: int) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    _train(kind, Path(out), kill_at_step)
+    _train(kind, Path(out), kill_at_step, term_at_step)
 
 
-def _run(kind: str, out: Path, world: int, kill_at_step: int = -1) -> dict:
+def _run(kind: str, out: Path, world: int, kill_at_step: int = -1, term_at_step: int = -1) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(world, _free_port(), kind, str(out), kill_at_step), nprocs=world,
+    mp.start_processes(_rank_main, args=(world, _free_port(), kind, str(out), kill_at_step, term_at_step), nprocs=world,
                        join=True, start_method="spawn")
     return torch.load(out / "result.pt")
 
@@ -133,7 +140,7 @@ def _close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a["state"][k], b["state"][k], rtol=1e-4, atol=1e-6, msg=f"weights {k}")
 
 
-@pytest.mark.parametrize("kind", ["cvlp", "lgr"])
+@pytest.mark.parametrize("kind", ["cvlp", "lgr", "ldam"])
 def test_two_ranks_equal_one_process_with_the_global_batch(kind, tmp_path):
     one = _run(kind, tmp_path / "one", world=1)
     two = _run(kind, tmp_path / "two", world=2)
@@ -163,6 +170,24 @@ def test_killed_two_rank_run_resumes(tmp_path):
     assert (out / "model.resume").exists() and not (out / "result.pt").exists()
     resumed = _run("cvlp", out, world=2)
     assert resumed["resumed_from"] == 1
+    for k in full["state"]:
+        torch.testing.assert_close(resumed["state"][k], full["state"][k], rtol=1e-5, atol=1e-6)
+    assert resumed["history"] == full["history"]
+
+
+@pytest.mark.parametrize("world", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_sigterm_mid_epoch_then_rerun_equals_an_uninterrupted_run(world, tmp_path):
+    """Preemption: SIGTERM mid-epoch -> a mid-epoch resume file, non-zero exit; the rerun resumes
+    from that step (sampler position, RNG, partial epoch loss) and ends as an uninterrupted run."""
+    full = _run("cvlp", tmp_path / "full", world=world)
+    out = tmp_path / "term"
+    with pytest.raises(mp.ProcessRaisedException, match="stopped on a signal at epoch 2, step 2"):
+        _run("cvlp", out, world=world, term_at_step=STEPS_PER_EPOCH + 2)
+    st = torch.load(out / "model.resume", weights_only=True)
+    assert (st["epoch"], st["step"], len(st["epoch_loss"])) == (1, 2, world) and not (out / "result.pt").exists()
+    resumed = _run("cvlp", out, world=world)
+    assert resumed["resumed_from"] == 1
+    np.testing.assert_allclose(resumed["losses"], full["losses"][STEPS_PER_EPOCH + 2:], rtol=1e-6)
     for k in full["state"]:
         torch.testing.assert_close(resumed["state"][k], full["state"][k], rtol=1e-5, atol=1e-6)
     assert resumed["history"] == full["history"]

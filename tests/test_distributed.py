@@ -91,3 +91,24 @@ def test_partial_resources_keep_the_jobs_own_defaults():
     assert (cfg.resources.pretrain.gpus, cfg.resources.pretrain.mem_mb) == (2, default.mem_mb)
     with pytest.raises(ConfigError, match=r"resources.pretrain: unknown key\(s\) \['gpu'\]"):
         from_dict({"resources": {"pretrain": {"gpu": 2}}})
+
+
+def test_cores_memory_and_loader_workers_scale_with_the_gpus(monkeypatch):
+    from langtail import distributed
+
+    per_gpu = {"cpus_per_gpu": 12, "mem_mb_per_gpu": 48000, "cpus": 16, "mem_mb": 64000}
+    cfg = from_dict({"pretrain": {"device": "auto"}, "resources": {"pretrain": {"gpus": 8, **per_gpu}}})
+    r = job_resources(cfg, "pretrain")
+    assert (r.cpus, r.mem_mb) == (96, 384000)  # per GPU x 8 replaces the fixed totals
+    one = from_dict({"pretrain": {"device": "auto"}, "resources": {"pretrain": {"gpus": 1, **per_gpu}}})
+    assert (job_resources(one, "pretrain").cpus, job_resources(one, "pretrain").mem_mb) == (12, 48000)
+    fixed = from_dict({"pretrain": {"device": "auto"}, "resources": {"pretrain": {"gpus": 8, "cpus": 16}}})
+    assert job_resources(fixed, "pretrain").cpus == 16  # without per-GPU amounts: the totals as given
+    with pytest.raises(ConfigError, match="resources.pretrain.cpus_per_gpu"):
+        job_resources(from_dict({"resources": {"pretrain": {"cpus_per_gpu": -1}}}), "pretrain")
+    # loader workers: the job's cores shared by its ranks (one core for each rank itself)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(distributed, "world_size", lambda: 8)
+    assert distributed.workers_per_rank(8) == 7 and distributed.workers_per_rank(4) == 4
+    monkeypatch.setattr(distributed, "world_size", lambda: 1)
+    assert distributed.workers_per_rank(8) == 8 and distributed.workers_per_rank(0) == 0

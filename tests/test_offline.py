@@ -88,3 +88,28 @@ def test_prefetch_demo_records_what_it_fetched(tmp_path):
     assert not missing_from_cache(tmp_path / "wiki", get_dataset("demo").class_names(cfg.data))
     rec2 = prefetch(cfg, "demo", tmp_path / "wiki", tmp_path / "prefetch.json")
     assert rec2["items"][0]["status"] == "present"
+
+
+def test_every_job_a_need_names_is_a_command():
+    """A need listed under a job name no command has is never checked (was: ca4ltr-train)."""
+    from langtail.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    cfg = from_dict({**CLIP, "model": {**CLIP["model"], "text_encoder": "minilm", "text_model_path": "/no/minilm"}})
+    jobs = {j for n in needs(cfg, "wiki") for j in n.jobs}
+    assert jobs and jobs <= set(sub.choices), sorted(jobs - set(sub.choices))
+    assert "ca4ltr-finetune" in jobs
+
+
+def test_langtail_offline_implies_corpus_offline(tmp_path, monkeypatch):
+    """On an offline node a missing (or stale) page fails naming the classes, never a fetch."""
+    from langtail.config import CorpusConfig
+    from langtail.corpus import wikipedia
+
+    def no_network(*a, **k):
+        raise AssertionError("the corpus stage crawled with LANGTAIL_OFFLINE=1")
+
+    monkeypatch.setattr(wikipedia, "crawl", no_network)
+    monkeypatch.setenv("LANGTAIL_OFFLINE", "1")
+    with pytest.raises(wikipedia.OfflineCacheMiss, match="cat"):
+        wikipedia.ensure_pages(["cat"], CorpusConfig(offline=False), tmp_path / "wiki")

@@ -211,20 +211,43 @@ def test_finetune_checkpoint_predicts_like_evaluate(tmp_path):
     from langtail.data.manifest import read_manifest
     from langtail.stages import evaluate, finetune, longtail
 
-    cfg = from_dict(TINY)
+    # evaluated with a post-hoc logit adjustment: predict finds that evaluation of the checkpoint
+    cfg = from_dict({**TINY, "evaluate": {**TINY["evaluate"], "posthoc_la_tau": 1.5}})
     man = tmp_path / "manifest.parquet"
+    ckpt = tmp_path / "finetune" / "fc" / "model.pt"  # the workflow's layout: results/<ds>/{finetune,eval}/fc
     longtail.run(staged(cfg, "longtail"), man)
-    finetune.run(staged(cfg, "finetune", head="fc"), "fc", man, tmp_path / "fc.pt")
-    metrics = evaluate.run(staged(cfg, "evaluate"), "fc", man, tmp_path / "fc.pt", tmp_path / "eval")
+    finetune.run(staged(cfg, "finetune", head="fc"), "fc", man, ckpt)
+    metrics = evaluate.run(staged(cfg, "evaluate"), "fc", man, ckpt, tmp_path / "eval" / "fc")
     df, meta = read_manifest(man)
     test = df[df["split"] == "test"]
     arrays = np.load(tmp_path / meta["arrays_dir"] / "images_test.npy")
     rows = [int(r.split("#")[1]) for r in test["image"]]
-    pred = langtail.load_classifier(tmp_path / "fc.pt", "cpu")
+    pred = langtail.load_classifier(ckpt, "cpu")
     assert pred.class_names == meta["class_names"] and pred.image_size == cfg.data.image_size
+    assert (pred.posthoc_la_tau, pred.alpha) == (metrics["posthoc_la_tau"], metrics["alpha"]) == (1.5, 0.5)
     out = pred.predict(list(arrays[rows]), top_k=1)
     acc = 100.0 * float((out["class_id"].to_numpy() == test["label"].to_numpy()).mean())
     assert acc == pytest.approx(metrics["overall"], abs=1e-9)
+    per = pd.read_parquet(tmp_path / "eval" / "fc" / "per_class.parquet")
+    hit = out["class_id"].to_numpy() == test["label"].to_numpy()
+    assert np.bincount(test["label"].to_numpy()[hit], minlength=len(per)).tolist() == \
+        per.sort_values("class_id")["correct"].tolist()  # class by class
+    plain = langtail.load_classifier(ckpt, "cpu", posthoc_la_tau=0.0).predict(list(arrays[rows]), top_k=1)
+    assert not np.allclose(plain["probability"], out["probability"])  # the evaluation's setting is not a no-op
+    # the command ranks the same way; another evaluation of the checkpoint can be named
+    assert main(["predict", "--model", str(ckpt), "--out", str(tmp_path / "cmd.csv"),
+                 *[str(tmp_path / f"{i}.png") for i in _save_pngs(tmp_path, arrays[rows[:6]])]]) == 0
+    cmd, cmd_meta = read_predictions(tmp_path / "cmd.csv")
+    assert cmd_meta["posthoc_la_tau"] == 1.5 and \
+        cmd[cmd["rank"] == 1]["class_id"].tolist() == out["class_id"].tolist()[:6]
+    other = tmp_path / "other.json"
+    io.write_json(other, {**metrics, "posthoc_la_tau": 0.0})
+    assert langtail.load_classifier(ckpt, "cpu", eval_metrics=other).posthoc_la_tau == 0.0
+    io.write_json(other, {**metrics, "posthoc_la_tau": 0.0, "checkpoint_id": "another run"})
+    assert langtail.load_classifier(ckpt, "cpu", eval_metrics=other).posthoc_la_tau == 0.0  # ignored: default
+    with pytest.raises(FileNotFoundError):
+        langtail.load_classifier(ckpt, "cpu", eval_metrics=tmp_path / "missing.json")
+    io.torch_save(tmp_path / "fc.pt", torch.load(ckpt, weights_only=True))
     # the same checkpoint as an older langtail wrote it (no class names / preprocessing): the
     # command asks for them, and with --manifest --image-size --normalize predicts the same
     ck = torch.load(tmp_path / "fc.pt", weights_only=True)
@@ -240,7 +263,13 @@ def test_finetune_checkpoint_predicts_like_evaluate(tmp_path):
                  "--image-size", str(cfg.data.image_size), "--normalize", cfg.data.normalize, "--top-k", "1",
                  "--out", str(tmp_path / "old.csv")]) == 0
     old, _ = read_predictions(tmp_path / "old.csv")
-    assert old["class_name"].tolist() == out["class_name"].iloc[:5].tolist()
+    assert old["class_name"].tolist() == plain["class_name"].iloc[:5].tolist()  # no evaluation found: no LA
+
+
+def _save_pngs(folder, arrays) -> list[int]:
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"{i}.png")
+    return list(range(len(arrays)))
 
 
 def test_a_code_running_checkpoint_is_refused(tmp_path):
@@ -255,3 +284,27 @@ def test_a_code_running_checkpoint_is_refused(tmp_path):
     with pytest.raises(io.UnsafeCheckpointError, match="--trust-checkpoint"):
         langtail.load_classifier(path, "cpu")
     assert main(["predict", "--model", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "p.csv")]) == 2
+
+
+def test_lgr_checkpoint_ranks_with_the_alpha_of_its_evaluation(tmp_path):
+    """Predict's defaults are those the evaluate stage ranked the checkpoint with."""
+    path = tmp_path / "finetune" / "lgr" / "model.pt"
+    path.parent.mkdir(parents=True)
+    clf = _checkpoint(path)
+    ck = torch.load(path, weights_only=True)
+    ck["extra"].update(run_id="fp123", class_counts=[40, 20, 10, 5])
+    io.torch_save(path, ck)
+    arrays = _images(4)
+    assert langtail.load_classifier(path, device="cpu").alpha == 0.5  # not evaluated yet
+    io.write_json(tmp_path / "eval" / "lgr" / "metrics.json", {"checkpoint_id": "fp123", "alpha": 0.2,
+                                                               "posthoc_la_tau": 0.0})
+    pred = langtail.load_classifier(path, device="cpu")
+    assert pred.alpha == 0.2
+    df = pred.predict(arrays, top_k=4)
+    want = _expected(clf, arrays, alpha=0.2)
+    for i in range(4):
+        got = df[df["input"] == i].sort_values("class_id")["probability"].to_numpy()
+        np.testing.assert_allclose(got, want[i], rtol=1e-5, atol=1e-6)
+    assert langtail.load_classifier(path, device="cpu", alpha=0.9).alpha == 0.9  # an explicit value wins
+    adj = langtail.load_classifier(path, device="cpu", posthoc_la_tau=1.0)
+    assert adj.priors is not None and not np.allclose(adj.predict(arrays, top_k=4)["probability"], df["probability"])

@@ -326,3 +326,55 @@ def test_profile_site_lines_and_config_resources_reach_the_jobs(tmp_path):
     assert "gpu=0" in res["longtail"] and "slurm_partition=cpuq" in res["longtail"] and "gpu_model" not in res["longtail"]
     assert "LANGTAIL_JOB_GPUS=2 LANGTAIL_JOB_WORLD_SIZE=2 torchrun --standalone --nproc-per-node 2 --no-python " \
            "langtail pretrain" in out
+
+
+_FAKE_SLURM = {  # just enough of SLURM for the plugin to submit: sbatch records its line, jobs "fail"
+    "sbatch": 'echo "sbatch $*" >> "$FAKE_SBATCH_LOG"\necho 4242',
+    "squeue": 'echo "4242|FAILED"', "sacct": 'echo "4242|FAILED"', "scancel": "exit 0", "sinfo": "exit 0",
+    "sacctmgr": 'echo "proj1"',
+}
+
+
+def _sbatch_lines(tmp_path: Path, cfg: dict, target: str, *config: str) -> list[str]:
+    """The sbatch calls plugin 2.8.0 makes for ``target`` with the shipped profile (fake SLURM)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in _FAKE_SLURM.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "sbatch.log"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "FAKE_SBATCH_LOG": str(log), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    cmd = SNAKEMAKE + ["--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--profile",
+                       str(ROOT / "workflow/profiles/slurm"), target, "--retries", "0",
+                       "--slurm-init-seconds-before-status-checks", "1", "--config", *config]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert log.exists(), (p.stdout + p.stderr)[-4000:]
+    return log.read_text().splitlines()
+
+
+def test_sbatch_lines_the_profile_produces(tmp_path):
+    """What sbatch really gets from plugin 2.8.0 (its own submit code, a fake sbatch): account,
+    partitions, GPU model, cores and memory per GPU scaled with the GPU count, --requeue and
+    the preemption signal."""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -r requirements.lock)")
+    site = ("slurm_partition=cpuq", "slurm_gpu_partition=gpuq", "slurm_gpu_model=a100", "slurm_account=proj1")
+    cfg = _config()
+    cfg["datasets"]["demo"]["pretrain"]["device"] = "auto"
+    cfg["datasets"]["demo"]["resources"] = {"pretrain": {"gpus": 4, "cpus_per_gpu": 3, "mem_mb_per_gpu": 5000,
+                                                         "runtime": 30}}
+    (cpu,) = _sbatch_lines(tmp_path / "cpu", cfg, "results/demo/manifest.parquet", *site)
+    assert " -A proj1 " in cpu and " -p cpuq " in cpu and "--cpus-per-task=1" in cpu and "--gpus" not in cpu
+    gpu_dir = tmp_path / "gpu"
+    (gpu_dir / "results" / "demo" / "arrays").mkdir(parents=True)
+    for f in ("manifest.parquet", "corpus.parquet"):
+        (gpu_dir / "results" / "demo" / f).touch()
+    (gpu,) = _sbatch_lines(gpu_dir, cfg, "results/demo/pretrain/model.pt", *site)
+    for part in (" -A proj1 ", " -p gpuq ", " -t 30 ", " --mem 20000 ", "--cpus-per-gpu=3", "--gpus=a100:4",
+                 "--requeue", "--signal=TERM@120"):
+        assert part in gpu, f"{part!r} not in {gpu}"
+    assert "--ntasks" not in gpu  # one task: torchrun starts the 4 processes

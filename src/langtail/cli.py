@@ -165,7 +165,8 @@ def cmd_predict(a):
     if not a.images and not a.folder:
         raise ConfigError("langtail predict: give image paths (IMAGES...) and/or --folder DIR")
     predict.run(Path(a.model), Path(a.out), a.images, _opt(a.folder), a.top_k, a.batch_size, a.device, a.alpha,
-                _opt(a.manifest), a.image_size, a.normalize, a.num_workers)
+                _opt(a.manifest), a.image_size, a.normalize, a.num_workers, a.posthoc_la_tau,
+                _opt(a.eval_metrics))
 
 
 def cmd_schema(a):
@@ -302,8 +303,15 @@ def _add_predict(sub: Any) -> None:
     s.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
-    s.add_argument("--alpha", type=float, default=0.5,
-                   help="LGR: weight of the image branch, alpha*P_I + (1-alpha)*P_T (paper default 0.5)")
+    s.add_argument("--alpha", type=float, default=None,
+                   help="LGR: weight of the image branch, alpha*P_I + (1-alpha)*P_T (default: the alpha the "
+                        "evaluate stage ranked this checkpoint with, see --eval-metrics; else 0.5)")
+    s.add_argument("--posthoc-la-tau", type=float, default=None,
+                   help="post-hoc logit adjustment, logits - tau*log(train priors) (default: as the evaluate "
+                        "stage did, see --eval-metrics; else 0 = off)")
+    s.add_argument("--eval-metrics", default=None,
+                   help="metrics.json of the evaluation whose alpha / posthoc_la_tau to use (default: the "
+                        "checkpoint's run, results/<dataset>/eval/<head>/metrics.json, if it evaluated it)")
     s.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes")
     s.add_argument("--manifest", default=None,
                    help="class names from this manifest (needed for checkpoints written before they were stored)")

@@ -35,6 +35,9 @@ class DataConfig:
     max_train_per_class: int = 0  #: 0 = no cap (demo: head size)
     test_per_class: int = 0  #: 0 = dataset default
     verify_checksums: bool = True  #: false accepts files whose md5 differs (logged)
+    #: decode every image when building the manifest (parallel, progress bar); unreadable ones
+    #: are left out and recorded in skipped_images.parquet beside it
+    verify_images: bool = False
     allow_download: bool = False  #: let torchvision download missing files
     classes: list[str | int] = field(default_factory=list)  #: imagenet_lt / places_lt: run on these classes only (names or label ids; re-indexed 0..K-1); [] = every class of the split files
     allow_symlinks_outside_root: bool = False  #: accept image paths whose symlinks resolve outside data.root
@@ -304,9 +307,13 @@ class JobResources:
     live in the profile (``workflow/profiles/slurm/config.v8+.yaml``)."""
 
     gpus: int = 0  #: GPUs for the job; > 1 runs pretrain/finetune/ca4ltr under torchrun (DDP), one process per GPU
-    cpus: int = 1  #: cores for the whole job (also Snakemake's threads)
-    mem_mb: int = 4000  #: memory for the whole job, MB
+    cpus: int = 1  #: cores for the whole job (also Snakemake's threads); see cpus_per_gpu
+    mem_mb: int = 4000  #: memory for the whole job, MB; see mem_mb_per_gpu
     runtime: int = 60  #: wall-clock limit, minutes
+    #: > 0 with gpus > 0: cores = cpus_per_gpu * gpus (replaces cpus; the job scales with its GPUs)
+    cpus_per_gpu: int = 0
+    #: > 0 with gpus > 0: memory = mem_mb_per_gpu * gpus MB (replaces mem_mb)
+    mem_mb_per_gpu: int = 0
 
 
 def _res(**kw: Any) -> Any:

@@ -206,6 +206,23 @@ def per_rank_batch(global_batch: int) -> int:
     return global_batch // w
 
 
+def workers_per_rank(requested: int) -> int:
+    """DataLoader workers for this process: ``requested`` (``data.num_workers``), capped so
+    that the ranks of a job share its cores (cores this process may use // ranks, minus one
+    for the rank itself): 8 ranks on 64 cores get 7 workers each, not 8 x 8 decoders."""
+    if requested <= 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    cap = max(0, cores // world_size() - 1)
+    if requested > cap:
+        log.info("data.num_workers %d -> %d per process (%d cores, %d process(es))", requested, cap, cores,
+                 world_size())
+    return min(requested, cap)
+
+
 def gather(x):
     """Concatenate ``x [b, ...]`` of every rank in rank order -> ``[b * world, ...]``. With
     gradient when ``x`` requires it (as open_clip's gather_with_grad: the backward pass returns
@@ -279,6 +296,44 @@ def all_mean(value: float) -> float:
     return float(t.item()) / world_size()
 
 
+def all_sum(x):
+    """Sum of tensor ``x`` over ranks (a copy; no gradient); ``x`` itself for one process."""
+    if not is_distributed():
+        return x
+    t = x.detach().clone()
+    _dist().all_reduce(t)
+    return t
+
+
+_CPU_GROUP = None
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (a one-integer all-reduce over a gloo
+    group on the CPU: no GPU synchronisation, cheap enough for every step). A collective."""
+    global _CPU_GROUP
+    if not is_distributed():
+        return bool(flag)
+    import torch
+
+    dist = _dist()
+    if _CPU_GROUP is None:
+        _CPU_GROUP = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    t = torch.tensor([int(bool(flag))], dtype=torch.int32)
+    dist.all_reduce(t, group=_CPU_GROUP)
+    return bool(t.item())
+
+
+def all_gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable values);
+    ``[obj]`` for a single process. A collective: every rank must call it."""
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * world_size()
+    _dist().all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if is_distributed():
         _dist().barrier()
@@ -289,6 +344,7 @@ def wrap_step(model, step_fn, device):
     ``step_fn(batch)`` (which uses ``model``'s submodules) with gradient averaging over ranks.
     BatchNorm layers of ``model`` become SyncBatchNorm on GPU (in place: ``model`` stays the
     object the step and the checkpoint use); on CPU (gloo) BatchNorm keeps per-rank statistics.
+    Settings: :data:`DDP_OPTIONS`.
     None when ``model`` has no trainable parameter (the step then runs as is)."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
@@ -309,7 +365,19 @@ def wrap_step(model, step_fn, device):
     elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         log.warning("multi-process CPU training: BatchNorm statistics are per process (SyncBatchNorm needs GPUs)")
     return DistributedDataParallel(_Step(), device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+                                   **DDP_OPTIONS)
+
+
+#: DistributedDataParallel settings of :func:`wrap_step` (benchmarks/ddp_step.py measures them):
+#: - ``forward_sync_buffers=False`` (torch 2.14's name for ``broadcast_buffers=False``, which
+#:   it deprecates; buffers are still synchronised once at construction): buffers are not
+#:   re-sent from rank 0 before every step; the
+#:   LGR head's anchors ``[C, M, D]`` are constant (262 MB at ImageNet-LT size), and BatchNorm
+#:   statistics are SyncBatchNorm's global ones on GPU (rank 0 writes the checkpoint either way);
+#: - ``static_graph=True`` instead of ``find_unused_parameters=True``: the parameters a step
+#:   uses are the same every step, so DDP records them once instead of walking the autograd
+#:   graph after every forward (parameters a step never uses are still handled).
+DDP_OPTIONS = {"forward_sync_buffers": False, "static_graph": True, "find_unused_parameters": False}
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ def job_resources(cfg: DatasetConfig, job: str) -> JobResources:
         raise ConfigError(f"unknown job kind {job!r}; known: {[f.name for f in dataclasses.fields(ResourcesConfig)]}")
     r: JobResources = getattr(cfg.resources, job)
     where = f"resources.{job}"
-    for key, low in (("gpus", 0), ("cpus", 1), ("mem_mb", 1), ("runtime", 1)):
+    for key, low in (("gpus", 0), ("cpus", 1), ("mem_mb", 1), ("runtime", 1), ("cpus_per_gpu", 0), ("mem_mb_per_gpu", 0)):
         if getattr(r, key) < low:
             raise ConfigError(f"{where}.{key}: {getattr(r, key)} is below {low}")
     section = JOB_DEVICE_SECTION.get(job)
@@ -48,7 +48,16 @@ def job_resources(cfg: DatasetConfig, job: str) -> JobResources:
     if r.gpus > 1 and device.startswith("cuda:"):
         raise ConfigError(f"{where}.gpus: {r.gpus} with {section}.device {device!r} (one fixed GPU); "
                           "use device: cuda or auto")
-    return r
+    return per_gpu_totals(r)
+
+
+def per_gpu_totals(r: JobResources) -> JobResources:
+    """``r`` with ``cpus`` / ``mem_mb`` the job totals of its per-GPU amounts (when set and the
+    job has GPUs): 8 GPUs at ``cpus_per_gpu: 12`` ask for 96 cores, not a fixed 16."""
+    if r.gpus < 1:
+        return r
+    return dataclasses.replace(r, cpus=r.cpus_per_gpu * r.gpus if r.cpus_per_gpu > 0 else r.cpus,
+                               mem_mb=r.mem_mb_per_gpu * r.gpus if r.mem_mb_per_gpu > 0 else r.mem_mb)
 
 
 def slurm_site(raw: Mapping[str, Any]) -> dict[str, str]:

@@ -210,8 +210,25 @@ def ldam_loss(logits: torch.Tensor, y: torch.Tensor, margins: torch.Tensor, scal
     (:func:`recognition_loss` does this for the LGR text branch)."""
     m = margins.to(device=logits.device, dtype=logits.dtype)[y]  # [B]
     onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-    w = None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)
-    return F.cross_entropy(scale * (logits - m[:, None] * onehot), y, weight=w)
+    z = scale * (logits - m[:, None] * onehot)
+    if weight is None:
+        return F.cross_entropy(z, y)
+    w = weight.to(device=logits.device, dtype=logits.dtype)[y]  # [B]
+    return global_weighted_mean(F.cross_entropy(z, y, reduction="none"), w)
+
+
+def global_weighted_mean(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum(w * values) / sum(w)`` over the GLOBAL batch (``values, w [B]``), as
+    ``cross_entropy(weight=...)`` computes it over one process's batch. In a process group each
+    rank returns ``sum_rank(w * values) * world / sum_all(w)``: the ranks' losses (and
+    DistributedDataParallel's gradient average) then average to the global weighted mean,
+    not to the mean of per-rank weighted means (ranks draw different class mixes)."""
+    from langtail import distributed
+
+    den = w.detach().sum()
+    if distributed.is_distributed():
+        den = distributed.all_sum(den) / distributed.world_size()
+    return (w * values).sum() / den
 
 
 # ----------------------------------------------------------------------------- registered losses

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from langtail.config import DatasetConfig
+from langtail.runtime import ENV_OFFLINE, env_offline  # noqa: F401  (ENV_OFFLINE: re-exported)
 
 log = logging.getLogger(__name__)
 
-ENV_OFFLINE = "LANGTAIL_OFFLINE"
 #: jobs that build the image/text model (and so load ``model.pretrained`` weights)
-MODEL_JOBS = ("pretrain", "anchors", "embed-text", "finetune", "evaluate", "ca4ltr-train", "ca4ltr-evaluate")
+MODEL_JOBS = ("pretrain", "anchors", "embed-text", "finetune", "evaluate", "ca4ltr-finetune", "ca4ltr-evaluate")
 LOCAL_ENCODERS = ("demo_cnn", "resnet32")
 
 
@@ -170,7 +170,7 @@ def check_offline(command: str, cfg: DatasetConfig, cache_dir: str | Path | None
     """The check before a ``langtail <command>`` job: with ``LANGTAIL_OFFLINE=1``, fail listing
     what it would download (:func:`require_local`); without it, nothing. ``cache_dir``: the
     corpus stage's raw-page cache (``corpus.cache_dir`` wins when set)."""
-    if os.environ.get(ENV_OFFLINE) != "1":
+    if not env_offline():
         return
     names = cache = None
     if command == "corpus":

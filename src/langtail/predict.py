@@ -36,6 +36,7 @@ from langtail.data.folder import list_images
 from langtail.data.manifest import read_manifest
 from langtail.data.skipped import Skip
 from langtail.models.classifier import classifier_from_checkpoint
+from langtail.losses import class_priors, posthoc_adjust
 from langtail.models.heads import combine_probs
 from langtail.registry import HEADS
 from langtail.runtime import resolve_device
@@ -112,7 +113,9 @@ class Predictor:
 
     ``model`` maps ``[B, 3, S, S]`` to the head's logits dict; ``class_names`` has ``C``
     entries; ``alpha`` weighs the image branch of an LGR head
-    (``alpha * softmax(P^I) + (1 - alpha) * softmax(P^T)``; ignored by single-branch heads).
+    (``alpha * softmax(P^I) + (1 - alpha) * softmax(P^T)``; ignored by single-branch heads);
+    ``posthoc_la_tau`` > 0 subtracts ``tau * log(priors [C])`` from every branch's logits first
+    (the evaluate stage's post-hoc logit adjustment).
     """
 
     model: torch.nn.Module
@@ -124,6 +127,8 @@ class Predictor:
     alpha: float = DEFAULT_ALPHA
     path: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    posthoc_la_tau: float = 0.0
+    priors: torch.Tensor | None = None
 
     @property
     def transform(self):
@@ -132,7 +137,10 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[B, C]`` of a preprocessed batch ``x [B, 3, S, S]``."""
-        return combine_probs(self.model(x.to(self.device)), self.alpha).float()
+        out = self.model(x.to(self.device))
+        if self.posthoc_la_tau:
+            out = {k: posthoc_adjust(v.float(), self.priors.to(self.device), self.posthoc_la_tau) for k, v in out.items()}
+        return combine_probs(out, self.alpha).float()
 
     def predict(self, images: Sequence[Any], top_k: int = 5, batch_size: int = 64, num_workers: int = 0,
                 progress: bool | None = None, errors: dict[int, str] | None = None) -> pd.DataFrame:
@@ -199,14 +207,20 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=object if t == "string" else t) for c, t in PREDICTION_COLUMNS.items()})
 
 
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto", *, alpha: float = DEFAULT_ALPHA,
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto", *, alpha: float | None = None,
                     manifest: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
-                    image_size: int | None = None, normalize: str | None = None) -> Predictor:
+                    image_size: int | None = None, normalize: str | None = None,
+                    posthoc_la_tau: float | None = None, eval_metrics: str | os.PathLike | None = None
+                    ) -> Predictor:
     """A :class:`Predictor` for a fine-tuned checkpoint (``results/<dataset>/finetune/<head>/model.pt``).
 
     Loaded with the safe loader (:func:`langtail.io.torch_load`). Class names and
     preprocessing come from the checkpoint; ``manifest`` / ``class_names`` and
     ``image_size`` / ``normalize`` supply them for older checkpoints (or override them).
+    ``alpha`` / ``posthoc_la_tau``: None = those the evaluate stage ranked this checkpoint with
+    (:func:`evaluation_of`: ``eval_metrics``, else the run's own ``eval/<head>/metrics.json``;
+    none found: alpha 0.5, no adjustment, logged); the post-hoc priors are the checkpoint's
+    ``class_counts``.
     ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda:0``...
     """
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -218,8 +232,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto"
         raise ValueError(f"{path}: a {ck['kind']!r} checkpoint; langtail predict takes the fine-tuned heads "
                          f"({', '.join(HEADS.names())}: finetune/<head>/model.pt); a head from a plugin needs "
                          "the plugin loaded: set $LANGTAIL_PLUGINS (docs/extending.md)")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
+    alpha, la_tau, priors = _inference_settings(ck, path, alpha, posthoc_la_tau, eval_metrics)
     clf = classifier_from_checkpoint(ck, path, dev)
     n_classes = int(ck["extra"]["num_classes"])
     names = _class_names(path, ck, manifest, class_names, n_classes)
@@ -236,10 +249,68 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto"
             "data.image_size / data.normalize it was trained with, or rerun the finetune stage")
     if pre["normalize"] not in MEAN_STD:
         raise ValueError(f"normalize {pre['normalize']!r} unknown; known: {', '.join(MEAN_STD)}")
-    log.info("%s: %s classifier, %d classes, %d px, %s normalisation, alpha %.3g, on %s", path, ck["kind"],
-             n_classes, pre["image_size"], pre["normalize"], alpha, dev)
+    log.info("%s: %s classifier, %d classes, %d px, %s normalisation, alpha %.3g, post-hoc tau %.3g, on %s", path,
+             ck["kind"], n_classes, pre["image_size"], pre["normalize"], alpha, la_tau, dev)
     return Predictor(clf, names, int(pre["image_size"]), str(pre["normalize"]), ck["kind"], dev, float(alpha),
-                     os.fspath(path), {"epochs": ck["extra"].get("epochs"), "init": ck["extra"].get("init")})
+                     os.fspath(path), {"epochs": ck["extra"].get("epochs"), "init": ck["extra"].get("init")},
+                     la_tau, priors)
+
+
+def _inference_settings(ck: dict[str, Any], path, alpha: float | None, la_tau: float | None,
+                        eval_metrics: str | os.PathLike | None = None) -> tuple[float, float, torch.Tensor | None]:
+    """``(alpha, posthoc_la_tau, priors [C] or None)``: the arguments, else those the evaluate
+    stage ranked this checkpoint with (:func:`evaluation_of`), else 0.5 and 0 (logged)."""
+    found, where = evaluation_of(path, ck, eval_metrics), ""
+    if found is not None:
+        where = f"the evaluation {found[1]}"
+    elif alpha is None or la_tau is None:
+        log.warning("%s: no evaluation of this checkpoint found (eval/<head>/metrics.json of its run): "
+                    "alpha %s, post-hoc tau %s", path, DEFAULT_ALPHA if alpha is None else alpha,
+                    0.0 if la_tau is None else la_tau)
+    stored = found[0] if found is not None else {}
+    alpha = float(stored.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha)
+    la_tau = float(stored.get("posthoc_la_tau", 0.0) if la_tau is None else la_tau)
+    if where:
+        log.info("%s: alpha %.3g, post-hoc tau %.3g as in %s", path, alpha, la_tau, where)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
+    if not la_tau:
+        return alpha, 0.0, None
+    if "class_counts" not in ck["extra"]:
+        raise MissingCheckpointInfo(f"{path}: post-hoc logit adjustment needs the train class counts, which this "
+                                    "checkpoint does not store (older langtail): use --posthoc-la-tau 0 or rerun "
+                                    "the finetune stage")
+    return alpha, la_tau, class_priors(ck["extra"]["class_counts"], str(path))
+
+
+def evaluation_of(path, ck: dict[str, Any], eval_metrics: str | os.PathLike | None = None
+                  ) -> tuple[dict[str, Any], Path] | None:
+    """``(metrics, its path)`` of the evaluate stage's run on checkpoint ``path``: ``eval_metrics``
+    if given, else the run's own ``eval/<head>[/seed<k>]/metrics.json`` beside
+    ``finetune/<head>[/seed<k>]/model.pt``; only if its ``checkpoint_id`` is the checkpoint's
+    ``run_id`` (else None: another checkpoint's evaluation, or none yet). An evaluation, not
+    the checkpoint, owns ``alpha`` / ``posthoc_la_tau``: changing them re-runs only the
+    evaluate stage, and a variant may evaluate one checkpoint with other values."""
+    import json
+
+    explicit = eval_metrics is not None
+    if not explicit:
+        parts = Path(path).resolve().parts
+        if "finetune" not in parts:
+            return None
+        i = len(parts) - 1 - parts[::-1].index("finetune")
+        eval_metrics = Path(*parts[:i], "eval", *parts[i + 1:-1], "metrics.json")
+    p = Path(eval_metrics)
+    if not p.is_file():
+        if explicit:
+            raise FileNotFoundError(f"{p}: no such evaluation metrics file")
+        return None
+    metrics = json.loads(p.read_text())
+    run_id = ck["extra"].get("run_id")
+    if not run_id or metrics.get("checkpoint_id") != run_id:
+        log.warning("%s: not an evaluation of %s (checkpoint_id differs); ignored", p, path)
+        return None
+    return metrics, p
 
 
 def _class_names(path, ck: dict[str, Any], manifest, class_names, n: int) -> list[str]:

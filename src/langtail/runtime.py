@@ -12,6 +12,17 @@ import numpy as np
 import torch
 
 
+#: ``LANGTAIL_OFFLINE=1``: an offline node (nothing is downloaded; langtail.offline checks the caches)
+ENV_OFFLINE = "LANGTAIL_OFFLINE"
+
+
+def env_offline() -> bool:
+    """``LANGTAIL_OFFLINE=1`` in the environment (an offline node: nothing is downloaded)."""
+    import os
+
+    return os.environ.get(ENV_OFFLINE) == "1"
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda if available, else cpu; anything else as given."""
     if name == "auto":

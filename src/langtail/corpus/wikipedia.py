@@ -63,6 +63,7 @@ in :mod:`langtail.corpus.wiki_fetch`; the crawl (:func:`crawl`, :func:`ensure_pa
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -210,9 +211,14 @@ def ensure_pages(class_names: list[str], cfg: CorpusConfig, cache_dir: str | Pat
     """Make sure every class has a cached page and return ``{class name: page}``.
 
     ``builtin_pages`` are written into the cache first (where absent); with them, or
-    with ``cfg.offline``, nothing is requested and classes without a cache file raise
+    with ``cfg.offline`` (implied by ``LANGTAIL_OFFLINE=1``), nothing is requested and classes without a cache file raise
     :class:`OfflineCacheMiss` naming exactly those classes.
     """
+    from langtail.runtime import env_offline
+
+    if env_offline() and not cfg.offline:  # an offline node: never re-fetch a stale or missing page
+        log.info("%s=1: corpus.offline on (cached pages only)", "LANGTAIL_OFFLINE")
+        cfg = dataclasses.replace(cfg, offline=True)
     cache_dir = Path(cache_dir)
     if builtin_pages:
         seed_cache(cache_dir, builtin_pages, cfg)

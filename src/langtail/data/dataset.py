@@ -1,9 +1,18 @@
 """Torch datasets, transforms and samplers over a manifest.
 
 - :class:`ManifestDataset` yields ``(image [3, H, W] float, label, row)``; an unreadable
-  image yields a :class:`~langtail.data.skipped.Skip` and :func:`collate_skip` drops it while
-  listing it, so a corrupt file is a recorded skip (``skipped_images.parquet``, see
-  :mod:`langtail.data.skipped`), never a crash mid-epoch, never a silent drop.
+  image is a recorded skip (``skipped_images.parquet``, see :mod:`langtail.data.skipped`),
+  never a crash mid-epoch, never a silent drop. Evaluation loaders drop it
+  (:func:`collate_skip`); training loaders replace it by a deterministic substitute (the next
+  readable image of the same class in manifest order, see :meth:`ManifestDataset.substitute`),
+  so every batch has exactly ``batch_size`` images on every rank of a multi-GPU run (unequal
+  batches would break the all-gather of the contrastive loss, and a rank with an empty batch
+  would skip the step's collectives and hang the others).
+- Augmentation randomness: a training draw is a :class:`Draw` (row + seed); the dataset runs
+  the transform under that seed, derived from ``(seed, epoch, position in the global epoch
+  sequence)`` by :class:`EpochSampler`. Ranks of a multi-GPU run therefore augment with
+  different streams (they draw different positions), the union equals a single-process run,
+  the stream does not depend on ``num_workers``, and a resumed run continues it.
 - :func:`build_transform`: 32 px CIFAR-style augmentation (random crop with 4 px padding +
   horizontal flip) or CLIP preprocessing (224 px bicubic resize + centre crop, CLIP
   mean/std; random-resized-crop + flip when training).
@@ -12,9 +21,10 @@
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -71,27 +81,80 @@ def build_transform(train: bool, image_size: int = 32, normalize: str = "cifar",
     return v2.Compose(ops)
 
 
-class ManifestDataset(Dataset):
-    """Rows of a manifest frame as ``(image, label, row)``; ``row`` indexes ``df``."""
+class Draw(NamedTuple):
+    """One training draw (what :class:`EpochSampler` yields with ``with_seeds``): manifest
+    row ``index`` and the ``seed`` its augmentation runs under."""
 
-    def __init__(self, df: pd.DataFrame, store: ImageStore, transform=None):
+    index: int
+    seed: int
+
+
+class ManifestDataset(Dataset):
+    """Rows of a manifest frame as ``(image, label, row)``; ``row`` indexes ``df``.
+
+    An unreadable image yields a :class:`~langtail.data.skipped.Skip` (dropped by
+    :func:`collate_skip`), or with ``substitute`` (training) ``(image, label, row, skip)``:
+    the image of :meth:`substitute` under the draw's seed, with the skip to record."""
+
+    def __init__(self, df: pd.DataFrame, store: ImageStore, transform=None, *, substitute: bool = False):
         self.refs = df["image"].tolist()
         self.labels = df["label"].to_numpy().astype(np.int64)
         self.splits = df["split"].tolist() if "split" in df.columns else [""] * len(self.refs)
         self.store = store
         self.transform = transform
+        self.substitute_unreadable = substitute
+        self._bad: set[int] = set()  # rows known to be unreadable (this process)
+        self._by_class: dict[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def __getitem__(self, i: int):
+    def _apply(self, img: np.ndarray, seed: int | None) -> torch.Tensor:
+        if self.transform is None:
+            return torch.from_numpy(np.ascontiguousarray(img))
+        if seed is None:
+            return self.transform(img)
+        with torch.random.fork_rng(devices=[]):  # the draw's own stream; the global one is untouched
+            torch.default_generator.manual_seed(seed)  # CPU only: CUDA streams stay as they are
+            return self.transform(img)
+
+    def __getitem__(self, i: int | Draw):
+        i, seed = (int(i.index), int(i.seed)) if isinstance(i, Draw) else (int(i), None)
         try:
             img = self.store.load(self.refs[i])
         except UnreadableImage as e:
-            log.warning("skipping unreadable image: %s", e)
-            return Skip(i, self.refs[i], self.splits[i], str(e))
-        x = self.transform(img) if self.transform is not None else torch.from_numpy(np.ascontiguousarray(img))
-        return x, int(self.labels[i]), i
+            self._bad.add(i)
+            skip = Skip(i, self.refs[i], self.splits[i], str(e))
+            if not self.substitute_unreadable:
+                log.warning("skipping unreadable image: %s", e)
+                return skip
+            j, img = self.substitute(i)
+            log.warning("unreadable image replaced by %s in this batch: %s", self.refs[j], e)
+            return self._apply(img, seed), int(self.labels[j]), j, skip
+        return self._apply(img, seed), int(self.labels[i]), i
+
+    def substitute(self, i: int) -> tuple[int, np.ndarray]:
+        """``(row, image)`` standing in for unreadable row ``i``: the first readable row after
+        ``i`` (cyclically, in manifest order) of the same class, else of any class. It depends
+        only on ``i`` and the files, so every rank and every rerun picks the same one; raises
+        :class:`UnreadableImage` if no image of the manifest is readable."""
+        if self._by_class is None:
+            order = np.argsort(self.labels, kind="stable")
+            bounds = np.cumsum(np.bincount(self.labels))
+            self._by_class = {c: order[bounds[c] - n:bounds[c]] for c, n in enumerate(np.bincount(self.labels))}
+        same = self._by_class[int(self.labels[i])]
+        k = int(np.searchsorted(same, i))
+        n = len(self.refs)
+        candidates = itertools.chain(np.roll(same, -k - 1)[:-1], ((i + 1 + d) % n for d in range(n - 1)))
+        for j in map(int, candidates):
+            if j in self._bad or j == i:
+                continue
+            try:
+                return j, self.store.load(self.refs[j])
+            except UnreadableImage:
+                self._bad.add(j)
+        raise UnreadableImage(f"no readable image in the {n} rows of the manifest (the first is {self.refs[0]}); "
+                              "check data.image_root and the image files")
 
     def __getitems__(self, indices: list[int]) -> list:
         """Batch fetch (used by DataLoader): per-image transforms run with ONE intra-op thread.
@@ -110,12 +173,13 @@ class ManifestDataset(Dataset):
 
 
 def collate_skip(batch: list) -> dict[str, Any]:
-    """Stack a batch, dropping :class:`~langtail.data.skipped.Skip` items (unreadable images):
-    ``skipped`` counts them, ``skipped_images`` lists ``(image, split, reason)`` for a
+    """Stack a batch, dropping :class:`~langtail.data.skipped.Skip` items (unreadable images)
+    and keeping substitutes (``(image, label, row, skip)``): ``skipped`` counts both,
+    ``skipped_images`` lists ``(image, split, reason)`` for a
     :class:`~langtail.data.skipped.SkipLog`."""
     good = [b for b in batch if b is not None and not isinstance(b, Skip)]
-    skips = [b for b in batch if isinstance(b, Skip)]
-    out: dict[str, Any] = {"skipped": len(batch) - len(good),
+    skips = [b for b in batch if isinstance(b, Skip)] + [b[3] for b in good if len(b) > 3]
+    out: dict[str, Any] = {"skipped": len(skips) + sum(b is None for b in batch),
                            "skipped_images": [(s.image, s.split, s.reason) for s in skips]}
     if good:
         out["image"] = torch.stack([b[0] for b in good])
@@ -146,14 +210,18 @@ class EpochSampler(Sampler[int]):
     ``batch_size`` slice of each global batch of ``batch_size * world`` indices (an incomplete
     last global batch is dropped, as the single-process training loader drops it), so the
     ranks' batches together are exactly one process's batches and the sampling rates are
-    unchanged."""
+    unchanged. ``with_seeds``: yield :class:`Draw` items whose augmentation seed is drawn per
+    position of the global epoch sequence from ``(seed, epoch)`` (the same draw gets the same
+    seed whatever the number of ranks). ``set_epoch(e, start)`` skips the first ``start``
+    draws of this rank's part (a run resumed mid-epoch continues the sequence)."""
 
     def __init__(self, labels: np.ndarray, mode: str, seed: int, *, rank: int = 0, world: int = 1,
-                 batch_size: int = 0):
+                 batch_size: int = 0, with_seeds: bool = False):
         self.labels = np.asarray(labels)
         self.mode = mode
         self.seed = seed
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
+        self.with_seeds = with_seeds
         self.p = sample_weights(self.labels, mode)
         self.rank, self.world, self.batch_size = rank, world, batch_size
         if world > 1:
@@ -163,13 +231,21 @@ class EpochSampler(Sampler[int]):
                 raise ValueError(f"{len(self.labels)} training images < one global batch of {batch_size * world}; "
                                  "lower batch_size")
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, int(start)
 
     def __len__(self) -> int:
         if self.world == 1:
             return len(self.labels)
         return len(self.labels) // (self.batch_size * self.world) * self.batch_size
+
+    def _rank_part(self, a: np.ndarray) -> np.ndarray:
+        """This rank's part ``[len(self)]`` of an epoch-long array ``[len(labels)]``."""
+        if self.world == 1:
+            return a
+        b, gb = self.batch_size, self.batch_size * self.world
+        n = len(a) // gb
+        return a[:n * gb].reshape(n, self.world, b)[:, self.rank].reshape(-1)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -177,23 +253,27 @@ class EpochSampler(Sampler[int]):
             idx = rng.permutation(len(self.labels))
         else:
             idx = rng.choice(len(self.labels), size=len(self.labels), replace=True, p=self.p)
-        if self.world > 1:
-            b, gb = self.batch_size, self.batch_size * self.world
-            n = len(idx) // gb
-            idx = idx[:n * gb].reshape(n, self.world, b)[:, self.rank].reshape(-1)
-        return iter(idx.tolist())
+        idx = self._rank_part(idx)[self.start:]
+        if not self.with_seeds:
+            return iter(idx.tolist())
+        seeds = np.random.default_rng([self.seed, self.epoch, 1]).integers(0, 2**62, size=len(self.labels))
+        return iter(map(Draw, idx.tolist(), self._rank_part(seeds)[self.start:].tolist()))
 
 
 def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int, *, train: bool,
                 sampler: str = "instance", seed: int = 0, num_workers: int = 0,
                 pin_memory: bool = False, persistent_workers: bool | None = None) -> DataLoader:
-    """DataLoader over ``df`` rows. Training loaders use an :class:`EpochSampler` and drop the
-    last batch; in a process group, ``batch_size`` is the global batch (each rank loads
-    ``batch_size / world`` images of it). ``persistent_workers``: keep worker processes between
+    """DataLoader over ``df`` rows. Training loaders use an :class:`EpochSampler` (with
+    per-draw augmentation seeds), substitute unreadable images and drop the last batch; in a
+    process group, ``batch_size`` is the global batch (each rank loads ``batch_size / world``
+    images of it). ``persistent_workers``: keep worker processes between
     epochs (default: whenever there are workers)."""
-    ds = ManifestDataset(df, store, transform)
-    return loader_for(ds, ds.labels, batch_size, train=train, sampler=sampler, seed=seed, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=persistent_workers)
+    from langtail import distributed
+
+    ds = ManifestDataset(df, store, transform, substitute=train)
+    return loader_for(ds, ds.labels, batch_size, train=train, sampler=sampler, seed=seed,
+                      num_workers=distributed.workers_per_rank(num_workers), pin_memory=pin_memory,
+                      persistent_workers=persistent_workers, with_seeds=True)
 
 
 def loader_for(ds: Dataset, labels: np.ndarray, batch_size: int, *, train: bool, sampler: str = "instance",
@@ -201,11 +281,11 @@ def loader_for(ds: Dataset, labels: np.ndarray, batch_size: int, *, train: bool,
                collate_fn=collate_skip, sampler_cls: type = EpochSampler, **sampler_kw: Any) -> DataLoader:
     """The DataLoader of :func:`make_loader` over any dataset ``ds`` with per-item ``labels [N]``
     (cached features use it with their own dataset, collate and sampler)."""
+    from langtail import distributed
+
     samp = None
     if train:
         # under torchrun, `batch_size` is the global batch: this rank loads its share
-        from langtail import distributed
-
         world = distributed.world_size()
         batch_size = distributed.per_rank_batch(batch_size)
         samp = sampler_cls(labels, sampler, seed, rank=distributed.rank(), world=world, batch_size=batch_size,

@@ -101,12 +101,13 @@ class SplitFile:
 def read_split_file(path: Path, num_classes: int, bad: list[BadLine] | None = None) -> SplitFile:
     """Parse a ``<relative/path> <label>`` file (a leading ``/`` on the path is dropped).
 
-    Bad lines (malformed, label outside ``[0, num_classes)``) are appended to ``bad`` and
+    Bad lines (malformed, label outside ``[0, num_classes)``, an image listed again) are appended to ``bad`` and
     left out; with ``bad=None`` they are raised at once as one :class:`BadLinesError`.
     """
     own = bad is None
     bad = [] if bad is None else bad
     out = SplitFile(Path(path), [], [], [], [])
+    first: dict[str, int] = {}  # image path -> the line that listed it first
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             s = line.strip()
@@ -120,7 +121,12 @@ def read_split_file(path: Path, num_classes: int, bad: list[BadLine] | None = No
             if not 0 <= y < num_classes:
                 bad.append(BadLine(str(path), lineno, s, f"label {y} out of range [0, {num_classes})"))
                 continue
-            out.paths.append(parts[0].strip().lstrip("/"))
+            ref = parts[0].strip().lstrip("/")
+            if ref in first:  # listed twice: its image would count twice (double weight, double sampling)
+                bad.append(BadLine(str(path), lineno, s, f"duplicate: the image is already listed on line {first[ref]}"))
+                continue
+            first[ref] = lineno
+            out.paths.append(ref)
             out.labels.append(y)
             out.linenos.append(lineno)
             out.texts.append(s)

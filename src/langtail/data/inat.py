@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,11 +61,21 @@ def read_coco(path: Path) -> tuple[list[str], list[int], list[dict]]:
     for im in d["images"]:
         files[im["id"]] = im["file_name"]
     names, cats = [], []
+    first: dict[Any, int] = {}
+    dup: list[str] = []
     for i, a in enumerate(d["annotations"]):
         if a["image_id"] not in files:
             raise ValueError(f"{path}: annotations[{i}] refers to unknown image_id {a['image_id']}")
+        if a["image_id"] in first:  # one image annotated twice would count (and be sampled) twice
+            dup.append(f"annotations[{i}] (image_id {a['image_id']}, {files[a['image_id']]}) repeats "
+                       f"annotations[{first[a['image_id']]}]")
+            continue
+        first[a["image_id"]] = i
         names.append(files[a["image_id"]])
         cats.append(int(a["category_id"]))
+    if dup:
+        raise ValueError(f"{path}: {len(dup)} duplicate annotation(s): " + "; ".join(dup[:10])
+                         + (" ..." if len(dup) > 10 else "") + "; keep one annotation per image")
     return names, cats, list(d.get("categories", []))
 
 

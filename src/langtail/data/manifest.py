@@ -222,6 +222,8 @@ class ImageStore:
                 return np.asarray(im.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises these on bad files
             raise UnreadableImage(f"{p}: {e}") from e
+        except Image.DecompressionBombError as e:  # larger than PIL's MAX_IMAGE_PIXELS guard allows
+            raise UnreadableImage(f"{p}: {e}") from e
 
 
 def is_array_ref(ref: str) -> bool:

@@ -2,10 +2,13 @@
 
 :class:`~langtail.data.dataset.ManifestDataset` turns an image that cannot be decoded
 (:class:`~langtail.data.manifest.UnreadableImage`) into a :class:`Skip`;
-:func:`~langtail.data.dataset.collate_skip` drops it from the batch and lists it under the
-batch key ``skipped_images`` (``[(image, split, reason)]``, plain Python values, so it
-crosses DataLoader worker processes). Loops feed batches to a :class:`SkipLog`, and the
-stage writes it with :func:`write_skipped` beside its main output.
+:func:`~langtail.data.dataset.collate_skip` drops it from an evaluation batch (a training
+batch gets a deterministic substitute instead, so batch shapes stay equal on every rank) and
+lists it under the batch key ``skipped_images`` (``[(image, split, reason)]``, plain Python
+values, so it crosses DataLoader worker processes). Loops feed batches to a :class:`SkipLog`
+(a multi-process training run merges every rank's at each epoch's end,
+:func:`langtail.train.loop.merge_rank_skips`), and the stage writes it with
+:func:`write_skipped` beside its main output.
 
 ``skipped_images.parquet`` (one row per distinct image, in first-skip order):
 

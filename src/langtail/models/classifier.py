@@ -64,6 +64,20 @@ def fresh_image_encoder(cfg: ModelConfig, tuning: list[dict[str, Any]] | None = 
     return image
 
 
+def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
+    """16 hex digits of sha256 over a state dict's names and tensor bytes (key order): the
+    same weights give the same id wherever they were trained or stored (a checkpoint's
+    ``extra["run_id"]``, which an evaluation records as ``checkpoint_id``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode() + b"\0" + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def save_classifier(path, clf: Classifier, model_cfg: ModelConfig, extra: dict[str, Any],
                     class_names: Sequence[str] | None = None, preprocess: dict[str, Any] | None = None) -> None:
     """Write a fine-tuned classifier (safe-loader checkpoint, :func:`langtail.io.torch_save`).

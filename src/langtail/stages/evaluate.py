@@ -24,7 +24,8 @@ Outputs in ``eval/<model>/``:
   ``params_trained`` / ``params_total`` of the image tower, ``params_head``, ``head_init``) and
   ``train_seconds`` (the fine-tuning run's wall time); ``selected`` (the epoch the checkpoint holds:
   ``rule`` = ``finetune.select`` last | best_val, ``epoch`` 1-based, ``val_overall`` when the run validated).
-  ``image_features`` (``cached`` under ``model.backbone_mode: frozen``: scored on the cached
+  ``checkpoint_id`` (the checkpoint's ``run_id``: ``langtail predict`` ranks with this evaluation's
+  ``alpha`` / ``posthoc_la_tau``); ``image_features`` (``cached`` under ``model.backbone_mode: frozen``: scored on the cached
   backbone features, after checking the checkpoint's backbone is the one they came from; else ``images``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
@@ -160,6 +161,7 @@ def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path,
     extra["posthoc_la_tau"] = la_tau
     extra["train_loss"] = ck["extra"].get("loss", "ce")
     extra["selected"] = checkpoint_selection(ck["extra"])
+    extra["checkpoint_id"] = ck["extra"].get("run_id", "")  # `langtail predict` takes alpha / tau from here
     extra.update({k: ck["extra"][k] for k in TRAINING_FACTS if k in ck["extra"]})
     if "seconds" in ck["extra"]:
         extra["train_seconds"] = float(ck["extra"]["seconds"])  # wall time of the fine-tuning run

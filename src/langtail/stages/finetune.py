@@ -41,7 +41,8 @@ from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
 from langtail.losses import loss_keys as _loss_keys
 from langtail.losses import make_loss, recognition_loss
-from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier, set_visual_mode
+from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier, set_visual_mode,
+                                         weights_id
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.image_cache import freeze_on, frozen_features
@@ -220,7 +221,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
         "num_classes": C, **options, "epochs": epochs, "loss": fc.loss, "head_init": head_init,
         "history": res.history, "seconds": res.seconds, "skipped_images": res.skipped,
         "resumed_from_epoch": res.resumed_from, "selected": res.selected,
-        "init": "model.pretrained" if baseline or not fc.init_from_pretrain else "cvlp"},
+        "init": "model.pretrained" if baseline or not fc.init_from_pretrain else "cvlp",
+        "run_id": weights_id(clf.state_dict()), "class_counts": [int(n) for n in class_counts(df, C)]},
         class_names=meta["class_names"], preprocess={"image_size": dc.image_size, "normalize": dc.normalize})
     write_skipped(skipped_path(out), res.skips, f"finetune/{head_kind}")
     finish(resume)

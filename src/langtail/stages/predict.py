@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from langtail.predict import DEFAULT_ALPHA, load_classifier, scan_folder, write_predictions
+from langtail.predict import load_classifier, scan_folder, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ KEYS: dict[str, tuple[str, ...]] = {}
 
 
 def run(model_path: Path, out: Path, images: Sequence[str] = (), folder: Path | None = None, top_k: int = 5,
-        batch_size: int = 64, device: str = "auto", alpha: float = DEFAULT_ALPHA, manifest: Path | None = None,
-        image_size: int | None = None, normalize: str | None = None, num_workers: int = 0) -> dict[str, Any]:
+        batch_size: int = 64, device: str = "auto", alpha: float | None = None, manifest: Path | None = None,
+        image_size: int | None = None, normalize: str | None = None, num_workers: int = 0,
+        posthoc_la_tau: float | None = None, eval_metrics: Path | None = None) -> dict[str, Any]:
     """Predict ``images`` (and/or every image under ``folder``) with ``model_path``; write ``out``.
 
     Returns the metadata written with the table (counts, alpha, top_k, device, ...).
@@ -44,10 +45,11 @@ def run(model_path: Path, out: Path, images: Sequence[str] = (), folder: Path | 
                          + (f" ({folder} has no image files)" if folder is not None else ""))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pred = load_classifier(model_path, device, alpha=alpha, manifest=manifest, image_size=image_size,
-                           normalize=normalize)
+                           normalize=normalize, posthoc_la_tau=posthoc_la_tau,
+                           eval_metrics=eval_metrics)
     df = pred.predict(paths, top_k=top_k, batch_size=batch_size, num_workers=num_workers, errors=errors)
     bad = df[df["rank"] == 0]
-    meta = {"model": str(model_path), "kind": pred.kind, "alpha": pred.alpha, "top_k": int(min(top_k, len(pred.class_names))),
+    meta = {"model": str(model_path), "kind": pred.kind, "alpha": pred.alpha, "posthoc_la_tau": pred.posthoc_la_tau, "top_k": int(min(top_k, len(pred.class_names))),
             "num_classes": len(pred.class_names), "image_size": pred.image_size, "normalize": pred.normalize,
             "device": str(pred.device), "n_inputs": len(paths), "n_predicted": len(paths) - len(bad),
             "n_unreadable": len(bad), "folder": str(folder) if folder is not None else None}

@@ -72,6 +72,30 @@ def class_sentence_index(corpus: pd.DataFrame, num_classes: int, class_names: li
     return start, count
 
 
+def teacher_text_features(teacher, mc, sentences: list[str], cache_dir: Path | None,
+                          device: torch.device) -> torch.Tensor:
+    """``[S, E]`` CLIP-teacher embeddings of the corpus sentences, cached in ``cache_dir``
+    (keyed by the teacher, its weights and the sentence list): a multi-GPU run encodes the
+    corpus once (rank 0, under :func:`langtail.distributed.main_first`), not once per rank."""
+    import open_clip
+
+    from langtail import io
+    from langtail.models.text_cache import _key
+
+    ident = {"teacher": mc.teacher, "pretrained": str(mc.teacher_pretrained)}
+    path = Path(cache_dir) / f"teacher_text_{_key(ident, sentences)}.safetensors" if cache_dir else None
+    if path is not None and path.exists():
+        return io.load_safetensors(path)[0]["features"].to(device)
+    tok = open_clip.get_tokenizer(mc.teacher)
+    with torch.no_grad():
+        feats = torch.cat([teacher.encode_text(tok(sentences[i:i + 256]).to(device)).float()
+                           for i in range(0, len(sentences), 256)])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        io.save_safetensors(path, {"features": feats.cpu().contiguous()}, {"identity": str(ident)})
+    return feats
+
+
 def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path,
         track_dir: Path | None = None, features_path: Path | None = None) -> None:
     """Pre-train; ``track_dir``: the run's tracking folder (:mod:`langtail.train.tracking`, always
@@ -106,13 +130,9 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     teacher = create_teacher(cfg.model)
     teacher_text = None
     if teacher is not None:
-        import open_clip
-
         teacher = teacher.to(device)
-        tok = open_clip.get_tokenizer(cfg.model.teacher)
-        with torch.no_grad():
-            teacher_text = torch.cat([teacher.encode_text(tok(sentences[i:i + 256]).to(device)).float()
-                                      for i in range(0, len(sentences), 256)])
+        with distributed.main_first():  # rank 0 encodes the corpus once and caches it, the others read
+            teacher_text = teacher_text_features(teacher, cfg.model, sentences, cache_dir, device)
     if teacher is not None and features is not None and pc.distill != "none" and pc.lambda_ccl < 1:
         raise ValueError("pretrain: CLIP distillation needs the images, backbone_mode frozen feeds cached features; "
                          "set pretrain.distill: none (or lambda_ccl: 1) or model.backbone_mode: full")

@@ -10,15 +10,25 @@ uninterrupted run (all randomness is either restored from the checkpoint or deri
 old resume file that needs the unsafe loader is refused (delete it, or opt in with
 ``--trust-checkpoint``). It carries a fingerprint of the run's configuration and inputs;
 a stale one (different config) is discarded with a log line.
+
+Preemption (:mod:`langtail.train.preempt`): on SIGTERM / SIGUSR1 every rank stops after the
+same step (the flag is or-ed over ranks each step on a CPU gloo group), rank 0 writes a
+mid-epoch resume file (``step`` within the epoch, ``epoch_loss`` per rank, the RNG state after
+that step; the sampler restarts at that position) and :class:`~langtail.train.preempt.Preempted`
+is raised (non-zero exit); the rerun continues from that step with the same result as an
+uninterrupted run. Per-step cost: the loss, its sum and the non-finite count stay on the
+device; they are read (one host sync) every ``sync_every`` steps and at the epoch's end.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -27,6 +37,7 @@ from langtail import io
 from langtail.runtime import rng_state, set_rng_state
 from langtail.data.skipped import SkipLog
 from langtail.models.tuning import set_frozen_eval
+from langtail.train import preempt
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +115,13 @@ class _Run:
     amp_dtype: torch.dtype
     desc: str
     best: dict[str, Any] = field(default_factory=dict)  #: epoch, val_overall, state (CPU tensors)
+    steps_per_epoch: int = 1
+    sync_every: int = 50
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        """What the resume file holds a state dict of."""
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.sched, "scaler": self.scaler}
 
 
 def _setup(model, optimizer, loader, step_fn, device, epochs: int, warmup_epochs: int, amp: bool, desc: str) -> _Run:
@@ -118,66 +136,91 @@ def _setup(model, optimizer, loader, step_fn, device, epochs: int, warmup_epochs
     use_amp = amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    return _Run(model, optimizer, step, sched, scaler, use_amp, amp_dtype, desc)
+    return _Run(model, optimizer, step, sched, scaler, use_amp, amp_dtype, desc, steps_per_epoch=steps_per_epoch)
 
 
-def _resume(run: _Run, res: FitResult, resume_path: Path, fingerprint: str) -> int:
-    """Load a matching resume file into ``run`` and ``res``; the number of finished epochs (0 if none)."""
-    if not resume_path.exists():
-        return 0
+@dataclass
+class _Position:
+    """Where a resumed run starts: ``epoch`` finished epochs, ``step`` steps of the next one
+    (a mid-epoch file after a preemption), with that epoch's partial ``loss`` (this rank's
+    ``(sum, steps)``) and the RNG state after that step."""
+
+    epoch: int = 0
+    step: int = 0
+    loss: tuple[float, int] = (0.0, 0)
+    rng: dict[str, Any] | None = None
+
+
+def _resume(run: _Run, res: FitResult, path: Path, fingerprint: str) -> _Position:
+    """Load a matching resume file into ``run`` and ``res``; where training continues."""
+    from langtail import distributed
+
+    if not path.exists():
+        return _Position()
     try:
-        st = io.torch_load(resume_path)
+        st = io.torch_load(path)
     except io.UnsafeCheckpointError as e:
         raise io.UnsafeCheckpointError(f"{e}; or delete this resume file to train from scratch") from None
     if st.get("fingerprint") != fingerprint:
-        log.warning("%s: ignoring stale resume file %s (config or inputs changed)", run.desc, resume_path)
-        return 0
-    run.model.load_state_dict(st["model"])
-    run.optimizer.load_state_dict(st["optimizer"])
-    run.sched.load_state_dict(st["scheduler"])
-    run.scaler.load_state_dict(st["scaler"])
-    set_rng_state(st["rng"])
+        log.warning("%s: ignoring stale resume file %s (config or inputs changed)", run.desc, path)
+        return _Position()
+    for k, obj in run.parts.items():
+        obj.load_state_dict(st[k])
     run.best = st.get("best") or {}
     res.history = st["history"]
     res.skipped = st.get("skipped", 0)
     res.skips = SkipLog.from_list(st.get("skipped_images", []))
-    res.resumed_from = st["epoch"]
-    log.info("%s: resuming after epoch %d from %s", run.desc, st["epoch"], resume_path)
-    return st["epoch"]
+    pos = _Position(int(st["epoch"]), int(st.get("step", 0)), rng=st["rng"])
+    if pos.step:
+        losses = st["epoch_loss"]
+        if len(losses) != distributed.world_size():
+            raise RuntimeError(f"{path}: written mid-epoch by {len(losses)} process(es), resumed by "
+                               f"{distributed.world_size()}; resume with the same GPU count or delete it")
+        pos.loss = (float(losses[distributed.rank()][0]), int(losses[distributed.rank()][1]))
+    else:
+        set_rng_state(st["rng"])
+    res.resumed_from = pos.epoch
+    log.info("%s: resuming after epoch %d%s from %s", run.desc, pos.epoch, f", step {pos.step}" if pos.step else "",
+             path)
+    return pos
 
 
 def _train_epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, epoch: int, epochs: int,
-                 after_step: Callable[[], None] | None) -> tuple[float, int]:
-    """One pass over ``loader``: ``(mean loss of this rank's steps, images this rank trained on)``.
-    Batches without readable images are counted skips (``res.skips``)."""
+                 hooks: "_Hooks", mid: int, pos: "_Position", save: Callable) -> tuple[float, int]:
+    """One pass over ``loader`` (from step ``mid`` after a mid-epoch resume): ``(mean loss of this
+    rank's steps, images this rank trained on)``. Unreadable images were substituted by the
+    dataset (counted skips, merged over ranks at the end); a stop signal saves and raises."""
     from langtail import distributed
 
-    tot, n, n_img = 0.0, 0, 0
-    bar = tqdm(loader, desc=f"{run.desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
-               disable=None if distributed.is_main() else True)
+    batches = _epoch_batches(loader, epoch, mid)
+    if mid:  # the RNG as it was after this step (the loader's iterator already drew its seed)
+        set_rng_state(pos.rng)
+    acc = _Accum(device, *(pos.loss if mid else (0.0, 0)))
+    epoch_skips, n_img = SkipLog(), 0  # this rank's skips; merged over ranks at the epoch's end
+    bar = tqdm(batches, desc=f"{run.desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
+               total=run.steps_per_epoch, initial=mid, disable=None if distributed.is_main() else True)
     for batch in bar:
-        res.skipped += batch.get("skipped", 0)
-        res.skips.add_batch(batch)
-        if "image" not in batch:
-            continue
+        _check_batch(batch, run.desc)
+        epoch_skips.add_batch(batch)
         batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
             loss = run.step(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{run.desc}: non-finite loss {loss.item()} at epoch {epoch + 1}; "
-                                     "lower the learning rate")
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.sched.step()
-        if after_step is not None:
-            after_step()
-        tot += loss.item()
-        n += 1
+        _backward_step(loss, run.optimizer, run.scaler, run.sched)
+        if hooks.after_step is not None:
+            hooks.after_step()
+        acc.add(loss)
         n_img += int(batch["image"].shape[0])
-        bar.set_postfix(loss=f"{tot / n:.4f}")
-    return tot / max(1, n), n_img
+        if acc.n % run.sync_every == 0:
+            bar.set_postfix(loss=f"{acc.check(run.desc, epoch):.4f}")
+        if acc.n < run.steps_per_epoch and distributed.any_rank(hooks.stop_requested()):
+            acc.check(run.desc, epoch)
+            merge_rank_skips(res, epoch_skips)
+            save(epoch, acc.n, acc.state())
+            raise preempt.Preempted(f"{run.desc}: stopped on a signal at epoch {epoch + 1}, step {acc.n}/"
+                                    f"{run.steps_per_epoch}; the resume file is written: rerun to resume from there")
+    acc.check(run.desc, epoch)
+    merge_rank_skips(res, epoch_skips)
+    return acc.mean(), n_img
 
 
 def _validate(run: _Run, rec: dict[str, Any], validate: Callable[[], Mapping[str, float | None]], select: str) -> None:
@@ -202,6 +245,7 @@ class _Hooks:
     select: str = "last"
     tracker: Any = None
     desc: str = "train"
+    stop_requested: Callable[[], bool] = lambda: False  #: set by :func:`langtail.train.preempt.watch`
 
     def __post_init__(self) -> None:
         if self.select not in ("last", "best_val"):
@@ -211,19 +255,17 @@ class _Hooks:
 
 
 def _epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, epoch: int, epochs: int,
-           hooks: _Hooks) -> dict[str, Any]:
+           hooks: _Hooks, pos: _Position, save: Callable) -> dict[str, Any]:
     """Train epoch ``epoch`` (0-based), validate, append its record to ``res.history`` and track it."""
     from langtail import distributed
 
     run.model.train()
     set_frozen_eval(run.model)  # BatchNorms without a trained parameter keep their statistics
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
     if hooks.on_epoch is not None:
         hooks.on_epoch(epoch)
     te = time.time()
-    loss, n_img = _train_epoch(run, loader, res, device, epoch, epochs, hooks.after_step)
+    mid = pos.step if epoch == pos.epoch else 0
+    loss, n_img = _train_epoch(run, loader, res, device, epoch, epochs, hooks, mid, pos, save)
     throughput = n_img * distributed.world_size() / max(1e-9, time.time() - te)  # tracked, not in the history
     rec = {"epoch": epoch + 1, "loss": distributed.all_mean(loss), "lr": run.optimizer.param_groups[0]["lr"]}
     if hooks.epoch_stats is not None:
@@ -238,13 +280,20 @@ def _epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.device, ep
     return rec
 
 
-def _save_resume(run: _Run, res: FitResult, resume_path: Path, fingerprint: str, epoch: int) -> None:
-    io.torch_save(resume_path, {
-        "fingerprint": fingerprint, "epoch": epoch, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
-        "rng": rng_state(), "history": res.history, "skipped": res.skipped, "skipped_images": res.skips.to_list(),
-        "best": run.best,
-    })
+def _save_resume(run: _Run, res: FitResult, path: Path, fingerprint: str, epoch: int, step: int = 0,
+                 loss: tuple[float, int] = (0.0, 0)) -> None:
+    """Rank 0 writes the resume file at ``epoch`` finished epochs + ``step`` steps; ``loss``:
+    this rank's partial epoch loss (gathered: every rank resumes its own). A collective."""
+    from langtail import distributed
+
+    losses = distributed.all_gather_objects([float(loss[0]), int(loss[1])])
+    if distributed.is_main():
+        io.torch_save(path, {
+            "fingerprint": fingerprint, "epoch": epoch, "step": step, "epoch_loss": losses,
+            **{k: obj.state_dict() for k, obj in run.parts.items()}, "rng": rng_state(), "history": res.history,
+            "skipped": res.skipped, "skipped_images": res.skips.to_list(), "best": run.best,
+        })
+    distributed.barrier()  # the next epoch (or a resume after a kill) sees this file
 
 
 def _select(run: _Run, res: FitResult, select: str, epochs: int) -> None:
@@ -280,6 +329,7 @@ def fit(
     validate: Callable[[], Mapping[str, float | None]] | None = None,
     select: str = "last",
     tracker: Any = None,
+    sync_every: int = 50,
 ) -> FitResult:
     """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
 
@@ -294,22 +344,29 @@ def fit(
     split (``val_<group>`` in the record); ``select``: ``last`` keeps the last epoch's weights,
     ``best_val`` those of the best ``val_overall`` (kept in the resume file); ``tracker``
     (:class:`langtail.train.tracking.Tracker`) gets every record (+ ``images_per_s``, all ranks):
-    ``epoch`` (1-based), ``loss`` (epoch mean), ``lr`` (at its end), the stats, ``val_*``."""
+    ``epoch`` (1-based), ``loss`` (epoch mean), ``lr`` (at its end), the stats, ``val_*``.
+    ``sync_every``: steps between reads of the device-side loss sum (finiteness check, progress
+    bar); a non-finite loss fails the run at the next read. A stop signal
+    (:mod:`langtail.train.preempt`) writes a mid-epoch resume file and raises ``Preempted``."""
     from langtail import distributed
 
     hooks = _Hooks(after_step, on_epoch, epoch_stats, validate, select, tracker, desc)
     run = _setup(model, optimizer, loader, step_fn, device, epochs, warmup_epochs, amp, desc)
+    run.sync_every = max(1, int(sync_every))
     res = FitResult()
     distributed.barrier()  # rank 0 may still be writing the previous run's file
-    start = _resume(run, res, resume_path, fingerprint)
+    pos = _resume(run, res, resume_path, fingerprint)
+    save = functools.partial(_save_resume, run, res, resume_path, fingerprint)
     if tracker is not None:
         tracker.replay(res.history)
     t0 = time.time()
-    for epoch in range(start, epochs):
-        _epoch(run, loader, res, device, epoch, epochs, hooks)
-        if distributed.is_main():
-            _save_resume(run, res, resume_path, fingerprint, epoch + 1)
-        distributed.barrier()  # the next epoch (or a resume after a kill) sees this epoch's file
+    with preempt.watch() as stop_requested:
+        hooks.stop_requested = stop_requested
+        for epoch in range(pos.epoch, epochs):
+            _epoch(run, loader, res, device, epoch, epochs, hooks, pos, save)
+            save(epoch + 1)
+            if epoch + 1 < epochs and distributed.any_rank(stop_requested()):
+                raise preempt.Preempted(f"{desc}: stopped on a signal after epoch {epoch + 1}; rerun to resume")
     res.seconds = time.time() - t0
     _select(run, res, select, epochs)
     if tracker is not None:
@@ -317,6 +374,85 @@ def fit(
     if res.skipped:
         log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
     return res
+
+
+def _epoch_batches(loader: Iterable, epoch: int, skip_steps: int) -> Iterator:
+    """The batches of ``epoch`` after the first ``skip_steps`` (a mid-epoch resume): an
+    :class:`~langtail.data.dataset.EpochSampler` starts at that position (nothing is loaded
+    twice); another loader's first batches are loaded and dropped."""
+    from langtail.data.dataset import EpochSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, EpochSampler):
+        sampler.set_epoch(epoch, start=skip_steps * int(getattr(loader, "batch_size")))
+        return iter(loader)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    return itertools.islice(iter(loader), skip_steps, None)
+
+
+def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler, sched) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    sched.step()
+
+
+class _Accum:
+    """An epoch's loss sum, step count and non-finite count, kept on the device: read (one host
+    sync) only every ``sync_every`` steps and at the epoch's end, not after every step."""
+
+    def __init__(self, device: torch.device, total: float = 0.0, n: int = 0):
+        dt = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+        self.total = torch.tensor(total, dtype=dt, device=device)
+        self.bad = torch.zeros((), dtype=torch.int64, device=device)
+        self.n = n
+
+    def add(self, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        self.total += loss.to(self.total.dtype)
+        self.bad += (~torch.isfinite(loss)).to(torch.int64)
+        self.n += 1
+
+    def check(self, desc: str, epoch: int) -> float:
+        """Raise if a loss since the epoch's start was not finite; else the mean loss so far."""
+        from langtail import distributed
+
+        both = distributed.all_sum(torch.stack([self.total, self.bad.to(self.total.dtype)]))
+        total, bad = (float(v) for v in both.tolist())
+        total /= distributed.world_size()  # the mean over ranks (every rank stops on any rank's bad loss)
+        if bad:
+            raise FloatingPointError(f"{desc}: non-finite loss in {int(bad)} step(s) of epoch {epoch + 1} "
+                                     f"(by step {self.n}); lower the learning rate")
+        return total / max(1, self.n)
+
+    def mean(self) -> float:
+        return float(self.total) / max(1, self.n)
+
+    def state(self) -> tuple[float, int]:
+        return float(self.total), self.n
+
+
+def _check_batch(batch: dict[str, Any], desc: str) -> None:
+    """A training batch always holds images: the training dataset substitutes unreadable ones
+    (:meth:`langtail.data.dataset.ManifestDataset.substitute`), so no rank ever skips a step's
+    collectives while the others wait in them."""
+    if "image" not in batch:
+        raise RuntimeError(f"{desc}: a training batch without images ({batch.get('skipped', 0)} unreadable); "
+                           "training loaders must substitute unreadable images (langtail.data.dataset.make_loader)")
+
+
+def merge_rank_skips(res: FitResult, skips: SkipLog) -> None:
+    """Add every rank's ``skips`` (one epoch's, or a part of one) to ``res`` on every rank, in
+    rank order: a skip seen by any rank is recorded once, and rank 0 writes them all.
+    A collective: every rank calls it at the same point."""
+    from langtail import distributed
+
+    for items in distributed.all_gather_objects(skips.to_list()):
+        for image, split, reason, times in items:
+            res.skips.add(image, split, reason, times)
+            res.skipped += int(times)
 
 
 def finish(resume_path: Path) -> None:
