@@ -1,6 +1,5 @@
 """Live tracking (TensorBoard event files), per-epoch validation, checkpoint selection, sweeps."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

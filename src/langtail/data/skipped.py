@@ -7,7 +7,7 @@ batch gets a deterministic substitute instead, so batch shapes stay equal on eve
 lists it under the batch key ``skipped_images`` (``[(image, split, reason)]``, plain Python
 values, so it crosses DataLoader worker processes). Loops feed batches to a :class:`SkipLog`
 (a multi-process training run merges every rank's at each epoch's end,
-:func:`langtail.train.loop.merge_rank_skips`), and the stage writes it with
+:func:`langtail.train.steps.merge_rank_skips`), and the stage writes it with
 :func:`write_skipped` beside its main output.
 
 ``skipped_images.parquet`` (one row per distinct image, in first-skip order):

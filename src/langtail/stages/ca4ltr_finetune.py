@@ -99,6 +99,26 @@ def make_validator(cfg: DatasetConfig, src, model, df, meta, manifest_path: Path
                      list(meta["class_names"]), model, f"ca4ltr[{src.source}]")
 
 
+def _image_tower(cfg: DatasetConfig, pretrain_path: Path | None, features, features_path: Path | None):
+    """The image tower of a run: ``model.pretrained`` (as Pure) or the CVLP encoder (``ca4ltr.init``),
+    its backbone mode applied; under ``frozen`` the cached tokens' backbone, frozen."""
+    from langtail.models.classifier import fresh_image_encoder
+    from langtail.models.encoders import load_vl_checkpoint
+    from langtail.models.tuning import apply_backbone_mode
+
+    if cfg.ca4ltr.init == "cvlp":
+        if pretrain_path is None:
+            raise ValueError("ca4ltr.init: cvlp needs the CVLP checkpoint (--pretrain)")
+        image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
+    else:
+        image = fresh_image_encoder(cfg.model)
+    if features is not None:
+        if features.kind != "tokens":
+            raise ValueError(f"{features_path}: CA4LTR needs the cached image tokens (image-features --kind tokens)")
+        freeze_on(image, features, cfg.model)
+    return image
+
+
 def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_dir: Path | None = None,
                      anchors_path: Path | None = None, captions_path: Path | None = None,
                      pretrain_path: Path | None = None, track_dir: Path | None = None,
@@ -106,11 +126,7 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     """Train one CA4LTR run; ``track_dir``: its tracking folder (:mod:`langtail.train.tracking`;
     None = no tracking). With a val split, every epoch ends with its val accuracy (``ca4ltr.select``).
     ``features_path``: the cached image tokens (read under ``model.backbone_mode: frozen``)."""
-    from langtail.models.classifier import fresh_image_encoder
-    from langtail.models.encoders import load_vl_checkpoint
-
     keys = config_keys(cfg, source)
-
     ca = cfg.ca4ltr
     seed_everything(ca.seed)
     device = distributed.setup(ca.device)  # under torchrun: joins the process group
@@ -127,19 +143,8 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     text_dim = int(texts.bank.shape[1] if texts.bank is not None else texts.feats.shape[-1])
     seed_everything(ca.seed)  # again: loading MiniLM on a cache miss draws from the RNG
 
-    if ca.init == "cvlp":
-        if pretrain_path is None:
-            raise ValueError("ca4ltr.init: cvlp needs the CVLP checkpoint (--pretrain)")
-        from langtail.models.tuning import apply_backbone_mode
-
-        image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
-    else:
-        image = fresh_image_encoder(cfg.model)
     features = frozen_features(cfg.model, features_path, f"ca4ltr[{source}]")
-    if features is not None:
-        if features.kind != "tokens":
-            raise ValueError(f"{features_path}: CA4LTR needs the cached image tokens (image-features --kind tokens)")
-        freeze_on(image, features, cfg.model)
+    image = _image_tower(cfg, pretrain_path, features, features_path)
     model = build_ca4ltr(image, C, ca, text_dim, texts.bank).to(device)
 
     dc = cfg.data

@@ -41,8 +41,8 @@ from langtail.data.manifest import class_counts, read_manifest
 from langtail.data.skipped import skipped_path, write_skipped
 from langtail.losses import loss_keys as _loss_keys
 from langtail.losses import make_loss, recognition_loss
-from langtail.models.classifier import IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier, set_visual_mode,
-                                         weights_id
+from langtail.models.classifier import (IMAGE_KEYS, create_head, fresh_image_encoder, save_classifier,
+                                         set_visual_mode, weights_id)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.image_cache import freeze_on, frozen_features

@@ -96,6 +96,65 @@ def teacher_text_features(teacher, mc, sentences: list[str], cache_dir: Path | N
     return feats
 
 
+def _teacher(cfg: DatasetConfig, frozen: bool, sentences: list[str], cache_dir: Path | None,
+             device: torch.device) -> tuple[torch.nn.Module | None, torch.Tensor | None]:
+    """The frozen CLIP teacher (``model.teacher``) and its ``[S, E]`` sentence embeddings (cached,
+    encoded once by rank 0), or ``(None, None)``; refuses distillation it cannot do."""
+    pc = cfg.pretrain
+    distill = pc.distill != "none" and pc.lambda_ccl < 1
+    teacher = create_teacher(cfg.model)
+    if teacher is None:
+        if distill:
+            raise ValueError(f"pretrain.distill={pc.distill!r} needs a teacher: set model.teacher "
+                             "(an open_clip name) or pretrain.distill: none")
+        return None, None
+    if frozen and distill:
+        raise ValueError("pretrain: CLIP distillation needs the images, backbone_mode frozen feeds cached features; "
+                         "set pretrain.distill: none (or lambda_ccl: 1) or model.backbone_mode: full")
+    teacher = teacher.to(device)
+    with distributed.main_first():  # rank 0 encodes the corpus once and caches it, the others read
+        return teacher, teacher_text_features(teacher, cfg.model, sentences, cache_dir, device)
+
+
+def _cvlp_step(model, pc, sentences: list[str], feats: torch.Tensor | None, index: tuple, teach: tuple,
+               device: torch.device):
+    """The CVLP training step (Eq. 8): a fresh sentence of each image's class, the class-wise
+    contrastive loss over the global batch and, with a teacher, the distillation term.
+    ``feats [S, F]``: cached frozen text-backbone features (None: the text tower runs);
+    ``index``: per-class ``(start [C], count [C])`` into the sentences; ``teach``: ``(teacher, [S, E])``."""
+    start_t, count_t = (torch.as_tensor(v, device=device) for v in index)
+    teacher, teacher_text = teach
+
+    def step(batch):
+        x, y = batch["image"], batch["label"]
+        if pc.eval_mode:
+            model.eval()
+        if pc.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # a fresh sentence of each image's class (global torch RNG: restored on resume); drawn for
+        # the global batch on every rank, each rank using its slice: ranks draw different sentences
+        r = distributed.rank_slice(torch.rand(len(y) * distributed.world_size())).to(device)
+        sid = start_t[y] + (r * count_t[y]).long().clamp(max=count_t[y] - 1)
+        img = model.image(x)
+        txt = model.text.project(feats[sid]) if feats is not None else model.text([sentences[i] for i in sid.tolist()])
+        # the global batch: embeddings of every rank, with gradient (positives/negatives of all ranks)
+        img, txt, y = distributed.gather(img), distributed.gather(txt), distributed.gather(y)
+        sim = cosine_matrix(img, txt)
+        l_ccl = class_contrastive_loss(sim, y, y, model.tau, pc.ccl_reduction)
+        l_dis = None
+        if teacher is not None and pc.distill != "none":
+            with torch.no_grad():
+                t_img = distributed.gather(teacher.encode_image(x).float())
+            t_txt = distributed.gather(teacher_text[sid])
+            if pc.distill == "logits":
+                l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, pc.distill_mode)
+            else:
+                l_dis = feature_distillation_loss(img, txt, t_img, t_txt)
+        return pretrain_loss(l_ccl, l_dis, pc.lambda_ccl)
+
+    return step
+
+
 def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path,
         track_dir: Path | None = None, features_path: Path | None = None) -> None:
     """Pre-train; ``track_dir``: the run's tracking folder (:mod:`langtail.train.tracking`, always
@@ -127,59 +186,15 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     text_frozen = getattr(model.text, "frozen", False)
     with distributed.main_first():  # rank 0 fills the text-feature cache, the others read it
         feats = base_features(model.text, sentences, cache_dir).to(device) if text_frozen else None
-    teacher = create_teacher(cfg.model)
-    teacher_text = None
-    if teacher is not None:
-        teacher = teacher.to(device)
-        with distributed.main_first():  # rank 0 encodes the corpus once and caches it, the others read
-            teacher_text = teacher_text_features(teacher, cfg.model, sentences, cache_dir, device)
-    if teacher is not None and features is not None and pc.distill != "none" and pc.lambda_ccl < 1:
-        raise ValueError("pretrain: CLIP distillation needs the images, backbone_mode frozen feeds cached features; "
-                         "set pretrain.distill: none (or lambda_ccl: 1) or model.backbone_mode: full")
-    if teacher is None and pc.distill != "none" and pc.lambda_ccl < 1:
-        raise ValueError(f"pretrain.distill={pc.distill!r} needs a teacher: set model.teacher "
-                         "(an open_clip name) or pretrain.distill: none")
-
+    teacher, teacher_text = _teacher(cfg, features is not None, sentences, cache_dir, device)
     model.to(device)
     if pc.channels_last:
         model.image.to(memory_format=torch.channels_last)
     train_df = df[df["split"] == "train"].reset_index(drop=True)
-    dc = cfg.data
-    loader = train_loader(train_df, manifest_path, meta, dc, batch_size=pc.batch_size, sampler=pc.sampler,
+    loader = train_loader(train_df, manifest_path, meta, cfg.data, batch_size=pc.batch_size, sampler=pc.sampler,
                           seed=pc.seed, augment=pc.augment, device=device, features=features)
     opt = torch.optim.AdamW(param_groups(model, pc.weight_decay), lr=pc.lr, betas=(0.9, 0.999))
-    start_t = torch.as_tensor(start, device=device)
-    count_t = torch.as_tensor(count, device=device)
-
-    def step(batch):
-        x, y = batch["image"], batch["label"]
-        if pc.eval_mode:
-            model.eval()
-        if pc.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        # a fresh sentence of each image's class (global torch RNG: restored on resume); drawn for
-        # the global batch on every rank, each rank using its slice: ranks draw different sentences
-        r = distributed.rank_slice(torch.rand(len(y) * distributed.world_size())).to(device)
-        sid = start_t[y] + (r * count_t[y]).long().clamp(max=count_t[y] - 1)
-        img = model.image(x)
-        if text_frozen:
-            txt = model.text.project(feats[sid])
-        else:
-            txt = model.text([sentences[i] for i in sid.tolist()])
-        # the global batch: embeddings of every rank, with gradient (positives/negatives of all ranks)
-        img, txt, y = distributed.gather(img), distributed.gather(txt), distributed.gather(y)
-        sim = cosine_matrix(img, txt)
-        l_ccl = class_contrastive_loss(sim, y, y, model.tau, pc.ccl_reduction)
-        l_dis = None
-        if teacher is not None and pc.distill != "none":
-            with torch.no_grad():
-                t_img = distributed.gather(teacher.encode_image(x).float())
-            t_txt = distributed.gather(teacher_text[sid])
-            if pc.distill == "logits":
-                l_dis = logit_distillation_loss(sim, cosine_matrix(t_img, t_txt), model.tau, pc.distill_mode)
-            else:
-                l_dis = feature_distillation_loss(img, txt, t_img, t_txt)
-        return pretrain_loss(l_ccl, l_dis, pc.lambda_ccl)
+    step = _cvlp_step(model, pc, sentences, feats, (start, count), (teacher, teacher_text), device)
 
     def clamp_tau():
         with torch.no_grad():

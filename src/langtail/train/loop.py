@@ -11,6 +11,11 @@ old resume file that needs the unsafe loader is refused (delete it, or opt in wi
 ``--trust-checkpoint``). It carries a fingerprint of the run's configuration and inputs;
 a stale one (different config) is discarded with a log line.
 
+In a process group (torchrun, :mod:`langtail.distributed`) the step runs inside
+DistributedDataParallel (gradients averaged over ranks; BatchNorm made SyncBatchNorm on GPU),
+the history holds the loss averaged over ranks, and only rank 0 writes the resume file; every
+rank resumes from it.
+
 Preemption (:mod:`langtail.train.preempt`): on SIGTERM / SIGUSR1 every rank stops after the
 same step (the flag is or-ed over ranks each step on a CPU gloo group), rank 0 writes a
 mid-epoch resume file (``step`` within the epoch, ``epoch_loss`` per rank, the RNG state after
@@ -22,13 +27,12 @@ device; they are read (one host sync) every ``sync_every`` steps and at the epoc
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -38,6 +42,7 @@ from langtail.runtime import rng_state, set_rng_state
 from langtail.data.skipped import SkipLog
 from langtail.models.tuning import set_frozen_eval
 from langtail.train import preempt
+from langtail.train.steps import LossAccumulator, backward_step, check_batch, epoch_batches, merge_rank_skips
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +129,8 @@ class _Run:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.sched, "scaler": self.scaler}
 
 
-def _setup(model, optimizer, loader, step_fn, device, epochs: int, warmup_epochs: int, amp: bool, desc: str) -> _Run:
+def _setup(model, optimizer, loader, step_fn, device, epochs: int, warmup_epochs: int, amp: bool, desc: str,
+           sync_every: int = 50) -> _Run:
     """The cosine schedule over every step, AMP (bf16 where supported, else fp16 + grad scaler)
     and, in a process group, the DistributedDataParallel step."""
     from langtail import distributed
@@ -136,7 +142,8 @@ def _setup(model, optimizer, loader, step_fn, device, epochs: int, warmup_epochs
     use_amp = amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    return _Run(model, optimizer, step, sched, scaler, use_amp, amp_dtype, desc, steps_per_epoch=steps_per_epoch)
+    return _Run(model, optimizer, step, sched, scaler, use_amp, amp_dtype, desc, steps_per_epoch=steps_per_epoch,
+                sync_every=max(1, int(sync_every)))
 
 
 @dataclass
@@ -192,20 +199,20 @@ def _train_epoch(run: _Run, loader: Iterable, res: FitResult, device: torch.devi
     dataset (counted skips, merged over ranks at the end); a stop signal saves and raises."""
     from langtail import distributed
 
-    batches = _epoch_batches(loader, epoch, mid)
+    batches = epoch_batches(loader, epoch, mid)
     if mid:  # the RNG as it was after this step (the loader's iterator already drew its seed)
         set_rng_state(pos.rng)
-    acc = _Accum(device, *(pos.loss if mid else (0.0, 0)))
+    acc = LossAccumulator(device, *(pos.loss if mid else (0.0, 0)))
     epoch_skips, n_img = SkipLog(), 0  # this rank's skips; merged over ranks at the epoch's end
     bar = tqdm(batches, desc=f"{run.desc} {epoch + 1}/{epochs}", leave=False, mininterval=2.0,
                total=run.steps_per_epoch, initial=mid, disable=None if distributed.is_main() else True)
     for batch in bar:
-        _check_batch(batch, run.desc)
+        check_batch(batch, run.desc)
         epoch_skips.add_batch(batch)
         batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
             loss = run.step(batch)
-        _backward_step(loss, run.optimizer, run.scaler, run.sched)
+        backward_step(loss, run.optimizer, run.scaler, run.sched)
         if hooks.after_step is not None:
             hooks.after_step()
         acc.add(loss)
@@ -331,13 +338,8 @@ def fit(
     tracker: Any = None,
     sync_every: int = 50,
 ) -> FitResult:
-    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss.
-
-    In a process group (torchrun, :mod:`langtail.distributed`) the step runs inside
-    DistributedDataParallel (gradients averaged over ranks; BatchNorm made SyncBatchNorm on
-    GPU), the history holds the loss averaged over ranks, and only rank 0 writes the resume
-    file; every rank resumes from it.
-    ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
+    """Train; ``step_fn`` receives a batch dict already on ``device`` and returns the loss
+    (process groups: the module docstring). ``on_epoch(e)`` runs before every epoch with its 0-based index ``e`` (also after a resume:
     epoch-dependent losses such as LDAM-DRW follow the schedule, not the restart).
     ``epoch_stats()`` adds values to each epoch's history record (the CVLP temperature ``tau``).
     ``validate()`` (after every epoch, every rank): ``{overall, many, medium, few}`` on the val
@@ -351,8 +353,7 @@ def fit(
     from langtail import distributed
 
     hooks = _Hooks(after_step, on_epoch, epoch_stats, validate, select, tracker, desc)
-    run = _setup(model, optimizer, loader, step_fn, device, epochs, warmup_epochs, amp, desc)
-    run.sync_every = max(1, int(sync_every))
+    run = _setup(model, optimizer, loader, step_fn, device, epochs, warmup_epochs, amp, desc, sync_every)
     res = FitResult()
     distributed.barrier()  # rank 0 may still be writing the previous run's file
     pos = _resume(run, res, resume_path, fingerprint)
@@ -374,85 +375,6 @@ def fit(
     if res.skipped:
         log.warning("%s: %d unreadable image(s) skipped", desc, res.skipped)
     return res
-
-
-def _epoch_batches(loader: Iterable, epoch: int, skip_steps: int) -> Iterator:
-    """The batches of ``epoch`` after the first ``skip_steps`` (a mid-epoch resume): an
-    :class:`~langtail.data.dataset.EpochSampler` starts at that position (nothing is loaded
-    twice); another loader's first batches are loaded and dropped."""
-    from langtail.data.dataset import EpochSampler
-
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, EpochSampler):
-        sampler.set_epoch(epoch, start=skip_steps * int(getattr(loader, "batch_size")))
-        return iter(loader)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    return itertools.islice(iter(loader), skip_steps, None)
-
-
-def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler, sched) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    sched.step()
-
-
-class _Accum:
-    """An epoch's loss sum, step count and non-finite count, kept on the device: read (one host
-    sync) only every ``sync_every`` steps and at the epoch's end, not after every step."""
-
-    def __init__(self, device: torch.device, total: float = 0.0, n: int = 0):
-        dt = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
-        self.total = torch.tensor(total, dtype=dt, device=device)
-        self.bad = torch.zeros((), dtype=torch.int64, device=device)
-        self.n = n
-
-    def add(self, loss: torch.Tensor) -> None:
-        loss = loss.detach()
-        self.total += loss.to(self.total.dtype)
-        self.bad += (~torch.isfinite(loss)).to(torch.int64)
-        self.n += 1
-
-    def check(self, desc: str, epoch: int) -> float:
-        """Raise if a loss since the epoch's start was not finite; else the mean loss so far."""
-        from langtail import distributed
-
-        both = distributed.all_sum(torch.stack([self.total, self.bad.to(self.total.dtype)]))
-        total, bad = (float(v) for v in both.tolist())
-        total /= distributed.world_size()  # the mean over ranks (every rank stops on any rank's bad loss)
-        if bad:
-            raise FloatingPointError(f"{desc}: non-finite loss in {int(bad)} step(s) of epoch {epoch + 1} "
-                                     f"(by step {self.n}); lower the learning rate")
-        return total / max(1, self.n)
-
-    def mean(self) -> float:
-        return float(self.total) / max(1, self.n)
-
-    def state(self) -> tuple[float, int]:
-        return float(self.total), self.n
-
-
-def _check_batch(batch: dict[str, Any], desc: str) -> None:
-    """A training batch always holds images: the training dataset substitutes unreadable ones
-    (:meth:`langtail.data.dataset.ManifestDataset.substitute`), so no rank ever skips a step's
-    collectives while the others wait in them."""
-    if "image" not in batch:
-        raise RuntimeError(f"{desc}: a training batch without images ({batch.get('skipped', 0)} unreadable); "
-                           "training loaders must substitute unreadable images (langtail.data.dataset.make_loader)")
-
-
-def merge_rank_skips(res: FitResult, skips: SkipLog) -> None:
-    """Add every rank's ``skips`` (one epoch's, or a part of one) to ``res`` on every rank, in
-    rank order: a skip seen by any rank is recorded once, and rank 0 writes them all.
-    A collective: every rank calls it at the same point."""
-    from langtail import distributed
-
-    for items in distributed.all_gather_objects(skips.to_list()):
-        for image, split, reason, times in items:
-            res.skips.add(image, split, reason, times)
-            res.skipped += int(times)
 
 
 def finish(resume_path: Path) -> None:
