@@ -60,17 +60,25 @@ def cmd_captions(a):
     captions.run(_config(a, "captions"), Path(a.manifest), Path(a.out), Path(a.shard_dir))
 
 
+def cmd_image_features(a):
+    from langtail.stages import image_features
+
+    image_features.run(_config(a, "image_features", kind=a.kind), a.kind, Path(a.manifest), Path(a.out),
+                       Path(a.cache_dir))
+
+
 def cmd_pretrain(a):
     from langtail.stages import pretrain
 
-    pretrain.run(_config(a, "pretrain"), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir))
+    pretrain.run(_config(a, "pretrain"), Path(a.manifest), Path(a.corpus), Path(a.out), Path(a.cache_dir),
+                 _opt(a.features))
 
 
 def cmd_anchors(a):
     from langtail.stages import anchors
 
     anchors.run(_config(a, "anchors"), Path(a.manifest), Path(a.corpus), Path(a.pretrain), Path(a.out),
-                Path(a.cache_dir))
+                Path(a.cache_dir), _opt(a.features))
 
 
 def cmd_embed_text(a):
@@ -84,14 +92,14 @@ def cmd_finetune(a):
     from langtail.stages import finetune
 
     finetune.run(_config(a, "finetune", head=a.head), a.head, Path(a.manifest), Path(a.out), _opt(a.text_emb),
-                 _opt(a.pretrain))
+                 _opt(a.pretrain), _opt(a.features))
 
 
 def cmd_evaluate(a):
     from langtail.stages import evaluate
 
     evaluate.run(_config(a, "evaluate"), a.model, Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
-                 _opt(a.text_emb), _opt(a.cache_dir))
+                 _opt(a.text_emb), _opt(a.cache_dir), _opt(a.features))
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Path]:
@@ -117,14 +125,14 @@ def cmd_ca4ltr_finetune(a):
     from langtail.stages import ca4ltr_finetune
 
     ca4ltr_finetune.run(_config(a, "ca4ltr_finetune", source=a.source), a.source, Path(a.manifest), Path(a.out),
-                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions), _opt(a.pretrain))
+                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions), _opt(a.pretrain), _opt(a.features))
 
 
 def cmd_ca4ltr_evaluate(a):
     from langtail.stages import ca4ltr_evaluate
 
     ca4ltr_evaluate.run(_config(a, "ca4ltr_evaluate"), Path(a.manifest), Path(a.checkpoint), Path(a.out_dir),
-                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions))
+                        _opt(a.cache_dir), _opt(a.anchors), _opt(a.captions), _opt(a.features))
 
 
 def cmd_text_quality(a):
@@ -209,13 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     stage("longtail", cmd_longtail, ["out"], help="build the long-tailed manifest")
     stage("corpus", cmd_corpus, ["out", "stats", "cache-dir"], ["captions"], help="class-level text corpus")
     stage("captions", cmd_captions, ["manifest", "out", "shard-dir"], help="BLIP-2 image captions")
-    stage("pretrain", cmd_pretrain, ["manifest", "corpus", "out", "cache-dir"], help="CVLP pre-training")
-    stage("anchors", cmd_anchors, ["manifest", "corpus", "pretrain", "out", "cache-dir"],
+    s = stage("image-features", cmd_image_features, ["manifest", "out", "cache-dir"],
+              help="frozen-backbone image features of every manifest row, cached (model.backbone_mode: frozen)")
+    s.add_argument("--kind", choices=["pooled", "tokens"], default="pooled",
+                   help="pooled: [N, F] (CVLP, AnSS, heads, evaluation); tokens: [N, L, F] (CA4LTR)")
+    stage("pretrain", cmd_pretrain, ["manifest", "corpus", "out", "cache-dir"], ["features"], help="CVLP pre-training")
+    stage("anchors", cmd_anchors, ["manifest", "corpus", "pretrain", "out", "cache-dir"], ["features"],
           help="anchor sentence selection (AnSS)")
     stage("embed-text", cmd_embed_text, ["manifest", "anchors", "corpus", "pretrain", "out", "cache-dir"],
           help="anchor text embeddings [C, M, D]")
-    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain"], help="fine-tune one head")
-    stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb", "cache-dir"],
+    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain", "features"],
+          help="fine-tune one head")
+    stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb", "cache-dir", "features"],
           help="top-1 metrics of one model")
     reports = [stage("report", cmd_report, ["dataset", "out", "manifest", "corpus-stats", "anchors"], ["captions"],
                      help="markdown report + figures")]
@@ -227,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     reports[0].add_argument("--seed-metrics", nargs="*", default=[],
                             help="MODEL/seed<k>=metrics.json of the other seeds (finetune.seeds): mean +/- std")
     stage("ca4ltr-finetune", cmd_ca4ltr_finetune, ["source", "manifest", "out"],
-          ["cache-dir", "anchors", "captions", "pretrain"], help="train one CA4LTR run")
+          ["cache-dir", "anchors", "captions", "pretrain", "features"], help="train one CA4LTR run")
     stage("ca4ltr-evaluate", cmd_ca4ltr_evaluate, ["manifest", "checkpoint", "out-dir"],
-          ["cache-dir", "anchors", "captions"], help="top-1 metrics of one CA4LTR run")
+          ["cache-dir", "anchors", "captions", "features"], help="top-1 metrics of one CA4LTR run")
     s = stage("text-quality", cmd_text_quality, ["dataset", "out", "manifest", "pure"], ["lgr"],
               help="CA4LTR text-quality study")
     s.add_argument("--ca4ltr", nargs="+", required=True, help="eval/ca4ltr_<source> directories")

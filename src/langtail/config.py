@@ -110,6 +110,9 @@ class ModelConfig:
     #: lightweight modes registered beside them
     backbone_mode: str = "full"
     partial_blocks: int = 1  #: partial: how many of the backbone's last blocks train
+    #: frozen: augmented views of each training image cached beside the un-augmented features
+    #: (one drawn per sample and epoch from the seed); 0 = no augmentation under frozen
+    frozen_views: int = 0
 
 
 @dataclass

@@ -1,6 +1,7 @@
 rule anchors:
     """AnSS: score every sentence by L_lin against <= 50 images per class, keep the best M."""
     input:
+        unpack(frozen_features),
         manifest=up("longtail", "manifest.parquet"),
         corpus=up("corpus", "corpus.parquet"),
         pretrain=up("pretrain", "pretrain", "model.pt"),
@@ -10,6 +11,7 @@ rule anchors:
         launch=job_launch("anchors"),
         cfg=stage_params("anchors"),
         cache=base_path("cache"),
+        opts=input_opts("features"),
     conda:
         "../envs/langtail.yaml"
     log:
@@ -21,4 +23,4 @@ rule anchors:
         **job_resources_of("anchors"),
     shell:
         "{params.launch}langtail anchors --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
-        " --pretrain {input.pretrain} --out {output} --cache-dir {params.cache} 2> {log}"
+        " --pretrain {input.pretrain} --out {output} --cache-dir {params.cache} {params.opts} 2> {log}"

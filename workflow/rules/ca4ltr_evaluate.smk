@@ -2,7 +2,7 @@ rule ca4ltr_evaluate:
     """Top-1 overall / many / medium / few + per class of one CA4LTR run (same files as `evaluate`)."""
     input:
         unpack(stage_inputs("ca4ltr_evaluate", "source", anchors=("anchors", "anchors.parquet"),
-                            captions=("captions", "captions.parquet"))),
+                            captions=("captions", "captions.parquet"), features=TOKENS)),
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=ds_path("ca4ltr", "{source}{rep}", "model.pt"),
     output:
@@ -19,7 +19,7 @@ rule ca4ltr_evaluate:
         cfg=stage_params("ca4ltr_evaluate"),
         cache=base_path("cache"),
         out_dir=ds_path("eval", "ca4ltr_{source}{rep}"),
-        opts=input_opts("anchors", "captions"),
+        opts=input_opts("anchors", "captions", "features"),
     conda:
         "../envs/langtail.yaml"
     log:

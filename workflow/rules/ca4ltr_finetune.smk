@@ -4,7 +4,8 @@ rule ca4ltr_finetune:
     """Train CA4LTR with one text source: results/<dataset>/ca4ltr/<source>/model.pt."""
     input:
         unpack(stage_inputs("ca4ltr_finetune", "source", anchors=("anchors", "anchors.parquet"),
-                            captions=("captions", "captions.parquet"), pretrain=("pretrain", "pretrain", "model.pt"))),
+                            captions=("captions", "captions.parquet"), pretrain=("pretrain", "pretrain", "model.pt"),
+                            features=TOKENS)),
         manifest=up("longtail", "manifest.parquet"),
     output:
         ds_path("ca4ltr", "{source}{rep}", "model.pt"),
@@ -15,7 +16,7 @@ rule ca4ltr_finetune:
         launch=job_launch("ca4ltr"),
         cfg=stage_params("ca4ltr_finetune", "source"),
         cache=base_path("cache"),
-        opts=input_opts("anchors", "captions", "pretrain"),
+        opts=input_opts("anchors", "captions", "pretrain", "features"),
     conda:
         "../envs/langtail.yaml"
     log:

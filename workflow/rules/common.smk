@@ -92,6 +92,17 @@ def stage_inputs(stage, wildcard, **paths):
     return f
 
 
+FEATURES = ("image_features", "image_features.safetensors")  # pooled (CVLP, AnSS, heads, evaluation)
+TOKENS = ("image_features", "image_tokens.safetensors")  # the last feature map (CA4LTR)
+
+
+def frozen_features(wildcards):
+    """Input function: the cached image features under model.backbone_mode: frozen, else nothing."""
+    if cfg(wildcards.dataset).model.backbone_mode != "frozen":
+        return {}
+    return {"features": artifact(wildcards.dataset, *FEATURES)}
+
+
 def input_opts(*names):
     """``--name path`` for the optional inputs a run has (param function)."""
     return lambda wildcards, input: " ".join(f"--{n.replace('_', '-')} {input[n]}" for n in names if n in input.keys())

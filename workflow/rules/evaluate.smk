@@ -1,7 +1,8 @@
 rule evaluate:
     """Top-1 overall / many / medium / few and per-class accuracy of one model."""
     input:
-        unpack(stage_inputs("evaluate", "model", text_emb=("embed_text", "text_embeddings.safetensors"))),
+        unpack(stage_inputs("evaluate", "model", text_emb=("embed_text", "text_embeddings.safetensors"),
+                            features=FEATURES)),
         manifest=up("longtail", "manifest.parquet"),
         checkpoint=eval_checkpoint,
     output:
@@ -15,7 +16,7 @@ rule evaluate:
         launch=job_launch("evaluate"),
         cfg=stage_params("evaluate"),
         out_dir=ds_path("eval", "{model}{rep}"),
-        opts=input_opts("text_emb"),
+        opts=input_opts("text_emb", "features"),
         cache=base_path("cache"),
     conda:
         "../envs/langtail.yaml"

@@ -3,7 +3,7 @@ rule finetune:
     Inputs per head (langtail.stages.finetune.inputs): fc reads neither anchors nor CVLP weights."""
     input:
         unpack(stage_inputs("finetune", "head", text_emb=("embed_text", "text_embeddings.safetensors"),
-                            pretrain=("pretrain", "pretrain", "model.pt"))),
+                            pretrain=("pretrain", "pretrain", "model.pt"), features=FEATURES)),
         manifest=up("longtail", "manifest.parquet"),
     output:
         model=ds_path("finetune", "{head}{rep}", "model.pt"),
@@ -11,7 +11,7 @@ rule finetune:
     params:
         launch=job_launch("finetune"),
         cfg=stage_params("finetune", "head"),
-        opts=input_opts("text_emb", "pretrain"),
+        opts=input_opts("text_emb", "pretrain", "features"),
     conda:
         "../envs/langtail.yaml"
     log:

@@ -1,6 +1,7 @@
 rule pretrain:
     """CVLP: class-wise contrastive pre-training (+ CLIP distillation when a teacher is set)."""
     input:
+        unpack(frozen_features),
         manifest=up("longtail", "manifest.parquet"),
         corpus=up("corpus", "corpus.parquet"),
     output:
@@ -10,6 +11,7 @@ rule pretrain:
         launch=job_launch("pretrain"),
         cfg=stage_params("pretrain"),
         cache=base_path("cache"),
+        opts=input_opts("features"),
     conda:
         "../envs/langtail.yaml"
     log:
@@ -21,4 +23,4 @@ rule pretrain:
         **job_resources_of("pretrain"),
     shell:
         "{params.launch}langtail pretrain --params {params.cfg:q} --manifest {input.manifest} --corpus {input.corpus}"
-        " --out {output.model} --cache-dir {params.cache} 2> {log}"
+        " --out {output.model} --cache-dir {params.cache} {params.opts} 2> {log}"

@@ -179,6 +179,15 @@ def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int,
     ``batch_size / world`` images of it). ``persistent_workers``: keep worker processes between
     epochs (default: whenever there are workers)."""
     ds = ManifestDataset(df, store, transform)
+    return loader_for(ds, ds.labels, batch_size, train=train, sampler=sampler, seed=seed, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=persistent_workers)
+
+
+def loader_for(ds: Dataset, labels: np.ndarray, batch_size: int, *, train: bool, sampler: str = "instance",
+               seed: int = 0, num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool | None = None,
+               collate_fn=collate_skip, sampler_cls: type = EpochSampler, **sampler_kw: Any) -> DataLoader:
+    """The DataLoader of :func:`make_loader` over any dataset ``ds`` with per-item ``labels [N]``
+    (cached features use it with their own dataset, collate and sampler)."""
     samp = None
     if train:
         # under torchrun, `batch_size` is the global batch: this rank loads its share
@@ -186,20 +195,38 @@ def make_loader(df: pd.DataFrame, store: ImageStore, transform, batch_size: int,
 
         world = distributed.world_size()
         batch_size = distributed.per_rank_batch(batch_size)
-        samp = EpochSampler(ds.labels, sampler, seed, rank=distributed.rank(), world=world, batch_size=batch_size)
+        samp = sampler_cls(labels, sampler, seed, rank=distributed.rank(), world=world, batch_size=batch_size,
+                           **sampler_kw)
     return DataLoader(ds, batch_size=batch_size, sampler=samp, shuffle=False, drop_last=train and len(ds) > batch_size,
-                      num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_skip,
+                      num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_fn,
                       persistent_workers=num_workers > 0 if persistent_workers is None else
                       bool(persistent_workers and num_workers > 0))
 
 
 def train_loader(train_df: pd.DataFrame, manifest_path: str | Path, meta: dict[str, Any], data_cfg, *,
-                 batch_size: int, sampler: str, seed: int, augment: bool, device: torch.device) -> DataLoader:
-    """The training loader every stage uses: augmented transform of ``data_cfg``, epoch sampler."""
+                 batch_size: int, sampler: str, seed: int, augment: bool, device: torch.device,
+                 features=None) -> DataLoader:
+    """The training loader every stage uses: augmented transform of ``data_cfg``, epoch sampler.
+    ``features``: an :class:`~langtail.data.features.ImageFeatures` (``model.backbone_mode:
+    frozen``): batches of cached backbone outputs instead of images (``augment``: draw one
+    of its cached augmented views per sample and epoch, if it has any)."""
+    if features is not None:
+        return features.loader(train_df, batch_size, train=True, sampler=sampler, seed=seed, augment=augment,
+                               pin_memory=device.type == "cuda")
     return make_loader(train_df, store_for(manifest_path, meta),
                        build_transform(True, data_cfg.image_size, data_cfg.normalize, augment), batch_size,
                        train=True, sampler=sampler, seed=seed, num_workers=data_cfg.num_workers,
                        pin_memory=device.type == "cuda")
+
+
+def eval_loader(df: pd.DataFrame, manifest_path: str | Path, meta: dict[str, Any], data_cfg, batch_size: int,
+                features=None) -> DataLoader:
+    """The evaluation loader every stage uses (no augmentation, every row once, in order); with
+    ``features`` (:class:`~langtail.data.features.ImageFeatures`) it yields cached backbone outputs."""
+    if features is not None:
+        return features.loader(df, batch_size, train=False)
+    return make_loader(df, store_for(manifest_path, meta), build_transform(False, data_cfg.image_size, data_cfg.normalize),
+                       batch_size, train=False, num_workers=data_cfg.num_workers)
 
 
 def store_for(manifest_path: str | Path, meta: dict[str, Any]) -> ImageStore:

@@ -173,8 +173,10 @@ class CA4LTR(nn.Module):
         self._one_pass = _pools_from_tokens(image)
 
     def image_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(tokens [B, L, F], pooled [B, D])``."""
+        """``(tokens [B, L, F], pooled [B, D])`` of images ``[B, 3, H, W]`` or cached tokens ``[B, L, F]``."""
         tok = self.image.forward_tokens(x)
+        if x.dim() == 3:  # cached tokens: pooled as the backbone pools them
+            return tok, self.image(tok)
         pooled = self.image.proj(tok.mean(1)) if self._one_pass else self.image(x)
         return tok, pooled
 

@@ -105,7 +105,12 @@ class ResNetCifar(nn.Module):
 
 
 class ImageTower(nn.Module):
-    """Backbone + projection to the joint space: ``[B,3,H,W] -> [B, D]`` (not normalised)."""
+    """Backbone + projection to the joint space: ``[B,3,H,W] -> [B, D]`` (not normalised).
+
+    Cached backbone outputs (``model.backbone_mode: frozen``, :mod:`langtail.models.image_cache`)
+    go straight to the projection: pooled features ``[B, F] -> [B, D]``, tokens
+    ``[B, L, F] -> [B, D]`` (pooled as the backbone pools them: :meth:`pool_tokens`).
+    """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, embed_dim: int, name: str, weights: str = "",
                  project: bool = True):
@@ -118,10 +123,24 @@ class ImageTower(nn.Module):
         self.weights = weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` images, ``[B, F]`` cached features or ``[B, L, F]`` cached tokens -> ``[B, D]``."""
+        if x.dim() == 2:
+            return self.proj(x)
+        if x.dim() == 3:
+            return self.proj(self.pool_tokens(x))
         return self.proj(self.backbone(x))
 
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, L, F] -> [B, F]``: the backbone's ``pool_tokens`` if it has one, else the mean (the
+        global average pool of every CNN backbone here; checked when tokens are cached)."""
+        pool = getattr(self.backbone, "pool_tokens", None)
+        return pool(tokens) if pool is not None else tokens.mean(1)
+
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial tokens ``[B, L, F]`` before pooling (CNN cells or ViT patches)."""
+        """Spatial tokens ``[B, L, F]`` before pooling (CNN cells or ViT patches); cached tokens
+        ``[B, L, F]`` pass through."""
+        if x.dim() == 3:
+            return x
         if hasattr(self.backbone, "forward_tokens"):
             return self.backbone.forward_tokens(x)
         raise NotImplementedError(f"{self.name}: no token output")

@@ -6,6 +6,8 @@ module / rule       command                writes (under ``results/<dataset>/``)
 ``longtail``        ``langtail longtail``  ``manifest.parquet``
 ``corpus``          ``corpus``             ``corpus.parquet``, ``corpus_stats.parquet``
 ``captions``        ``captions``           ``captions.parquet``
+``image_features``  ``image-features``     ``image_features.safetensors``, ``image_tokens.safetensors``
+                                           (only under ``model.backbone_mode: frozen``)
 ``pretrain``        ``pretrain``           ``pretrain/model.pt``
 ``anchors``         ``anchors``            ``anchors.parquet``
 ``embed_text``      ``embed-text``         ``text_embeddings.safetensors``
@@ -44,14 +46,15 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "longtail": (),
     "captions": ("longtail",),
     "corpus": ("captions",),
-    "pretrain": ("longtail", "corpus"),
-    "anchors": ("longtail", "corpus", "pretrain"),
+    "image_features": ("longtail",),
+    "pretrain": ("longtail", "corpus", "image_features"),
+    "anchors": ("longtail", "corpus", "pretrain", "image_features"),
     "embed_text": ("longtail", "corpus", "pretrain", "anchors"),
-    "finetune": ("longtail", "pretrain", "embed_text"),
-    "evaluate": ("longtail", "pretrain", "embed_text", "finetune"),
+    "finetune": ("longtail", "pretrain", "embed_text", "image_features"),
+    "evaluate": ("longtail", "pretrain", "embed_text", "finetune", "image_features"),
     "report": ("longtail", "corpus", "captions", "anchors", "evaluate"),
-    "ca4ltr_finetune": ("longtail", "captions", "anchors", "pretrain"),
-    "ca4ltr_evaluate": ("longtail", "captions", "anchors", "ca4ltr_finetune"),
+    "ca4ltr_finetune": ("longtail", "captions", "anchors", "pretrain", "image_features"),
+    "ca4ltr_evaluate": ("longtail", "captions", "anchors", "ca4ltr_finetune", "image_features"),
     "text_quality": ("longtail", "evaluate", "ca4ltr_evaluate"),
     "ablations": ("evaluate",),
 }

@@ -16,6 +16,9 @@ Output ``anchors.parquet`` (one row per corpus sentence): ``class_id:int32``,
 ``selected:bool``. Metadata: strategy, num_anchors, images_per_class, n_images, tau,
 ``short_classes`` {class name: number of sentences} for classes with fewer than M
 sentences (their remaining slots are masked padding in the embedding file).
+
+``model.backbone_mode: frozen``: the images of I' come from the cached features
+(``--features``); the CVLP checkpoint's backbone must be the one they were computed with.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ import torch.nn.functional as F
 
 from langtail import io
 from langtail.config import DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import eval_loader
 from langtail.data.manifest import read_manifest
 from langtail.inference import run_batches
 from langtail.anss import image_batch, lin_scores_chunked, select
 from langtail.models.encoders import load_vl_checkpoint
+from langtail.models.image_cache import frozen_features
 from langtail.models.text_cache import encode_sentences
 from langtail.schemas import ANCHORS_COLUMNS, CORPUS_COLUMNS
 from langtail.runtime import resolve_device
@@ -41,13 +45,15 @@ log = logging.getLogger(__name__)
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
+    "model": ("backbone_mode",),
     "pretrain": ("device",),
     "anchors": ("strategy", "num_anchors", "images_per_class", "chunk_size", "seed"),
 }
 
 
 def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, pretrain_path: Path, out: Path,
-                cache_dir: Path) -> None:
+                cache_dir: Path, features_path: Path | None = None) -> None:
+    """``features_path``: the cached image features (read under ``model.backbone_mode: frozen``)."""
     ac = cfg.anchors
     device = resolve_device(cfg.pretrain.device)
     df, meta = read_manifest(manifest_path)
@@ -58,8 +64,10 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, pretrain_pat
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     batch_df = image_batch(train_df, ac.images_per_class, ac.seed).reset_index(drop=True)
     dc = cfg.data
-    loader = make_loader(batch_df, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
-                         256, train=False, num_workers=dc.num_workers)
+    features = frozen_features(cfg.model, features_path, "anchors")
+    if features is not None:
+        features.check_backbone(model.image, str(pretrain_path))
+    loader = eval_loader(batch_df, manifest_path, meta, dc, 256, features)
     img, img_labels, _, skipped = run_batches(model.image, loader, device, desc="anchors: images")
     txt = encode_sentences(model.text, corpus["sentence"].tolist(), cache_dir)
     missing = sorted(set(corpus["class_id"].unique()) - set(img_labels.unique().tolist()))

@@ -6,7 +6,8 @@ Evaluates one CA4LTR run (``results/<dataset>/eval/ca4ltr_<source>/``): the same
 image) and, for per-image sources, ``text_mentions_class_pct``: % of evaluated images whose
 text contains their own class name (an audit: 0 for nonsense by construction; captions of a
 real BLIP-2 may name the object they see, which is information from the pixels, not from
-the label). The text settings come from the checkpoint.
+the label). The text settings come from the checkpoint. Under ``model.backbone_mode: frozen``
+the images are the cached tokens (``--features``, ``image_tokens.safetensors``).
 """
 from __future__ import annotations
 
@@ -17,29 +18,32 @@ import numpy as np
 
 from langtail.config import DatasetConfig
 from langtail.corpus.ca4ltr_text import CLASS_LEVEL, build_source, mentions_class
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import eval_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.losses import class_priors
 from langtail.models.ca4ltr import load_ca4ltr
+from langtail.models.image_cache import frozen_features
 from langtail.runtime import resolve_device
 from langtail.train.ca4ltr import TextInputs, predict, text_encoder
 
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
-    "model": ("text_model_path",),
+    "model": ("text_model_path", "backbone_mode"),
     "evaluate": ("batch_size", "split", "device", "posthoc_la_tau"),
 }
 
 
 def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
-    """Upstream artifacts besides the manifest and the checkpoint (per-image sources' text)."""
-    return {"nonsense": ("anchors",), "caption": ("captions",)}.get(source, ())
+    """Upstream artifacts besides the manifest and the checkpoint (per-image sources' text; the
+    cached image tokens under backbone_mode: frozen)."""
+    needs = ("features",) if cfg.model.backbone_mode == "frozen" else ()
+    return needs + {"nonsense": ("anchors",), "caption": ("captions",)}.get(source, ())
 
 
 def run(cfg: DatasetConfig, manifest_path: Path, checkpoint: Path, out_dir: Path,
                         cache_dir: Path | None = None, anchors_path: Path | None = None,
-                        captions_path: Path | None = None) -> dict[str, Any]:
+                        captions_path: Path | None = None, features_path: Path | None = None) -> dict[str, Any]:
     """Evaluate one CA4LTR checkpoint; writes ``metrics.json`` + ``per_class.parquet`` like ``evaluate``."""
     from langtail.config import Ca4ltrConfig
     from langtail.metrics import accuracy_table, write_eval
@@ -64,8 +68,10 @@ def run(cfg: DatasetConfig, manifest_path: Path, checkpoint: Path, out_dir: Path
         src = build_source(source, ca, df, names, anchors_path, captions_path)
         texts = TextInputs.build(src, text_encoder(cfg), cache_dir, test_index, split)
     dc = cfg.data
-    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
-                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
+    features = frozen_features(cfg.model, features_path, f"ca4ltr-evaluate[{source}]")
+    if features is not None:
+        features.check_backbone(model.image, str(checkpoint))
+    loader = eval_loader(test, manifest_path, meta, dc, cfg.evaluate.batch_size, features)
     la_tau = float(cfg.evaluate.posthoc_la_tau)  # post-hoc logit adjustment: logits - tau * log pi
     shift = -la_tau * class_priors(class_counts(df, C), str(manifest_path)).log() if la_tau else None
     pred, labels, rows, skipped = predict(model, texts, loader, device, desc=f"eval ca4ltr_{source}",

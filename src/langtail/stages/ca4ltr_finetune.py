@@ -9,6 +9,9 @@ shared resumable :func:`langtail.train.loop.fit` (``model.pt.resume`` after ever
 :func:`config_keys` is the part of the config one run reads (the rule passes exactly this, so
 changing e.g. ``label_templates`` reruns only the ``label`` run); :func:`inputs` the upstream
 artifacts it reads.
+
+``model.backbone_mode: frozen``: trains on the cached last feature map
+(``image_tokens.safetensors``, ``--features``) with the backbone fixed to the weights it came from.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from langtail.data.manifest import class_counts, read_manifest
 from langtail.losses import LOSS_OPTIONS, LongTailLoss
 from langtail.models.ca4ltr import build_ca4ltr, save_ca4ltr
 from langtail.models.classifier import IMAGE_KEYS
+from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.runtime import seed_everything
 from langtail.train.ca4ltr import TextInputs, text_encoder
 from langtail.train.loop import finish, fit, param_groups
@@ -34,7 +38,7 @@ log = logging.getLogger(__name__)
 #: config keys every run reads (``ca4ltr.sources`` only selects jobs)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
-    "model": IMAGE_KEYS + ("text_model_path",),
+    "model": IMAGE_KEYS + ("text_model_path", "backbone_mode"),
     "ca4ltr": ("init", "width", "heads", "depth", "ffn_mult", "bidirectional", "dropout", "epochs", "batch_size", "lr",
                "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp", "seed"),
 }
@@ -57,8 +61,9 @@ def config_keys(cfg: DatasetConfig | None = None, source: str | None = None) -> 
 
 def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
     """Upstream artifacts of one run besides the manifest: ``anchors`` (description, and
-    nonsense: word counts of the description text), ``captions``, ``pretrain`` (init: cvlp)."""
-    d: tuple[str, ...] = ()
+    nonsense: word counts of the description text), ``captions``, ``pretrain`` (init: cvlp),
+    ``features`` (the cached image tokens, backbone_mode: frozen)."""
+    d: tuple[str, ...] = ("features",) if cfg.model.backbone_mode == "frozen" else ()
     if source in ("description", "nonsense"):
         d += ("anchors",)
     if source == "caption":  # needs captions.splits: [train, test], captions.per_class: 0
@@ -70,7 +75,8 @@ def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
 
 def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_dir: Path | None = None,
                      anchors_path: Path | None = None, captions_path: Path | None = None,
-                     pretrain_path: Path | None = None) -> None:
+                     pretrain_path: Path | None = None, features_path: Path | None = None) -> None:
+    """``features_path``: the cached image tokens (read under ``model.backbone_mode: frozen``)."""
     from langtail.models.classifier import fresh_image_encoder
     from langtail.models.encoders import load_vl_checkpoint
 
@@ -98,11 +104,16 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
         image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
     else:
         image = fresh_image_encoder(cfg.model)
+    features = frozen_features(cfg.model, features_path, f"ca4ltr[{source}]")
+    if features is not None:
+        if features.kind != "tokens":
+            raise ValueError(f"{features_path}: CA4LTR needs the cached image tokens (image-features --kind tokens)")
+        freeze_on(image, features, cfg.model)
     model = build_ca4ltr(image, C, ca, text_dim, texts.bank).to(device)
 
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=ca.batch_size, sampler=ca.sampler,
-                          seed=ca.seed, augment=ca.augment, device=device)
+                          seed=ca.seed, augment=ca.augment, device=device, features=features)
     opt = torch.optim.AdamW(param_groups(model, ca.weight_decay), lr=ca.lr)
     ft = cfg.finetune
     if ft.loss != "ce" and ca.sampler != "instance":
@@ -118,6 +129,8 @@ def run(cfg: DatasetConfig, source: str, manifest_path: Path, out: Path, cache_d
     inputs = [p for p in (manifest_path, anchors_path, captions_path) if p is not None]
     if ca.init == "cvlp":
         inputs.append(pretrain_path)
+    if features is not None:
+        inputs.append(features_path)
     fp = io.fingerprint({"source": source, **select_keys(cfg, keys)}, *inputs)
     resume = out.with_name(out.name + ".resume")
     res = fit(model, opt, loader, step, epochs=ca.epochs, resume_path=resume, fingerprint=fp, device=device,

@@ -17,7 +17,9 @@ Outputs in ``eval/<model>/``:
   logits ``- tau * log pi`` of every branch before the softmax, 0 = off) and ``train_loss``
   (the checkpoint's ``finetune.loss``); ``recipe`` (``evaluate.recipe``), ``amp`` (fp16 autocast used); ``params_m``
   (millions of parameters, anchor buffers excluded) and ``gflops`` (multiply-adds per image,
-  ``torch.utils.flop_counter``).
+  ``torch.utils.flop_counter``); ``image_features`` (``cached`` under ``model.backbone_mode:
+  frozen``: scored on the cached backbone features, after checking the checkpoint's backbone
+  is the one they came from; else ``images``).
 - ``per_class.parquet``: ``class_id:int32``, ``class_name:string``, ``train_count:int32``,
   ``group:string``, ``n_test:int32``, ``correct:int32``, ``accuracy:float64`` (%).
 """
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 
 from langtail.config import ZEROSHOT_MODELS, DatasetConfig
-from langtail.data.dataset import build_transform, make_loader, store_for
+from langtail.data.dataset import eval_loader
 from langtail.data.manifest import class_counts, class_groups, read_manifest
 from langtail.data.skipped import SKIPPED_FILE, SkipLog, write_skipped
 from langtail.inference import run_batches
@@ -38,6 +40,7 @@ from langtail.losses import class_priors, posthoc_adjust
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import load_classifier
 from langtail.models.heads import combine_probs
+from langtail.models.image_cache import frozen_features
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
+    "model": ("backbone_mode",),
     "finetune": ("alpha",),  # inference: alpha * P_I + (1 - alpha) * P_T
     "evaluate": ("batch_size", "split", "device", "amp", "group_ranking", "recipe", "posthoc_la_tau"),
 }
@@ -55,7 +59,8 @@ def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
     """Upstream artifacts besides the manifest and the checkpoint: ``zeroshot_anchors`` reads the
     anchor embeddings (a fine-tuned head carries its own in the checkpoint; ``zeroshot`` embeds
     the class-name prompts with the checkpoint's own text encoder)."""
-    return ("text_emb",) if model == "zeroshot_anchors" else ()
+    needs = ("features",) if cfg.model.backbone_mode == "frozen" else ()
+    return needs + (("text_emb",) if model == "zeroshot_anchors" else ())
 
 
 def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
@@ -72,9 +77,11 @@ def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) ->
 
 
 def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path, out_dir: Path,
-        text_emb_path: Path | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+        text_emb_path: Path | None = None, cache_dir: Path | None = None,
+        features_path: Path | None = None) -> dict[str, Any]:
     """``cache_dir``: the text-feature cache (``zeroshot`` reuses the prompt features encoded in
-    pre-training instead of running the text encoder over C x 80 prompts again)."""
+    pre-training instead of running the text encoder over C x 80 prompts again);
+    ``features_path``: the cached image features (``model.backbone_mode: frozen``)."""
     device = resolve_device(cfg.evaluate.device)
     df, meta = read_manifest(manifest_path)
     names = meta["class_names"]
@@ -84,20 +91,25 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
     if test.empty:
         raise ValueError(f"{manifest_path}: no images in split {split!r}")
     dc = cfg.data
-    loader = make_loader(test, store_for(manifest_path, meta), build_transform(False, dc.image_size, dc.normalize),
-                         cfg.evaluate.batch_size, train=False, num_workers=dc.num_workers)
+    features = frozen_features(cfg.model, features_path, f"evaluate[{model_name}]")
+    loader = eval_loader(test, manifest_path, meta, dc, cfg.evaluate.batch_size, features)
     ec = cfg.evaluate
-    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda")}
+    extra: dict[str, Any] = {"recipe": ec.recipe, "amp": bool(ec.amp and device.type == "cuda"),
+                             "image_features": "cached" if features is not None else "images"}
     group_pred = None
     skips = SkipLog()
     if model_name in ZEROSHOT_MODELS:
         image, proto, extra["class_text"] = load_zeroshot(model_name, model_path, text_emb_path, names, device, cache_dir)
+        if features is not None:
+            features.check_backbone(image, str(model_path))
         scores, labels, _, skipped = run_batches(zeroshot_scores(image, proto), loader, device,
                                                  desc=f"eval {model_name}", amp=ec.amp, skips=skips)
         pred = scores.argmax(1).numpy()
         extra.update(model_cost(image, dc.image_size, device))
     else:
         clf, ck = load_classifier(model_path, device)
+        if features is not None:
+            features.check_backbone(clf.image, str(model_path))
         alpha = float(cfg.finetune.alpha)
         la_tau = float(ec.posthoc_la_tau)
         priors = class_priors(class_counts(df, C), str(manifest_path)).to(device) if la_tau else None

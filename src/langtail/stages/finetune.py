@@ -19,6 +19,10 @@ loss; :class:`langtail.losses.LongTailLoss`, priors from the manifest's train co
 Checkpoint: ``kind``, ``model_cfg``, ``state_dict`` (incl. the head's anchor buffers),
 ``extra`` = num_classes, tau, alpha, knn_k, history, seconds, skipped images; ``class_names``
 and ``preprocess`` (``data.image_size``, ``data.normalize``) for ``langtail predict``.
+
+``model.backbone_mode: frozen``: every head trains on the cached backbone features
+(``--features``, :mod:`langtail.data.features`) with the backbone's weights fixed to those the
+features came from; the checkpoint still holds that backbone, so it predicts on image files.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from langtail.models.classifier import (IMAGE_KEYS, create_head, finetune_tau, f
                                          save_classifier, set_visual_mode)
 from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
+from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.models.text_cache import read_text_embeddings
 from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
@@ -47,7 +52,7 @@ log = logging.getLogger(__name__)
 #: config keys every head's run reads (its rule's params are built from them: :func:`config_keys`)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
-    "model": IMAGE_KEYS,
+    "model": IMAGE_KEYS + ("backbone_mode",),
     "finetune": ("batch_size", "lr", "weight_decay", "warmup_epochs", "sampler", "augment", "device", "amp",
                  "channels_last", "seed"),
 }
@@ -90,8 +95,9 @@ def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
 
 
 def inputs(cfg: DatasetConfig, head: str) -> tuple[str, ...]:
-    """The upstream artifacts (``text_emb``, ``pretrain``) the run of ``head`` reads besides the manifest."""
-    needs: tuple[str, ...] = ()
+    """The upstream artifacts (``text_emb``, ``pretrain``, ``features`` under ``backbone_mode:
+    frozen``) the run of ``head`` reads besides the manifest."""
+    needs: tuple[str, ...] = ("features",) if cfg.model.backbone_mode == "frozen" else ()
     if head in ("lgr", "knn"):
         needs += ("text_emb",)
     if head != "fc" and (cfg.finetune.init_from_pretrain
@@ -117,9 +123,9 @@ def head_options(cfg: DatasetConfig, head: str, pretrain_path: Path | None) -> d
 
 
 def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
-        pretrain_path: Path | None = None) -> None:
+        pretrain_path: Path | None = None, features_path: Path | None = None) -> None:
     """Train one head; ``text_emb_path`` is read by ``lgr``/``knn``, ``pretrain_path`` by the
-    heads on the CVLP encoder (:func:`inputs`)."""
+    heads on the CVLP encoder, ``features_path`` under ``backbone_mode: frozen`` (:func:`inputs`)."""
     fc = cfg.finetune
     seed_everything(fc.seed)
     device = distributed.setup(fc.device)  # under torchrun: joins the process group
@@ -129,6 +135,9 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
         image = fresh_image_encoder(cfg.model)
     else:
         image = load_vl_checkpoint(pretrain_path, image_only=True)[0]
+    features = frozen_features(cfg.model, features_path, f"finetune[{head_kind}]")
+    if features is not None:
+        freeze_on(image, features, cfg.model)
     emb = mask = None
     if head_kind in ("lgr", "knn"):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
@@ -147,7 +156,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=fc.batch_size, sampler=fc.sampler,
-                          seed=fc.seed, augment=fc.augment, device=device)
+                          seed=fc.seed, augment=fc.augment, device=device, features=features)
     opt = torch.optim.AdamW(param_groups(clf, fc.weight_decay, lgr_lr_overrides(clf, fc.lgr_attention_lr if head_kind == "lgr" else 0.0)), lr=fc.lr)
     loss_fn = make_loss(cfg, class_counts(df, C), str(manifest_path)).to(device)
     # LDAM puts its margin on the cosine of branches whose logits are cos / tau
@@ -157,7 +166,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     def step(batch):
         x = batch["image"]
         set_visual_mode(clf, freeze, visual_eval)
-        if fc.channels_last:
+        if fc.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
         if "image" in out_:
@@ -166,7 +175,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
 
     resume = out.with_name(out.name + ".resume")
     fp = io.fingerprint({"head": head_kind, **select_keys(cfg, config_keys(cfg, head_kind))},
-                        *(p for p in (manifest_path, text_emb_path, pretrain_path) if p is not None))
+                        *(p for p in (manifest_path, text_emb_path, pretrain_path,
+                                      features_path if features is not None else None) if p is not None))
     res = fit(clf, opt, loader, step, epochs=epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=fc.amp, warmup_epochs=fc.warmup_epochs, desc=f"finetune[{head_kind}]",
               on_epoch=loss_fn.set_epoch)

@@ -11,6 +11,10 @@ Output ``pretrain/model.pt`` (see :func:`langtail.models.encoders.save_vl_checkp
 ``model_cfg``, ``state_dict``, image/text identities and ``extra`` = training history (per
 epoch: ``epoch``, ``loss``, ``lr``, ``tau`` at the epoch's end), seconds, skipped images. ``pretrain.enabled: false`` writes the initial weights
 (ablation "no CVLP").
+
+``model.backbone_mode: frozen``: the batches are the cached backbone features
+(``--features``, :mod:`langtail.data.features`); the checkpoint's backbone is the frozen one
+those features came from, so only the projections and tau train.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from langtail.data.manifest import read_manifest
 from langtail.losses import (class_contrastive_loss, cosine_matrix, feature_distillation_loss,
                              logit_distillation_loss, pretrain_loss)
 from langtail.models.encoders import create_teacher, create_vl_model, save_vl_checkpoint
+from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.data.skipped import SkipLog, skipped_path, write_skipped
 from langtail.models.text_cache import base_features
 from langtail.schemas import CORPUS_COLUMNS
@@ -40,7 +45,7 @@ log = logging.getLogger(__name__)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
     "model": ("method", "image_encoder", "text_encoder", "pretrained", "text_model_path", "embed_dim",
-              "train_text_encoder", "teacher", "teacher_pretrained"),
+              "train_text_encoder", "teacher", "teacher_pretrained", "backbone_mode", "partial_blocks", "frozen_views"),
     "pretrain": ("enabled", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "lambda_ccl", "distill",
                  "ccl_reduction", "distill_mode", "eval_mode", "tau_init", "sampler", "augment", "device", "amp",
                  "channels_last", "seed"),
@@ -64,7 +69,9 @@ def class_sentence_index(corpus: pd.DataFrame, num_classes: int, class_names: li
     return start, count
 
 
-def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path) -> None:
+def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, cache_dir: Path,
+        features_path: Path | None = None) -> None:
+    """``features_path``: the cached image features (read under ``model.backbone_mode: frozen``)."""
     pc = cfg.pretrain
     seed_everything(pc.seed)
     df, meta = read_manifest(manifest_path)
@@ -74,6 +81,9 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     start, count = class_sentence_index(corpus, C, names)
     device = distributed.setup(pc.device)  # under torchrun: joins the process group
     model = create_vl_model(cfg.model, pc.tau_init)
+    features = frozen_features(cfg.model, features_path, "pretrain")
+    if features is not None:
+        freeze_on(model.image, features, cfg.model)
     resume = out.with_name(out.name + ".resume")
     extra: dict = {"enabled": pc.enabled}
     if not pc.enabled or pc.epochs == 0:
@@ -96,7 +106,10 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
         with torch.no_grad():
             teacher_text = torch.cat([teacher.encode_text(tok(sentences[i:i + 256]).to(device)).float()
                                       for i in range(0, len(sentences), 256)])
-    elif pc.distill != "none" and pc.lambda_ccl < 1:
+    if teacher is not None and features is not None and pc.distill != "none" and pc.lambda_ccl < 1:
+        raise ValueError("pretrain: CLIP distillation needs the images, backbone_mode frozen feeds cached features; "
+                         "set pretrain.distill: none (or lambda_ccl: 1) or model.backbone_mode: full")
+    if teacher is None and pc.distill != "none" and pc.lambda_ccl < 1:
         raise ValueError(f"pretrain.distill={pc.distill!r} needs a teacher: set model.teacher "
                          "(an open_clip name) or pretrain.distill: none")
 
@@ -106,7 +119,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     dc = cfg.data
     loader = train_loader(train_df, manifest_path, meta, dc, batch_size=pc.batch_size, sampler=pc.sampler,
-                          seed=pc.seed, augment=pc.augment, device=device)
+                          seed=pc.seed, augment=pc.augment, device=device, features=features)
     opt = torch.optim.AdamW(param_groups(model, pc.weight_decay), lr=pc.lr, betas=(0.9, 0.999))
     start_t = torch.as_tensor(start, device=device)
     count_t = torch.as_tensor(count, device=device)
@@ -115,7 +128,7 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
         x, y = batch["image"], batch["label"]
         if pc.eval_mode:
             model.eval()
-        if pc.channels_last:
+        if pc.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         # a fresh sentence of each image's class (global torch RNG: restored on resume); drawn for
         # the global batch on every rank, each rank using its slice: ranks draw different sentences
@@ -145,7 +158,8 @@ def run(cfg: DatasetConfig, manifest_path: Path, corpus_path: Path, out: Path, c
         with torch.no_grad():
             model.logit_scale.clamp_(0, float(np.log(100.0)))
 
-    fp = io.fingerprint(select_keys(cfg, KEYS), manifest_path, corpus_path)
+    fp = io.fingerprint(select_keys(cfg, KEYS), manifest_path, corpus_path,
+                        *([features_path] if features is not None else []))
     res = fit(model, opt, loader, step, epochs=pc.epochs, resume_path=resume, fingerprint=fp, device=device,
               amp=pc.amp, warmup_epochs=pc.warmup_epochs, desc="pretrain", after_step=clamp_tau,
               epoch_stats=lambda: {"tau": float(model.tau.detach())})
