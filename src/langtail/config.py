@@ -204,7 +204,7 @@ class Ca4ltrConfig:
     ``docs/ca4ltr.md``. The "Pure" baseline of the study is the ``fc`` finetune run.
     """
 
-    sources: list[Literal["label", "description", "caption", "nonsense"]] = field(
+    sources: list[Literal["label", "description", "caption", "nonsense", "nonsense_bank"]] = field(
         default_factory=lambda: ["label", "description", "caption", "nonsense"])  #: one run per source
     init: Literal["model", "cvlp"] = "model"  #: image backbone: model.pretrained (as Pure) or the CVLP encoder
     width: int = 256  #: d, width of the fusion blocks
