@@ -44,6 +44,8 @@ from langtail.models.encoders import load_vl_checkpoint
 from langtail.models.heads import Classifier
 from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.models.text_cache import read_text_embeddings
+from langtail.models.tuning import apply_backbone_mode, set_frozen_eval
+from langtail.registry import TUNING_MODES
 from langtail.runtime import seed_everything
 from langtail.train.loop import finish, fit, param_groups
 
@@ -81,7 +83,8 @@ def loss_keys(cfg: DatasetConfig | None = None) -> dict[str, tuple[str, ...]]:
 def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> dict[str, tuple[str, ...]]:
     """The keys the run of ``head`` reads (all heads' keys when ``head`` is None)."""
     heads = [head] if head else list(HEAD_KEYS)
-    return merge_keys(KEYS, loss_keys(cfg), *(HEAD_KEYS[h] for h in heads))
+    mode = TUNING_MODES.get(cfg.model.backbone_mode).keys if cfg is not None else {"model": ("partial_blocks",)}
+    return merge_keys(KEYS, loss_keys(cfg), mode, *(HEAD_KEYS[h] for h in heads))
 
 
 def make_loss(cfg: DatasetConfig, counts, where: str) -> LongTailLoss:
@@ -138,6 +141,8 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     features = frozen_features(cfg.model, features_path, f"finetune[{head_kind}]")
     if features is not None:
         freeze_on(image, features, cfg.model)
+    elif cfg.model.backbone_mode != "full":  # e.g. partial: only the last model.partial_blocks train
+        apply_backbone_mode(image, cfg.model)
     emb = mask = None
     if head_kind in ("lgr", "knn"):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
@@ -166,6 +171,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     def step(batch):
         x = batch["image"]
         set_visual_mode(clf, freeze, visual_eval)
+        set_frozen_eval(clf.image)  # BatchNorms of frozen backbone blocks keep their statistics
         if fc.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
