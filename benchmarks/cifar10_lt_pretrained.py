@@ -310,7 +310,7 @@ def main() -> int:
     while todo:  # a few rows per Snakemake call (its jobs run 2 at a time), the tables rewritten after each
         group, todo = todo[:a.rows_per_call], todo[a.rows_per_call:]
         cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path), "--", *group]
-        print("+", shlex.join(cmd), flush=True)
+        print("RUN:", shlex.join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
         render(collect(name, a), a, command, time.time() - t0, out, stem, name)
     rows = collect(name, a)
