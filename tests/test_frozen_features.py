@@ -187,3 +187,73 @@ def test_frozen_needs_the_features_file(frozen_run, tmp_path):
     cfg, out, _ = frozen_run
     with pytest.raises(ValueError, match="--features"):
         finetune.run(staged(cfg, "finetune", head="fc"), "fc", out / "manifest.parquet", tmp_path / "fc.pt")
+
+
+def test_ca4ltr_trains_and_evaluates_on_cached_tokens(frozen_run):
+    """CA4LTR (label text) under frozen: tokens [N, L, F] float16 cached once, logits equal the images'."""
+    from langtail.data.dataset import eval_loader
+    from langtail.data.manifest import read_manifest
+    from langtail.models.ca4ltr import load_ca4ltr
+    from langtail.stages import ca4ltr_evaluate, ca4ltr_finetune
+
+    raw = copy.deepcopy(FROZEN)
+    raw["ca4ltr"] = {"sources": ["label"], "epochs": 1, "width": 16, "batch_size": 32, "device": "cpu"}
+    cfg = from_dict(raw)
+    _, out, _ = frozen_run
+    man = out / "manifest.parquet"
+    tok = _features(cfg, out, "tokens", "image_tokens.safetensors")
+    f = ImageFeatures(tok)
+    assert f.kind == "tokens" and f.data.dtype == torch.float16 and f.data.shape[1:] == (16, 128)
+    assert f.meta["bytes_per_image"] == str(16 * 128 * 2) and f.meta["tokens_per_image"] == "16"
+    with pytest.raises(ValueError, match="tokens"):
+        ca4ltr_finetune.run(staged(cfg, "ca4ltr_finetune", source="label"), "label", man, out / "ca.pt",
+                            out / "cache", features_path=out / "image_features.safetensors")
+    ca4ltr_finetune.run(staged(cfg, "ca4ltr_finetune", source="label"), "label", man, out / "ca.pt", out / "cache",
+                        features_path=tok)
+    m = ca4ltr_evaluate.run(staged(cfg, "ca4ltr_evaluate"), man, out / "ca.pt", out / "eval" / "ca", out / "cache",
+                            features_path=tok)
+    assert m["n_images"] > 0
+    model, _ = load_ca4ltr(out / "ca.pt")
+    assert weights_sha256(model.image.backbone) == f.meta["weights_sha256"]
+    df, meta = read_manifest(man)
+    test = df[df.split == "test"].reset_index(drop=True).iloc[:16]
+    with torch.no_grad():
+        a = torch.cat([model(b["image"]) for b in eval_loader(test, man, meta, cfg.data, 16, f)])
+        b = torch.cat([model(b["image"]) for b in eval_loader(test, man, meta, cfg.data, 16)])
+    assert torch.allclose(a, b, atol=2e-2, rtol=1e-2)  # float16 tokens
+    assert (a.argmax(1) == b.argmax(1)).float().mean() >= 0.9
+
+
+def test_augmented_views_drawn_per_sample_and_epoch(frozen_run):
+    """model.frozen_views: K views of each training image; one drawn per sample and epoch from the seed."""
+    from langtail.data.dataset import train_loader
+    from langtail.data.manifest import read_manifest
+
+    raw = copy.deepcopy(FROZEN)
+    raw["model"]["frozen_views"] = 2
+    cfg = from_dict(raw)
+    _, out, _ = frozen_run
+    path = _features(cfg, out, name="views.safetensors")
+    f = ImageFeatures(path)
+    df, meta = read_manifest(out / "manifest.parquet")
+    tr = df[df.split == "train"].reset_index(drop=True)
+    assert f.views == 2 and f.view_data.shape == (2, len(tr), 128)
+    assert not torch.allclose(f.view_data[0], f.view_data[1])  # two different augmentations
+
+    def epoch(e, augment=True):
+        ld = train_loader(tr, out / "manifest.parquet", meta, cfg.data, batch_size=16, sampler="instance", seed=3,
+                          augment=augment, device=torch.device("cpu"), features=f)
+        ld.sampler.set_epoch(e)
+        return torch.cat([b["image"] for b in ld]), torch.cat([b["row"] for b in ld])
+
+    x0, r0 = epoch(0)
+    x0b, _ = epoch(0)
+    x1, _ = epoch(1)
+    assert torch.equal(x0, x0b) and not torch.equal(x0, x1)  # deterministic from (seed, epoch)
+    pos = torch.as_tensor([int(np.flatnonzero(f.view_rows == f.rows_of(tr)[r])[0]) for r in r0.tolist()])
+    cand = f.view_data[:, pos]
+    assert all(any(torch.equal(x0[i], cand[k, i]) for k in range(2)) for i in range(len(x0)))
+    picked = torch.tensor([[torch.equal(x0[i], cand[k, i]) for k in range(2)] for i in range(len(x0))])
+    assert picked[:, 0].any() and picked[:, 1].any()  # both views are drawn
+    xn, rn = epoch(0, augment=False)  # a stage with augment off trains on the un-augmented features
+    assert torch.equal(xn, f.data[torch.as_tensor(f.rows_of(tr))[rn]])

