@@ -102,7 +102,7 @@ def targets(name: str, a: argparse.Namespace) -> list[tuple[str, str]]:
                 kind = "partial" if variant == "partial" else ("ca4ltr" if model.startswith("ca4ltr_") else "pooled")
                 if kind != block or (rep and not seeded) or (kind == "partial" and not a.partial_epochs):
                     continue
-                if a.tiny and kind == "ca4ltr" and model != "ca4ltr_label":
+                if a.tiny and kind == "ca4ltr" and model != "ca4ltr_label" or model in a.skip:
                     continue
                 ds = f"{name}+{variant}" if variant else name
                 out.append((label, f"results/{ds}/eval/{model}{rep}/metrics.json"))
@@ -294,6 +294,8 @@ def main() -> int:
     ap.add_argument("--test-per-class", type=int, default=200, help="0 = all 1,000 test images per class")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--rows-per-call", type=int, default=3, help="targets per Snakemake call")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="eval model dirs not to run (e.g. ca4ltr_caption: the tiny BLIP-2 captions every image)")
     ap.add_argument("--tiny", action="store_true", help="a few hundred images, 1 seed, 2 epochs: the CI form")
     ap.add_argument("--name", default="")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -313,7 +315,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/cifar10_lt_pretrained.py " + ("--tiny" if a.tiny else (
         f"--image-size {a.image_size} --epochs {a.epochs} --ca4ltr-epochs {a.ca4ltr_epochs} --partial-epochs "
-        f"{a.partial_epochs} --seeds {a.seeds} --test-per-class {a.test_per_class} --cores {a.cores}"))
+        f"{a.partial_epochs} --seeds {a.seeds} --test-per-class {a.test_per_class} --cores {a.cores}"
+        + (f" --skip {' '.join(a.skip)}" if a.skip else "")))
     t0 = time.time()
     todo = [t for _, t in ([] if a.collect_only else targets(name, a)) if not (ROOT / t).exists()]
     while todo:  # a few rows per Snakemake call (its jobs run 2 at a time), the tables rewritten after each
