@@ -61,6 +61,11 @@ ROWS = [
 ] + [(f"CA4LTR + {s}" + (" (tiny random BLIP-2)" if s == "caption" else ""), "", f"ca4ltr_{s}", True)
      for s in CA4LTR] + [("FC, backbone partial (last 2 blocks)", "partial", "fc", False)]
 GROUPS = ("overall", "many", "medium", "few")
+#: one thread per job, --cores jobs at a time: the jobs on cached features are small ops, and two
+#: intra-op threads per op on a loaded 2-core CPU cost more in synchronisation than they gain
+#: (measured: one fine-tuning epoch + start-up 88 s with 2 threads, 48 s with OMP_NUM_THREADS=1)
+RULES = ("longtail", "image_features", "captions", "corpus", "pretrain", "anchors", "embed_text", "finetune",
+         "evaluate", "ca4ltr_finetune", "ca4ltr_evaluate")
 PROBE_64PX_CE = 44.6  #: the issue's bare-loop probe: frozen Lite0, 64 px, linear head, CE, overall top-1
 
 
@@ -321,9 +326,10 @@ def main() -> int:
     todo = [t for _, t in ([] if a.collect_only else targets(name, a)) if not (ROOT / t).exists()]
     while todo:  # a few rows per Snakemake call (its jobs run 2 at a time), the tables rewritten after each
         group, todo = todo[:a.rows_per_call], todo[a.rows_per_call:]
-        cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path), "--", *group]
+        cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path),
+               "--set-threads", *(f"{r}=1" for r in RULES), "--", *group]
         print("RUN:", shlex.join(cmd), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         render(collect(name, a), a, command, time.time() - t0, out, stem, name)
     rows = collect(name, a)
     render(rows, a, command, None if a.collect_only else time.time() - t0, out, stem, name)
