@@ -188,7 +188,7 @@ def test_imagenet_weights_refused_on_imagenet_data(dataset, tmp_path):
                          "model": {"image_encoder": "efficientnet_lite2", "pretrained": "imagenet"}})
     r = subprocess.run([sys.executable, "-m", "langtail.cli", "finetune", "--head", "fc", "--params", params, "--manifest",
                         str(tmp_path / "m.parquet"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "ImageNet-1k" in r.stderr and "inflated" in r.stderr, r.stderr[-800:]
     phrase = weights_phrase(from_dict({"model": {"image_encoder": "efficientnet_lite0", "pretrained": "imagenet",
                                                  "backbone_mode": "frozen"}}).model)
