@@ -191,10 +191,14 @@ def cmd_validate(a):
 def _params(text: str) -> DatasetConfig:
     if text.startswith("@"):
         text = Path(text[1:]).read_text(encoding="utf-8")
+    from langtail.weights_overlap import check_weights_overlap
+
     try:
-        return from_dict(json.loads(text or "{}"))
+        cfg = from_dict(json.loads(text or "{}"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"--params is not valid JSON: {e}") from e
+    check_weights_overlap(cfg)
+    return cfg
 
 
 def cmd_prefetch(a):

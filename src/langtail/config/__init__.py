@@ -192,6 +192,9 @@ def check_consistency(cfg: DatasetConfig) -> None:
     if cfg.data.few_threshold > cfg.data.many_threshold:
         raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
                           f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")
+    from langtail.weights_overlap import check_weights_overlap
+
+    check_weights_overlap(cfg)
 
 
 def _check_parts(cfg: DatasetConfig) -> None:

