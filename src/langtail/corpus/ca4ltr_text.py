@@ -365,7 +365,7 @@ def make_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence[
         sents, cls = description_bank(need_anchors(), C, cfg.description_per_class)
         return TextSource(source, sents, cls, info={"bank_size": len(sents)})
     if source == "nonsense_bank":
-        desc, cls = description_bank(anchors(), C, cfg.description_per_class)
+        desc, cls = description_bank(need_anchors(), C, cfg.description_per_class)
         lengths = word_lengths(desc)
         sents = NonsenseGenerator(lengths, class_words(class_names), cfg.nonsense_seed).bank(lengths)
         return TextSource(source, sents, cls, info={"bank_size": len(sents), "reference_mean_words": float(lengths.mean())})

@@ -95,7 +95,7 @@ def build_source(source: str, cfg, manifest: pd.DataFrame, class_names: Sequence
     if source not in SOURCES:
         raise ValueError(f"unknown CA4LTR text source {source!r}; known: {', '.join(SOURCES)}")
     anchors = io.read_parquet(anchors_path, ANCHORS_COLUMNS) if anchors_path is not None and source in (
-        "description", "nonsense") else None
+        "description", "nonsense", "nonsense_bank") else None
     if source != "caption" or captions_path is None:
         return make_source(source, cfg, manifest, class_names, anchors)
     from langtail.captions.blip2 import is_tiny_caption_model
