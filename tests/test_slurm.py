@@ -259,9 +259,10 @@ def _metrics(workdir: Path) -> dict[str, dict]:
 
 
 def _numbers(obj):
-    """The numeric leaves of a metrics document (timestamps / paths left out)."""
+    """The numeric leaves of a metrics document (timestamps / paths and wall times such as
+    ``train_seconds`` left out)."""
     if isinstance(obj, dict):
-        return {k: _numbers(v) for k, v in obj.items() if not isinstance(v, str)}
+        return {k: _numbers(v) for k, v in obj.items() if not isinstance(v, str) and not k.endswith("seconds")}
     if isinstance(obj, list):
         return [_numbers(v) for v in obj]
     return obj

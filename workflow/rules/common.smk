@@ -6,7 +6,7 @@ import re
 import shlex
 import sys
 
-from langtail.config import ZEROSHOT_MODELS, dataset_config, select_keys, split_variant, validate_config
+from langtail.config import ZEROSHOT_MODELS, dataset_config, select_keys, split_variant, validate_config, variant_overrides
 from langtail.launch import job_resources, slurm_site
 from langtail.seeds import SEED_DIR_PATTERN, seed_dirs, with_seed
 from langtail.corpus.ca4ltr_text import SOURCES as CA4LTR_SOURCES
