@@ -48,7 +48,6 @@ from langtail.models.heads import Classifier
 from langtail.models.image_cache import freeze_on, frozen_features
 from langtail.models.tuning import apply_backbone_mode
 from langtail.models.text_cache import read_text_embeddings
-from langtail.models.tuning import set_frozen_eval
 from langtail.registry import HEADS, TUNING_MODES, Part
 from langtail.runtime import seed_everything
 from langtail.inference import classifier_scores, run_batches
@@ -242,7 +241,6 @@ def _step(clf: Classifier, loss_fn, options: dict[str, Any], freeze: bool, visua
     def step(batch):
         x = batch["image"]
         set_visual_mode(clf, freeze, visual_eval)
-        set_frozen_eval(clf.image)  # BatchNorms of frozen backbone blocks keep their statistics
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = clf(x)
