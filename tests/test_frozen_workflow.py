@@ -1,16 +1,14 @@
 """The demo workflow under ``model.backbone_mode: frozen`` runs to report.md on cached image features."""
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from conftest import TINY
+from test_workflow import _snakemake
 
 pytestmark = pytest.mark.slow  # a full Snakemake run (~13 jobs); the stages in-process: test_frozen_features.py
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
 
 def _config(**over) -> dict:
@@ -22,11 +20,10 @@ def _config(**over) -> dict:
     return {"results_dir": "results", "datasets": {"demo": demo}}
 
 
-def _snakemake(wd: Path, *args: str) -> str:
-    p = subprocess.run(SNAKEMAKE + ["--directory", str(wd), *args], capture_output=True, text=True, timeout=900)
-    out = p.stdout + p.stderr
-    assert p.returncode == 0, out[-4000:]
-    return out
+def _output(wd: Path, *args: str) -> str:
+    """stdout + stderr of a Snakemake run that must succeed."""
+    p = _snakemake(wd, *args)
+    return p.stdout + p.stderr
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +52,11 @@ def test_frozen_demo_runs_to_report_on_cached_features(built):
 
 
 def test_frozen_rerun_plans_nothing_and_ca4ltr_asks_for_tokens(built):
-    out = _snakemake(built, "-n", "results/demo/report.md")
+    out = _output(built, "-n", "results/demo/report.md")
     assert "Nothing to be done" in out
     cfg = _config(ca4ltr={"sources": ["label"], "epochs": 1, "width": 16, "device": "cpu"})
     (built / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = _snakemake(built, "-n", "-p", "results/demo/eval/ca4ltr_label/metrics.json")
+    out = _output(built, "-n", "-p", "results/demo/eval/ca4ltr_label/metrics.json")
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M) if m.group(1) != "total"}
     assert jobs == {"image_features": 1, "ca4ltr_finetune": 1, "ca4ltr_evaluate": 1}, out[-3000:]
     assert "--kind tokens" in out and "--features results/demo/image_tokens.safetensors" in out

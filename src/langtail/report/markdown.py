@@ -24,8 +24,9 @@ from langtail.report.tables import md_table, shot_group_rule, snakemake_command
 
 log = logging.getLogger(__name__)
 
-#: labels of the evaluations that are not a fine-tuned head (a head's label is its declared ``info["label"]``)
-ZEROSHOT_LABELS = {
+#: labels of the report rows that are not one fine-tuned head: the zero-shot evaluations and the
+#: ``lift`` row kind (:func:`row_kind`); a head's label is its declared ``info["label"]``
+NON_HEAD_LABELS = {
     "zeroshot": "Text-only zero-shot, CLIP prompt ensemble (80 prompts per class, no training images)",
     "zeroshot_anchors": "Text-only zero-shot, mean of the AnSS anchors (chosen with training images)",
     "lift": "LIFT (lightweight fine-tuning, text-initialised cosine head)",
@@ -35,7 +36,7 @@ ZEROSHOT_LABELS = {
 def model_labels() -> dict[str, str]:
     """``eval/<model>`` name -> report label: every registered head's ``info["label"]`` (its name
     when it declares none) and the zero-shot evaluations."""
-    return {**{p.name: str(p.info.get("label", p.name)) for p in HEADS.parts()}, **ZEROSHOT_LABELS}
+    return {**{p.name: str(p.info.get("label", p.name)) for p in HEADS.parts()}, **NON_HEAD_LABELS}
 
 
 def row_kind(model: str, metrics: dict[str, Any]) -> str:
