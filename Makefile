@@ -24,11 +24,16 @@ demo: $(STAMP)
 	snakemake --cores $(CORES) results/demo/report.md
 	@echo "report: results/demo/report.md"
 
+# pytest-xdist: one file per worker at a time (module fixtures built once); one more worker than
+# cores, since the SLURM test spends most of its minutes waiting on the scheduler
+TEST_WORKERS ?= $(shell echo $$(($(CORES) + 1)))
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: lint
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
