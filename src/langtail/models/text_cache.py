@@ -171,13 +171,12 @@ class LazyMiniLM:
     frozen = True
 
     def __init__(self, model_path: str = "", device: str = "cpu"):
-        from langtail.models.encoders import minilm_path
+        from langtail.models.encoders import minilm_base_dim, minilm_path
 
         self.model_path = model_path or minilm_path()
         self.device = device
         self._enc = None
-        pool = Path(self.model_path) / "1_Pooling" / "config.json"
-        self.base_dim = int(json.loads(pool.read_text())["word_embedding_dimension"]) if pool.exists() else None
+        self.base_dim = minilm_base_dim(self.model_path)
 
     def _load(self):
         if self._enc is None:
