@@ -383,15 +383,16 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         return
     x = np.arange(len(GROUPS))
     w = 0.84 / len(done)
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 6))
+    colours = plt.get_cmap("tab20").colors  # one colour per row (the default cycle repeats after 10)
     for i, r in enumerate(done):
         ax.bar(x + i * w - 0.42 + w / 2, [r[g] or 0 for g in GROUPS], w, yerr=[r[g + "_std"] or 0 for g in GROUPS],
-               label=r["row"], capsize=2)
+               label=r["row"], capsize=2, color=colours[i % len(colours)])
     ax.set_xticks(x)
     ax.set_xticklabels(GROUPS)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=6, ncol=3)
+    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
