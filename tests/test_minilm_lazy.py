@@ -26,7 +26,7 @@ def test_a_cached_sentence_list_never_imports_sentence_transformers(tmp_path):
     cache and never imports sentence_transformers; both give the same projected embeddings."""
     code = f"""
 import json, sys, torch
-from langtail.models.encoders import MiniLMText
+from langtail.models.minilm import MiniLMText
 from langtail.models.text_cache import encode_sentences
 torch.manual_seed(0)
 enc = MiniLMText(16)
@@ -45,7 +45,7 @@ print(json.dumps({{"before": before, "after": "sentence_transformers" in sys.mod
 def test_frozen_backbone_equals_sentence_transformers_and_follows_moves():
     from sentence_transformers import SentenceTransformer
 
-    from langtail.models.encoders import MiniLMText, minilm_path
+    from langtail.models.minilm import MiniLMText, minilm_path
 
     enc = MiniLMText(8)
     assert enc.frozen and not any(n.startswith("st.") for n, _ in enc.named_parameters())
@@ -58,7 +58,7 @@ def test_frozen_backbone_equals_sentence_transformers_and_follows_moves():
 
 
 def test_trainable_backbone_is_a_submodule_with_gradients():
-    from langtail.models.encoders import MiniLMText
+    from langtail.models.minilm import MiniLMText
 
     enc = MiniLMText(8, trainable=True)
     names = [n for n, p in enc.named_parameters() if p.requires_grad]

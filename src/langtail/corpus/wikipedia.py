@@ -178,7 +178,11 @@ class _CrawlRun:
             self.done[name] = page["status"]
             self.bar.update(1)
         if self.on_page is not None:
-            self.on_page(name, page)
+            try:
+                self.on_page(name, page)
+            except (KeyboardInterrupt, SystemExit):
+                self.stop.set()  # at once: the other workers start no new class before run() sees it
+                raise
 
     def run(self, todo: list[str], max_workers: int) -> None:
         """Look up all titles, then fetch every class, ``max_workers`` requests in flight."""

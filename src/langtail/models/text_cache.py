@@ -164,14 +164,14 @@ def read_text_embeddings(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, 
 class LazyMiniLM:
     """The frozen MiniLM backbone, loaded only when a sentence list is not in the cache.
 
-    Same ``identity()`` as :class:`langtail.models.encoders.MiniLMText` (so cache entries are
+    Same ``identity()`` as :class:`langtail.models.minilm.MiniLMText` (so cache entries are
     shared); ``encode_base`` -> ``[S, 384]``.
     """
 
     frozen = True
 
     def __init__(self, model_path: str = "", device: str = "cpu"):
-        from langtail.models.encoders import minilm_base_dim, minilm_path
+        from langtail.models.minilm import minilm_base_dim, minilm_path
 
         self.model_path = model_path or minilm_path()
         self.device = device
@@ -180,7 +180,7 @@ class LazyMiniLM:
 
     def _load(self):
         if self._enc is None:
-            from langtail.models.encoders import MiniLMText
+            from langtail.models.minilm import MiniLMText
 
             self._enc = MiniLMText(8, self.model_path, trainable=False).to(self.device)
             self.base_dim = self._enc.base_dim
