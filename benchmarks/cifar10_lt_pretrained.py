@@ -133,6 +133,14 @@ def row_kind(variant: str, model: str) -> str:
     return "backbone" if variant in BACKBONE else ("ca4ltr" if model.startswith("ca4ltr_") else "pooled")
 
 
+def prioritize(group: list[str]) -> list[str]:
+    """``--prioritize`` the VL-LTR rows' targets: their chain (features -> CVLP -> anchors -> text
+    embeddings -> fine-tuning -> evaluation) is the longest, and Snakemake otherwise fills both
+    cores with the short rows first (tiny form: 73 s -> see the docstring)."""
+    chain = [t for t in group if "/eval/lgr" in t]
+    return ["--prioritize", *chain] if chain else []
+
+
 def targets(name: str, a: argparse.Namespace) -> list[tuple[str, str]]:
     """(row label, Snakemake target) in priority order: the rows on pooled features (every seed;
     they share the features), then the CA4LTR rows (every seed; they add the token features and
@@ -442,7 +450,7 @@ def main() -> int:
     while todo:  # a few rows per Snakemake call (its jobs run 2 at a time), the tables rewritten after each
         group, todo = todo[:a.rows_per_call], todo[a.rows_per_call:]
         cmd = [sys.executable, "-m", "snakemake", "--cores", str(a.cores), "--configfile", str(cfg_path),
-               "--set-threads", *(f"{r}=1" for r in RULES), "--", *group]
+               "--set-threads", *(f"{r}=1" for r in RULES), *prioritize(group), "--", *group]
         print("RUN:", shlex.join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         render(collect(name, a), a, command, time.time() - t0, out, stem, name)

@@ -92,7 +92,8 @@ def cmd_finetune(a):
     from langtail.stages import finetune
 
     finetune.run(_config(a, "finetune", head=a.head), a.head, Path(a.manifest), Path(a.out), _opt(a.text_emb),
-                 _opt(a.pretrain), track_dir=_opt(a.track_dir), features_path=_opt(a.features))
+                 _opt(a.pretrain), track_dir=_opt(a.track_dir), features_path=_opt(a.features),
+                 cache_dir=_opt(a.cache_dir))
 
 
 def cmd_evaluate(a):
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
           help="anchor sentence selection (AnSS)")
     stage("embed-text", cmd_embed_text, ["manifest", "anchors", "corpus", "pretrain", "out", "cache-dir"],
           help="anchor text embeddings [C, M, D]")
-    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain", "track-dir", "features"],
+    stage("finetune", cmd_finetune, ["head", "manifest", "out"], ["text-emb", "pretrain", "track-dir", "features", "cache-dir"],
           help="fine-tune one head")
     stage("evaluate", cmd_evaluate, ["model", "manifest", "checkpoint", "out-dir"], ["text-emb", "cache-dir", "features"],
           help="top-1 metrics of one model")

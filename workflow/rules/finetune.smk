@@ -13,6 +13,7 @@ rule finetune:
         launch=job_launch("finetune"),
         cfg=stage_params("finetune", "head"),
         opts=input_opts("text_emb", "pretrain", "features"),
+        cache=base_path("cache"),  # text features (head_init: text reuses the encoded class prompts)
     conda:
         "../envs/langtail.yaml"
     log:
@@ -24,4 +25,4 @@ rule finetune:
         **job_resources_of("finetune"),
     shell:
         "{params.launch}langtail finetune --params {params.cfg:q} --head {wildcards.head} --manifest {input.manifest}"
-        " {params.opts} --out {output.model} --track-dir {output.tb} 2> {log}"
+        " {params.opts} --out {output.model} --track-dir {output.tb} --cache-dir {params.cache} 2> {log}"

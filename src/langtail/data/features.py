@@ -18,7 +18,9 @@ for CA4LTR). Rows are aligned to the manifest's rows. Schema (docs/artifacts.md)
 
 Metadata (all str): ``kind``, ``key``, ``identity`` (JSON: encoder, weights hash, preprocess,
 manifest hash, views), ``weights_sha256``, ``views``, ``feat_dim``, ``tokens_per_image``,
-``bytes_per_image``, ``unreadable`` (JSON ``{row: reason}``).
+``bytes_per_image``, ``unreadable`` (JSON ``{row: reason}``), ``backbone_gflops`` (multiply-adds
+of the backbone on one image at ``image_size``: evaluation adds it to the head's cost without
+running the backbone).
 
 Training under ``frozen``: one cached view per sample and epoch, drawn from
 ``(seed, epoch)`` (:class:`ViewSampler`); without views (the default) no augmentation.

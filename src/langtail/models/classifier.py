@@ -54,7 +54,7 @@ def fresh_image_encoder(cfg: ModelConfig, tuning: list[dict[str, Any]] | None = 
     ``cfg.backbone_mode``; with ``tuning`` (a saved tower's records) the tower is built plain and
     those records are replayed instead (the exact structure of a checkpoint)."""
     cfg = image_model_config(cfg)
-    if tuning is not None:
+    if tuning is not None and (tuning or cfg.backbone_mode != "frozen"):  # frozen: no structure to replay
         cfg = dataclasses.replace(cfg, backbone_mode="full")
     image = create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
     if tuning is not None:

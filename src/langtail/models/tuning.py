@@ -28,8 +28,10 @@ def apply_backbone_mode(tower: nn.Module, cfg: ModelConfig) -> nn.Module:
 
 
 def trainable_counts(module: nn.Module) -> tuple[int, int]:
-    """``(trained, total)`` parameter counts of ``module``."""
+    """``(trained, total)`` parameter counts of ``module``; ``total`` includes the frozen backbones
+    that are built at their first use (``parameter_count()``: they hold no parameter until then)."""
     total = sum(p.numel() for p in module.parameters())
+    total += sum(m.parameter_count() for m in module.modules() if hasattr(m, "parameter_count"))
     trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return trained, total
 

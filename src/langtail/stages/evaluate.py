@@ -46,7 +46,7 @@ from langtail.inference import classifier_scores, run_batches, tta_info, tta_loa
 from langtail.losses import class_priors
 from langtail.metrics import accuracy_table, write_eval
 from langtail.models.classifier import read_classifier
-from langtail.models.image_cache import frozen_features
+from langtail.models.image_cache import forward_gflops, frozen_features
 from langtail.train.validation import checkpoint_selection
 from langtail.models.zeroshot import load_zeroshot, zeroshot_scores
 from langtail.runtime import resolve_device
@@ -75,17 +75,19 @@ def inputs(cfg: DatasetConfig, model: str) -> tuple[str, ...]:
     return needs + (("text_emb",) if model == "zeroshot_anchors" else ())
 
 
-def model_cost(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, float]:
-    """Parameters (millions) and GFLOPs (multiply-adds, per image) of a model in eval mode."""
-    from torch.utils.flop_counter import FlopCounterMode
+def model_cost(model: torch.nn.Module, image_size: int, device: torch.device, features=None) -> dict[str, float]:
+    """Parameters (millions, the frozen backbone's included) and GFLOPs (multiply-adds, per image)
+    of a model in eval mode. On cached ``features`` the model runs on one cached feature and the
+    backbone's cost comes from the file (``backbone_gflops``): the backbone is not built."""
+    from langtail.models.tuning import trainable_counts
 
-    x = torch.zeros(1, 3, image_size, image_size, device=device)
-    with torch.no_grad():
-        model(x)  # warm-up: LGR keys are computed once and cached at inference
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
-    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "gflops": fc.get_total_flops() / 2 / 1e9}
+    backbone = features.meta.get("backbone_gflops") if features is not None else None
+    if backbone is not None:
+        x = torch.zeros(1, *features.data.shape[1:], device=device)
+    else:
+        x = torch.zeros(1, 3, image_size, image_size, device=device)
+    gflops = forward_gflops(model, x) + float(backbone or 0.0)
+    return {"params_m": trainable_counts(model)[1] / 1e6, "gflops": gflops}
 
 
 def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Path, out_dir: Path,
@@ -121,7 +123,7 @@ def run(cfg: DatasetConfig, model_name: str, manifest_path: Path, model_path: Pa
                                                  loader, device,
                                                  desc=f"eval {model_name}", amp=ec.amp, skips=skips)
         pred = scores.argmax(1).numpy()
-        extra.update(model_cost(image, dc.image_size, device))
+        extra.update(model_cost(image, dc.image_size, device, features))
     else:
         pred, labels, skipped, group_pred = _classifier_predictions(cfg, df, C, manifest_path, model_path, model_name,
                                                                     loader, device, skips, extra, features)
@@ -166,5 +168,5 @@ def _classifier_predictions(cfg: DatasetConfig, df, C: int, manifest_path: Path,
     if "seconds" in ck["extra"]:
         extra["train_seconds"] = float(ck["extra"]["seconds"])  # wall time of the fine-tuning run
     extra["group_ranking"] = ec.group_ranking if group_pred is not None else "combined"
-    extra.update(model_cost(clf, dc.image_size, device))
+    extra.update(model_cost(clf, dc.image_size, device, features))
     return pred, labels, skipped, group_pred

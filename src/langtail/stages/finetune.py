@@ -108,11 +108,12 @@ def _is_baseline(part: Part) -> bool:
 
 
 def init_head(cfg: DatasetConfig, head_kind: str, head: torch.nn.Module, class_names: list[str],
-              pretrain_path: Path | None, text_emb_path: Path | None) -> str:
+              pretrain_path: Path | None, text_emb_path: Path | None, cache_dir: Path | None = None) -> str:
     """``finetune.head_init`` of an fc / fc_cvlp head (LIFT's semantic-aware initialisation); returns
     what the weights started from. The class embeddings come from the text tower aligned with the
     head's image tower: model.pretrained's CLIP for ``fc`` (and without CVLP init), the CVLP
-    checkpoint's (MiniLM through its CVLP projection) for ``fc_cvlp``."""
+    checkpoint's (MiniLM through its CVLP projection) for ``fc_cvlp``. ``cache_dir``: the text-feature
+    cache (the class prompts pre-training or zero-shot evaluation encoded are reused)."""
     from langtail.models.classifier import create_vl_model, image_model_config
     from langtail.models.zeroshot import anchor_class_embeddings, prompt_class_embeddings
 
@@ -129,7 +130,7 @@ def init_head(cfg: DatasetConfig, head_kind: str, head: torch.nn.Module, class_n
         class_emb = anchor_class_embeddings(emb, mask)
     else:
         text = (create_vl_model(image_model_config(cfg.model)) if fresh else load_vl_checkpoint(pretrain_path)[0]).text
-        class_emb = prompt_class_embeddings(text, class_names)
+        class_emb = prompt_class_embeddings(text, class_names, cache_dir=cache_dir)
     head.init_from_text(class_emb)
     return cfg.finetune.head_init
 
@@ -178,10 +179,12 @@ def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None
 
 
 def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text_emb_path: Path | None = None,
-        pretrain_path: Path | None = None, track_dir: Path | None = None, features_path: Path | None = None) -> None:
+        pretrain_path: Path | None = None, track_dir: Path | None = None, features_path: Path | None = None,
+        cache_dir: Path | None = None) -> None:
     """Train one head; ``text_emb_path`` / ``pretrain_path`` / ``features_path`` (backbone_mode
     frozen): the inputs the run needs (:func:`inputs`); ``track_dir``: the run's tracking folder
-    (:mod:`langtail.train.tracking`; None = no tracking)."""
+    (:mod:`langtail.train.tracking`; None = no tracking); ``cache_dir``: the text-feature cache
+    (``finetune.head_init: text``)."""
     fc, part = cfg.finetune, HEADS.get(head_kind)
     seed_everything(fc.seed)
     device = distributed.setup(fc.device)  # under torchrun: joins the process group
@@ -189,7 +192,7 @@ def run(cfg: DatasetConfig, head_kind: str, manifest_path: Path, out: Path, text
     C = len(meta["class_names"])
     features = frozen_features(cfg.model, features_path, f"finetune[{head_kind}]")
     clf, options = build(cfg, head_kind, C, text_emb_path, pretrain_path, features)
-    head_init = init_head(cfg, head_kind, clf.head, meta["class_names"], pretrain_path, text_emb_path)
+    head_init = init_head(cfg, head_kind, clf.head, meta["class_names"], pretrain_path, text_emb_path, cache_dir)
     clf = clf.to(device)
     # the vision-only baseline (fc) is always fine-tuned in train mode (paper Sec. 4.3); the
     # freeze / eval-mode switches concern the CVLP encoder under the other heads
