@@ -136,7 +136,7 @@ def row_kind(variant: str, model: str) -> str:
 def prioritize(group: list[str]) -> list[str]:
     """``--prioritize`` the VL-LTR rows' targets: their chain (features -> CVLP -> anchors -> text
     embeddings -> fine-tuning -> evaluation) is the longest, and Snakemake otherwise fills both
-    cores with the short rows first (tiny form: 73 s -> see the docstring)."""
+    cores with the short rows first."""
     chain = [t for t in group if "/eval/lgr" in t]
     return ["--prioritize", *chain] if chain else []
 

@@ -199,10 +199,6 @@ class DeferredBackbone(nn.Module):
         self.__dict__["_tensors"] = None  # {net.* key: tensor} until built
         self.__dict__["_net"] = None  # the built EfficientNetBackbone: no submodule
 
-    @property
-    def built(self) -> bool:
-        return self._net is not None
-
     def backbone(self) -> EfficientNetBackbone:
         """The network (built now if it is not yet), frozen, eval mode, on this module's device."""
         if self._net is None:
