@@ -189,6 +189,39 @@ def test_predict_on_image_files_from_a_frozen_checkpoint(frozen_run, tmp_path):
     assert pred["class_id"].tolist() == want
 
 
+def test_linear_probe_baseline_reads_the_pooled_features(frozen_run, tmp_path):
+    """``finetune.baseline_projection: false``: the fc baseline is a linear probe on the backbone's
+    F-d pooled features (no D-dim projection); the checkpoint reloads without it, evaluation and
+    the cached-vs-image logits agree, and only the head's F * C + C parameters train."""
+    from langtail.data.dataset import eval_loader
+    from langtail.data.manifest import read_manifest
+    from langtail.models.classifier import read_classifier as load_classifier
+    from langtail.stages import evaluate, finetune
+
+    cfg, out, metrics = frozen_run
+    probe = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, baseline_projection=False))
+    man, feats = out / "manifest.parquet", out / "image_features.safetensors"
+    finetune.run(staged(probe, "finetune", head="fc"), "fc", man, tmp_path / "fc.pt", features_path=feats)
+    ck = io.torch_load(tmp_path / "fc.pt")
+    F_dim = ImageFeatures(feats).data.shape[1]
+    assert not any(k.startswith("image.proj.") for k in ck["state_dict"])
+    assert ck["state_dict"]["head.fc.weight"].shape == (24, F_dim)
+    m = evaluate.run(staged(probe, "evaluate"), "fc", man, tmp_path / "fc.pt", tmp_path / "eval", None,
+                     out / "cache", feats)
+    assert m["params_trained"] == 0 and m["params_head"] == F_dim * 24 + 24
+    assert metrics["fc"]["params_trained"] == F_dim * cfg.model.embed_dim + cfg.model.embed_dim  # the projection
+    clf, _ = load_classifier(tmp_path / "fc.pt")
+    assert clf.image.embed_dim == F_dim
+    df, meta = read_manifest(man)
+    test = df[df.split == "test"].reset_index(drop=True)
+    f = ImageFeatures(feats)
+    with torch.no_grad():
+        a = torch.cat([clf(b["image"])["image"] for b in eval_loader(test, man, meta, cfg.data, 64, features=f)])
+        b = torch.cat([clf(b["image"])["image"] for b in eval_loader(test, man, meta, cfg.data, 64)])
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert abs(100 * (a.argmax(1).numpy() == test["label"].to_numpy()).mean() - m["overall"]) < 1e-6
+
+
 def test_frozen_needs_the_features_file(frozen_run, tmp_path):
     from langtail.stages import finetune
 

@@ -163,6 +163,10 @@ class FinetuneConfig:
     heads: list[str] = field(default_factory=lambda: ["lgr", "fc"])  #: models trained: names of langtail.registry.HEADS (lgr, fc, fc_cvlp, knn, plugins)
     epochs: int = 50
     baseline_epochs: int = 0  #: epochs for the vision-only FC baseline (0 = same as epochs)
+    #: the vision-only baseline's image tower: true = backbone -> D-dim projection (random init,
+    #: trained with the head) -> fc; false = the fc reads the backbone's F-d pooled features (a
+    #: linear probe). open_clip towers end in CLIP's own projection: false changes nothing there
+    baseline_projection: bool = True
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05

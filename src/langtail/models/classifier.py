@@ -49,14 +49,24 @@ def create_head(kind: str, dim: int, num_classes: int, text_emb: torch.Tensor | 
     return part(dim, num_classes, text_emb, mask, **{k: v for k, v in options.items() if k in names})
 
 
-def fresh_image_encoder(cfg: ModelConfig, tuning: list[dict[str, Any]] | None = None):
+def drop_projection(image: torch.nn.Module) -> None:
+    """Remove an image tower's projection in place: it then outputs the backbone's pooled
+    features ``[B, F]`` (``embed_dim = feat_dim``)."""
+    image.proj, image.embed_dim = torch.nn.Identity(), image.feat_dim
+
+
+def fresh_image_encoder(cfg: ModelConfig, tuning: list[dict[str, Any]] | None = None, project: bool = True):
     """Image tower initialised from ``cfg.pretrained`` (CLIP weights or random), no CVLP, in
     ``cfg.backbone_mode``; with ``tuning`` (a saved tower's records) the tower is built plain and
-    those records are replayed instead (the exact structure of a checkpoint)."""
+    those records are replayed instead (the exact structure of a checkpoint). ``project=False``:
+    no projection, the tower outputs the backbone's pooled features ``[B, F]``
+    (``finetune.baseline_projection: false``, a linear probe)."""
     cfg = image_model_config(cfg)
     if tuning is not None and (tuning or cfg.backbone_mode != "frozen"):  # frozen: no structure to replay
         cfg = dataclasses.replace(cfg, backbone_mode="full")
     image = create_vl_model(cfg).image if cfg.text_encoder == "clip" else create_image_encoder(cfg)
+    if not project:
+        drop_projection(image)
     if tuning is not None:
         from langtail.models.peft import replay_tuning
 
@@ -118,6 +128,8 @@ def classifier_from_checkpoint(ck: dict[str, Any], path, device: str | torch.dev
     cfg = dataclasses.replace(ModelConfig(**ck["model_cfg"]), pretrained="")
     sd = ck["state_dict"]
     image = fresh_image_encoder(cfg, ck.get("image_tuning", []))
+    if isinstance(getattr(image, "proj", None), torch.nn.Linear) and "image.proj.weight" not in sd:
+        drop_projection(image)  # saved without its projection (finetune.baseline_projection: false)
     ex = ck["extra"]
     part = HEADS.get(ck["kind"])
     buf = part.info.get("anchors")

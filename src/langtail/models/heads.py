@@ -405,7 +405,8 @@ def lgr(dim: int, num_classes: int, text_emb: torch.Tensor | None, mask: torch.T
     return LGRHead(_anchors("lgr", text_emb), mask, tau, qk_bias=lgr_qk_bias, init=lgr_init, v_detach=v_detach)
 
 
-@HEADS.register("fc", keys={"finetune": ("baseline_epochs", "epochs", "head_init", "fc_cosine_scale")},
+@HEADS.register("fc", keys={"finetune": ("baseline_epochs", "baseline_projection", "epochs", "head_init",
+                                         "fc_cosine_scale")},
                 inputs=("text_emb",),
                 info={"needs": _anchor_init_needs, "options": _cosine_options, "encoder": "baseline", "anchors": None,
                       "text_init": True,

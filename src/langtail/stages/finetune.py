@@ -162,7 +162,7 @@ def build(cfg: DatasetConfig, head_kind: str, C: int, text_emb_path: Path | None
     + the head over the anchors it needs."""
     fc, part = cfg.finetune, HEADS.get(head_kind)
     if _is_baseline(part) or not fc.init_from_pretrain:
-        image = fresh_image_encoder(cfg.model)
+        image = fresh_image_encoder(cfg.model, project=fc.baseline_projection or not _is_baseline(part))
     else:
         image = apply_backbone_mode(load_vl_checkpoint(pretrain_path, image_only=True)[0], cfg.model)
     if features is not None:
